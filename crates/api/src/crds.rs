@@ -1,0 +1,171 @@
+//! The CustomResourceDefinitions, their file names and YAML, and a check of the API server's
+//! structural schema rules (a real API server rejects a CRD that breaks them).
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use kube::CustomResourceExt;
+
+use crate::{BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource};
+
+/// The header of every generated CRD file.
+pub const GENERATED_HEADER: &str =
+    "# Generated from crates/api by `cargo xtask crds`. Do not edit: change the Rust types instead.\n";
+
+/// Every CRD Bulkhead defines, in a stable order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![
+        Tenant::crd(),
+        BulkheadConfiguration::crd(),
+        GlobalTenantResource::crd(),
+        TenantResource::crd(),
+        ProxySetting::crd(),
+    ]
+}
+
+/// The file a CRD is written to, e.g. `bulkhead.dev_tenants.yaml`.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// A CRD as the YAML document written to the chart (with [`GENERATED_HEADER`]).
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    Ok(format!("{GENERATED_HEADER}{}", serde_saphyr::to_string(crd)?))
+}
+
+/// Every way the CRD's schemas break the API server's structural schema rules; empty when it is valid.
+/// See "Specifying a structural schema" in the Kubernetes CustomResourceDefinition documentation.
+pub fn structural_violations(crd: &CustomResourceDefinition) -> Vec<String> {
+    let mut out = Vec::new();
+    for version in &crd.spec.versions {
+        let at = format!("{}/{}", crd.metadata.name.as_deref().unwrap_or("?"), version.name);
+        match version
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+        {
+            None => out.push(format!("{at}: no openAPIV3Schema")),
+            Some(root) => check_node(root, &at, false, &mut out),
+        }
+    }
+    out
+}
+
+fn check_node(s: &JSONSchemaProps, path: &str, in_junctor: bool, out: &mut Vec<String>) {
+    let int_or_string = s.x_kubernetes_int_or_string == Some(true);
+    let preserve = s.x_kubernetes_preserve_unknown_fields == Some(true);
+    if !in_junctor && s.type_.as_deref().unwrap_or("").is_empty() && !int_or_string && !preserve {
+        out.push(format!("{path}: no type"));
+    }
+    if in_junctor
+        && !int_or_string
+        && (s.description.is_some() || s.type_.is_some() || s.default.is_some() || s.nullable.is_some())
+    {
+        out.push(format!(
+            "{path}: description, type, default or nullable inside allOf/anyOf/oneOf/not"
+        ));
+    }
+    for (field, set) in [
+        ("$ref", s.ref_path.is_some()),
+        ("definitions", s.definitions.is_some()),
+        ("id", s.id.is_some()),
+        ("$schema", s.schema.is_some()),
+        ("patternProperties", s.pattern_properties.is_some()),
+        ("dependencies", s.dependencies.is_some()),
+        ("additionalItems", s.additional_items.is_some()),
+        ("uniqueItems: true", s.unique_items == Some(true)),
+    ] {
+        if set {
+            out.push(format!("{path}: {field} is not allowed in a CRD schema"));
+        }
+    }
+    if s.properties.is_some() && matches!(s.additional_properties, Some(JSONSchemaPropsOrBool::Schema(_))) {
+        out.push(format!("{path}: properties and additionalProperties together"));
+    }
+    if s.x_kubernetes_embedded_resource == Some(true) && s.type_.as_deref() != Some("object") {
+        out.push(format!("{path}: an embedded resource must be of type object"));
+    }
+    for (name, prop) in s.properties.iter().flatten() {
+        check_node(prop, &format!("{path}.{name}"), in_junctor, out);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = &s.additional_properties {
+        check_node(extra, &format!("{path}.*"), in_junctor, out);
+    }
+    match &s.items {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => check_node(item, &format!("{path}[]"), in_junctor, out),
+        Some(JSONSchemaPropsOrArray::Schemas(_)) => {
+            out.push(format!("{path}: items must be a single schema"))
+        }
+        None if s.type_.as_deref() == Some("array") && !preserve => {
+            out.push(format!("{path}: array without items"));
+        }
+        None => {}
+    }
+    for (junctor, list) in [("allOf", &s.all_of), ("anyOf", &s.any_of), ("oneOf", &s.one_of)] {
+        for (i, sub) in list.iter().flatten().enumerate() {
+            check_node(sub, &format!("{path}.{junctor}[{i}]"), true, out);
+            // Rule: a field named inside a junctor must also be specified outside it.
+            for name in sub.properties.iter().flat_map(|p| p.keys()) {
+                if !s.properties.as_ref().is_some_and(|p| p.contains_key(name)) {
+                    out.push(format!(
+                        "{path}.{junctor}[{i}]: field {name} is not specified outside {junctor}"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(not) = &s.not {
+        check_node(not, &format!("{path}.not"), true, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_crd_schema_is_structural() {
+        for crd in all() {
+            let violations = structural_violations(&crd);
+            assert!(violations.is_empty(), "{}: {violations:#?}", file_name(&crd));
+        }
+    }
+
+    #[test]
+    fn the_checker_finds_what_the_api_server_rejects() {
+        let mut crd = Tenant::crd();
+        let root = crd.spec.versions[0]
+            .schema
+            .as_mut()
+            .unwrap()
+            .open_api_v3_schema
+            .as_mut()
+            .unwrap();
+        let spec = root.properties.as_mut().unwrap().get_mut("spec").unwrap();
+        let owners = spec.properties.as_mut().unwrap().get_mut("owners").unwrap();
+        owners.type_ = None;
+        owners.unique_items = Some(true);
+        let v = structural_violations(&crd);
+        assert!(v.iter().any(|m| m.ends_with(".spec.owners: no type")), "{v:?}");
+        assert!(v.iter().any(|m| m.contains("uniqueItems")), "{v:?}");
+    }
+
+    #[test]
+    fn file_names_and_scopes() {
+        let names: Vec<(String, String)> = all()
+            .iter()
+            .map(|c| (file_name(c), c.spec.scope.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("bulkhead.dev_tenants.yaml", "Cluster"),
+                ("bulkhead.dev_bulkheadconfigurations.yaml", "Cluster"),
+                ("bulkhead.dev_globaltenantresources.yaml", "Cluster"),
+                ("bulkhead.dev_tenantresources.yaml", "Namespaced"),
+                ("bulkhead.dev_proxysettings.yaml", "Namespaced"),
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Well-known labels, annotations and names: the contract other tools rely on.
+
+/// On every tenant namespace and every object Bulkhead creates: the name of the owning Tenant.
+pub const TENANT: &str = "bulkhead.dev/tenant";
+/// `app.kubernetes.io/managed-by`, set to [`MANAGED_BY_VALUE`] on every object Bulkhead creates.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY`] on objects Bulkhead creates.
+pub const MANAGED_BY_VALUE: &str = "bulkhead";
+/// On objects created by replication (GlobalTenantResource / TenantResource): which resource made them,
+/// as `<kind>.<namespace or "">.<name>` (kind lowercased).
+pub const REPLICATED_BY: &str = "bulkhead.dev/replicated-by";
+/// The annotation the scheduler's PodNodeSelector admission plugin reads on a namespace.
+pub const NODE_SELECTOR_ANNOTATION: &str = "scheduler.alpha.kubernetes.io/node-selector";
+/// The label Kubernetes sets on every namespace to its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// The field manager Bulkhead uses for every server-side apply.
+pub const FIELD_MANAGER: &str = "bulkhead";
+/// The finalizer the controller puts on Tenants to remove their cluster-scoped leftovers.
+pub const TENANT_FINALIZER: &str = "bulkhead.dev/tenant-cleanup";
+/// The name of the singleton BulkheadConfiguration.
+pub const CONFIGURATION_NAME: &str = "default";
+/// ClusterRole that lets tenant users create namespaces.
+pub const NAMESPACE_PROVISIONER_ROLE: &str = "bulkhead-namespace-provisioner";
+/// ClusterRole that lets tenant owners delete their namespaces.
+pub const NAMESPACE_DELETER_ROLE: &str = "bulkhead-namespace-deleter";
+/// Capsule's name for [`NAMESPACE_DELETER_ROLE`]; a migrated Tenant naming it gets Bulkhead's role.
+pub const CAPSULE_NAMESPACE_DELETER_ROLE: &str = "capsule-namespace-deleter";
+/// The label Capsule puts on tenant namespaces; migrated selectors that name it still match.
+pub const CAPSULE_TENANT: &str = "capsule.clastix.io/tenant";

@@ -1,0 +1,29 @@
+//! Bulkhead's API: the custom resources of the `bulkhead.dev/v1alpha1` group and the labels and
+//! annotations other tools rely on.
+//!
+//! Field names follow Capsule's `capsule.clastix.io/v1beta2` Tenant wherever Capsule has the feature,
+//! so that a Capsule manifest is migrated by changing its `apiVersion`. This crate does no I/O.
+
+pub mod common;
+pub mod config;
+pub mod crds;
+pub mod labels;
+pub mod owner;
+pub mod proxy_setting;
+pub mod replication;
+mod schema;
+pub mod tenant;
+pub mod validation;
+
+pub use config::{BulkheadConfiguration, BulkheadConfigurationSpec};
+pub use owner::{OwnerKind, OwnerSpec, ProxyKind, ProxyOperation, ProxySettings, Subject};
+pub use proxy_setting::{ProxySetting, ProxySettingSpec};
+pub use replication::{GlobalTenantResource, GlobalTenantResourceSpec, TenantResource, TenantResourceSpec};
+pub use tenant::{Tenant, TenantSpec, TenantState, TenantStatus};
+
+/// The API group of every Bulkhead custom resource.
+pub const GROUP: &str = "bulkhead.dev";
+/// The served and stored version of every Bulkhead custom resource.
+pub const VERSION: &str = "v1alpha1";
+/// `GROUP/VERSION`, as written in a manifest's `apiVersion`.
+pub const API_VERSION: &str = "bulkhead.dev/v1alpha1";

@@ -1,0 +1,113 @@
+//! Project tasks. `cargo xtask crds [--check]` generates the chart's CRDs from the Rust types (or fails on
+//! drift); `cargo xtask test` runs every test suite, setting up what they need first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+mod test;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  crds [--check]   write charts/bulkhead/crds/ from crates/api (--check: fail if it differs)
+  test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
+                   tests (real Helm, through a Python virtualenv it creates); ARGS go to the Rust runner";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("crds") => crds(args.get(1).map(String::as_str) == Some("--check")),
+        Some("test") => test::run(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+fn crds(check: bool) -> Result<()> {
+    let dir = root().join("charts/bulkhead/crds");
+    let mut expected = Vec::new();
+    for crd in bulkhead_api::crds::all() {
+        let name = bulkhead_api::crds::file_name(&crd);
+        let violations = bulkhead_api::crds::structural_violations(&crd);
+        if !violations.is_empty() {
+            bail!(
+                "{name} is not a structural schema:\n  {}",
+                violations.join("\n  ")
+            );
+        }
+        let yaml = bulkhead_api::crds::to_yaml(&crd).with_context(|| format!("rendering {name}"))?;
+        expected.push((name, yaml));
+    }
+    let existing: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let stale: Vec<&String> = existing
+        .iter()
+        .filter(|n| !expected.iter().any(|(e, _)| e == *n))
+        .collect();
+    if check {
+        let mut drift: Vec<String> = stale
+            .iter()
+            .map(|n| format!("{n} (no longer generated)"))
+            .collect();
+        for (name, yaml) in &expected {
+            match std::fs::read_to_string(dir.join(name)) {
+                Ok(current) if current == *yaml => {}
+                Ok(_) => drift.push(format!("{name} (differs)")),
+                Err(_) => drift.push(format!("{name} (missing)")),
+            }
+        }
+        if !drift.is_empty() {
+            bail!(
+                "charts/bulkhead/crds/ is out of date with crates/api; run `cargo xtask crds`:\n  {}",
+                drift.join("\n  ")
+            );
+        }
+        println!(
+            "charts/bulkhead/crds/ matches crates/api ({} CRDs)",
+            expected.len()
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for name in stale {
+        std::fs::remove_file(dir.join(name)).with_context(|| format!("removing stale {name}"))?;
+    }
+    for (name, yaml) in &expected {
+        std::fs::write(dir.join(name), yaml).with_context(|| format!("writing {name}"))?;
+    }
+    println!("wrote {} CRDs to {}", expected.len(), dir.display());
+    Ok(())
+}
+
+/// Runs a command, failing with its name when it cannot start or exits non-zero.
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}

@@ -1,1 +1,58 @@
-fn main() {}
+//! The `bulkhead` binary: one process that runs any subset of the controller, webhook and proxy roles
+//! over one shared informer cache.
+
+mod admin;
+mod cli;
+mod logging;
+mod metrics;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Version => {
+            write_stdout(&format!("bulkhead {}\n", env!("CARGO_PKG_VERSION")))
+        }
+        Command::Crds => print_crds(),
+        Command::Run(args) => logging::init(&cli.logging).and_then(|()| {
+            // kube's TLS stack is rustls; pick its crypto provider once, for every client in the process.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+                .block_on(run::run(*args))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bulkhead: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_crds() -> anyhow::Result<()> {
+    let mut out = String::new();
+    for crd in bulkhead_api::crds::all() {
+        out.push_str("---\n");
+        out.push_str(&bulkhead_api::crds::to_yaml(&crd)?);
+    }
+    write_stdout(&out)
+}
+
+/// Writes to stdout; a reader that went away (`bulkhead crds | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
+        _ => Ok(()),
+    }
+}

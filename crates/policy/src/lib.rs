@@ -1,1 +1,7 @@
-//! placeholder
+//! Bulkhead's pure decisions. Every function here takes plain data and returns plain data: no client,
+//! no async, no clock. The webhook, the proxy, the controller and the offline `check` command call the
+//! same functions, so they can never disagree.
+
+pub mod identity;
+
+pub use identity::{Caller, CallerClass, classify};

@@ -1,0 +1,178 @@
+//! The command line. Every flag can also be set from the environment variable named in its help.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Multi-tenancy for shared Kubernetes clusters.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Logging settings (apply to every command).
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Bulkhead's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller, webhook and proxy roles (any subset) against a cluster.
+    Run(Box<RunArgs>),
+    /// Print Bulkhead's CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
+    Crds,
+    /// Print the version.
+    Version,
+}
+
+/// Logging flags.
+#[derive(Debug, Args)]
+pub struct LoggingArgs {
+    /// Log format.
+    #[arg(long, env = "BULKHEAD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter: a level (`info`, `debug`) or tracing directives (`info,bulkhead_cache=debug`).
+    #[arg(long, env = "BULKHEAD_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `bulkhead run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Which roles this process runs, comma-separated.
+    #[arg(long, env = "BULKHEAD_ROLES", value_enum, value_delimiter = ',', default_value = "controller,webhook,proxy")]
+    pub roles: Vec<Role>,
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "BULKHEAD_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Controller role.
+    #[command(flatten, next_help_heading = "Controller role")]
+    pub controller: ControllerArgs,
+}
+
+/// A role of the bulkhead process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+pub enum Role {
+    /// Reconciles Tenants into their namespaces (one active replica, by Lease).
+    Controller,
+    /// Admission webhook.
+    Webhook,
+    /// Tenant-aware reverse proxy for the API server.
+    Proxy,
+}
+
+impl Role {
+    /// The role's name, as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Webhook => "webhook",
+            Role::Proxy => "proxy",
+        }
+    }
+}
+
+/// Which cluster to talk to.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file. Without it: the in-cluster service account when running in a pod, else
+    /// $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "BULKHEAD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the file's current context).
+    #[arg(long, env = "BULKHEAD_CONTEXT")]
+    pub context: Option<String>,
+    /// How long to wait for the API server at start-up before giving up.
+    #[arg(long, env = "BULKHEAD_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+/// Flags of the controller role.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Take a Lease so that only one controller replica acts. Turn off only for a single replica.
+    #[arg(long, env = "BULKHEAD_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: the namespace of the kubeconfig context or of the pod).
+    #[arg(long, env = "BULKHEAD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "BULKHEAD_LEASE_NAME", default_value = "bulkhead-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name, else host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
+    /// How long the Lease stays valid without renewal.
+    #[arg(long, env = "BULKHEAD_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often the leader renews the Lease and the others retry.
+    #[arg(long, env = "BULKHEAD_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub lease_retry_period: Duration,
+}
+
+/// Parses `500ms`, `15s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 15s, 2m or 1h"))?;
+    let millis = match unit {
+        "ms" => value,
+        "" | "s" => value.saturating_mul(1_000),
+        "m" => value.saturating_mul(60_000),
+        "h" => value.saturating_mul(3_600_000),
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn roles_default_to_all_three_and_take_a_comma_separated_subset() {
+        let cli = Cli::try_parse_from(["bulkhead", "run"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.roles, [Role::Controller, Role::Webhook, Role::Proxy]);
+        let cli = Cli::try_parse_from(["bulkhead", "run", "--roles", "proxy,webhook", "--leader-elect=false"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.roles, [Role::Proxy, Role::Webhook]);
+        assert!(!run.controller.leader_elect);
+        let err = Cli::try_parse_from(["bulkhead", "run", "--roles", "scheduler"]).unwrap_err().to_string();
+        assert!(err.contains("invalid value 'scheduler'"), "{err}");
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+}

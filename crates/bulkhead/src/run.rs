@@ -1,0 +1,174 @@
+//! `bulkhead run`: connect, start the shared cache and the enabled roles, serve the admin endpoints, and
+//! shut everything down on SIGTERM or SIGINT.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bulkhead_api::Tenant;
+use bulkhead_cache::Cache;
+use bulkhead_controller::{ControllerConfig, LeaseSettings};
+use kube::api::ListParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::admin::{self, AdminState, RoleState};
+use crate::cli::{ClusterArgs, ControllerArgs, Role, RunArgs};
+use crate::metrics::Metrics;
+
+/// How long roles get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs until a shutdown signal; returns an error (one line, naming what failed) if start-up fails.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let roles: BTreeSet<Role> = args.roles.iter().copied().collect();
+    if roles.is_empty() {
+        bail!("--roles names no role");
+    }
+    let mut config = load_config(&args.cluster).await?;
+    config.connect_timeout = Some(args.cluster.connect_timeout);
+    let server = config.cluster_url.to_string();
+    let default_namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).context("cannot build a Kubernetes client")?;
+    check_cluster(&client, &server, args.cluster.connect_timeout).await?;
+
+    // Bind before anything acts, so a taken port fails start-up instead of a half-started process.
+    let listener = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", args.admin_addr))?;
+    let admin_addr = listener.local_addr().unwrap_or(args.admin_addr);
+
+    let shutdown = CancellationToken::new();
+    let cache = Cache::start(client.clone(), shutdown.clone());
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let mut tasks = JoinSet::new();
+    let mut role_states = Vec::new();
+    let mut leading = None;
+    for role in &roles {
+        let (up_tx, up_rx) = watch::channel(false);
+        role_states.push(RoleState { role: *role, up: up_rx });
+        match role {
+            Role::Controller => {
+                let (lead_tx, lead_rx) = watch::channel(false);
+                leading = Some(lead_rx);
+                let config = controller_config(&args.controller, &default_namespace);
+                let task = bulkhead_controller::run(client.clone(), cache.clone(), config, lead_tx, up_tx, shutdown.clone());
+                tasks.spawn(task.instrument(info_span!("role", role = "controller")));
+            }
+            Role::Webhook => {
+                let task = bulkhead_webhook::run(cache.clone(), up_tx, shutdown.clone());
+                tasks.spawn(task.instrument(info_span!("role", role = "webhook")));
+            }
+            Role::Proxy => {
+                let task = bulkhead_proxy::run(cache.clone(), up_tx, shutdown.clone());
+                tasks.spawn(task.instrument(info_span!("role", role = "proxy")));
+            }
+        }
+    }
+
+    let state = AdminState { cache: cache.clone(), roles: Arc::new(role_states), leading, metrics };
+    let admin = axum::serve(listener, admin::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tasks.spawn(async move {
+        if let Err(error) = admin.await {
+            error!(%error, "admin server failed");
+        }
+    });
+    let synced = cache.clone();
+    tokio::spawn(async move {
+        synced.wait_synced().await;
+        let counts: Vec<String> = synced.status().iter().map(|s| format!("{}={}", s.kind, s.objects)).collect();
+        info!(objects = %counts.join(","), "cache synced");
+    });
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    info!(server = %server, roles = %names.join(","), admin = %admin_addr, "bulkhead started");
+
+    let signal = wait_for_signal().await?;
+    info!(signal, "shutting down");
+    shutdown.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// The kubeconfig named on the command line; else in-cluster; else $KUBECONFIG or ~/.kube/config.
+async fn load_config(args: &ClusterArgs) -> Result<Config> {
+    let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+    if let Some(path) = &args.kubeconfig {
+        let kubeconfig = Kubeconfig::read_from(path)
+            .map_err(|e| anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
+        return Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| anyhow!("kubeconfig {} is not usable: {e}", path.display()));
+    }
+    if args.context.is_none()
+        && let Ok(config) = Config::incluster()
+    {
+        return Ok(config);
+    }
+    Config::from_kubeconfig(&options)
+        .await
+        .map_err(|e| anyhow!("not running in a cluster, and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {e}"))
+}
+
+/// Fails fast, with a sentence saying why, when the API server cannot be reached or lacks the CRDs.
+async fn check_cluster(client: &Client, server: &str, timeout: Duration) -> Result<()> {
+    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+        Err(_) => bail!("cannot reach the Kubernetes API server at {server}: no answer within {timeout:?}"),
+        Ok(Err(e)) => bail!("cannot reach the Kubernetes API server at {server}: {}", one_line(&e)),
+        Ok(Ok(_)) => {}
+    }
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    match tenants.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => bail!(
+            "the Tenant CRD (tenants.bulkhead.dev) is not installed on {server}: run `bulkhead crds | kubectl apply -f -`"
+        ),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            bail!("not allowed to list tenants.bulkhead.dev on {server}: {}", status.message)
+        }
+        Err(e) => bail!("cannot list tenants on {server}: {}", one_line(&e)),
+    }
+}
+
+fn controller_config(args: &ControllerArgs, default_namespace: &str) -> ControllerConfig {
+    let lease = args.leader_elect.then(|| LeaseSettings {
+        namespace: args.lease_namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
+        name: args.lease_name.clone(),
+        identity: args.lease_identity.clone().unwrap_or_else(default_identity),
+        lease_duration: args.lease_duration,
+        retry_period: args.lease_retry_period,
+    });
+    ControllerConfig { lease }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bulkhead".to_owned());
+    format!("{host}_{}", std::process::id())
+}
+
+fn one_line(error: &dyn std::fmt::Display) -> String {
+    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => Ok("SIGTERM"),
+        result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("cannot listen for SIGINT"),
+    }
+}

@@ -1,0 +1,159 @@
+//! One kind's share of the cache: kube's store, the index beside it, and whether it has synced.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Resource, ResourceExt};
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::KindStatus;
+use crate::index::{Index, Indexed};
+
+/// The annotation `kubectl apply` keeps a whole copy of the object in; never needed, so never cached.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// One kind's store and index, fed by a single watch (or by hand, in tests).
+pub struct KindCache<K: Resource<DynamicType = ()> + Clone + 'static, I> {
+    shared: Arc<Shared<K, I>>,
+}
+
+struct Shared<K: Resource<DynamicType = ()> + Clone + 'static, I> {
+    kind: &'static str,
+    store: Store<K>,
+    writer: Mutex<Writer<K>>,
+    index: RwLock<Indexed<I>>,
+    synced: watch::Sender<bool>,
+}
+
+impl<K, I> KindCache<K, I>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    I: Index<K> + Send + Sync + 'static,
+{
+    pub(crate) fn new(kind: &'static str) -> Self {
+        let writer = Writer::new(());
+        let store = writer.as_reader();
+        KindCache {
+            shared: Arc::new(Shared {
+                kind,
+                store,
+                writer: Mutex::new(writer),
+                index: RwLock::new(Indexed::default()),
+                synced: watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// Applies one watch event to the store and the index, after dropping what is never read
+    /// (managedFields and kubectl's last-applied copy), which is most of many objects' size.
+    pub fn apply(&self, event: Event<K>) {
+        let event = event.modify(|object| {
+            object.managed_fields_mut().clear();
+            object.annotations_mut().remove(LAST_APPLIED);
+        });
+        let done = matches!(event, Event::InitDone);
+        // Store and index change under one lock so that readers never see one ahead of the other
+        // for long; the watch loop is the only writer.
+        let mut writer = self.shared.writer.lock();
+        writer.apply_watcher_event(&event);
+        self.shared.index.write().apply(&event);
+        drop(writer);
+        if done {
+            self.shared.synced.send_replace(true);
+        }
+    }
+
+    /// The store (read-only).
+    pub fn store(&self) -> &Store<K> {
+        &self.shared.store
+    }
+
+    /// Runs a query against the index.
+    pub fn read_index<R>(&self, query: impl FnOnce(&I) -> R) -> R {
+        query(self.shared.index.read().get())
+    }
+
+    /// Whether the first full list has been received, and how many objects are held.
+    pub fn status(&self) -> KindStatus {
+        KindStatus { kind: self.shared.kind, synced: *self.shared.synced.borrow(), objects: self.shared.store.len() }
+    }
+
+    /// Waits for the first full list.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.shared.synced.subscribe();
+        // Only fails if the sender is dropped, which cannot happen while `self` holds it.
+        let _ = synced.wait_for(|s| *s).await;
+    }
+
+    pub(crate) fn spawn_watch(&self, api: Api<K>, shutdown: CancellationToken) {
+        let this = KindCache { shared: self.shared.clone() };
+        let kind = self.shared.kind;
+        tokio::spawn(
+            async move {
+                let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+                let mut stream = std::pin::pin!(stream);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        next = stream.next() => match next {
+                            Some(Ok(event)) => this.apply(event),
+                            Some(Err(error)) => warn!(%error, "watch failed; retrying with backoff"),
+                            None => break,
+                        },
+                    }
+                }
+                debug!("watch stopped");
+            }
+            .instrument(info_span!("watch", kind)),
+        );
+    }
+}
+
+/// Re-exported so callers can name store lookups without depending on kube-runtime directly.
+pub use reflector::ObjectRef;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespaces::NamespaceIndex;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::api::ObjectMeta;
+
+    #[test]
+    fn managed_fields_and_last_applied_are_not_cached_and_sync_is_reported() {
+        let cache: KindCache<Namespace, NamespaceIndex> = KindCache::new("Namespace");
+        assert!(!cache.status().synced);
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some("a".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry { manager: Some("kubectl".into()), ..Default::default() }]),
+                annotations: Some(
+                    [(LAST_APPLIED.to_owned(), "{...}".to_owned()), ("keep".to_owned(), "me".to_owned())].into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        cache.apply(Event::Init);
+        cache.apply(Event::InitApply(ns));
+        assert!(!cache.status().synced);
+        cache.apply(Event::InitDone);
+        let status = cache.status();
+        assert!(status.synced);
+        assert_eq!(status.objects, 1);
+        let stored = cache.store().get(&ObjectRef::new("a")).unwrap();
+        assert_eq!(stored.metadata.managed_fields.as_deref().unwrap_or_default(), []);
+        assert_eq!(stored.annotations().len(), 1);
+        assert_eq!(stored.annotations()["keep"], "me");
+    }
+}

@@ -1,0 +1,117 @@
+//! Namespaces by tenant.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bulkhead_api::labels;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+
+use crate::index::Index;
+
+/// Which namespaces each tenant has, by the `bulkhead.dev/tenant` label.
+#[derive(Debug, Default)]
+pub struct NamespaceIndex {
+    by_tenant: HashMap<String, BTreeSet<String>>,
+    tenant_of: HashMap<String, String>,
+}
+
+impl NamespaceIndex {
+    /// The namespaces of a tenant.
+    pub fn namespaces_of(&self, tenant: &str) -> Option<&BTreeSet<String>> {
+        self.by_tenant.get(tenant)
+    }
+
+    /// The tenant a namespace belongs to.
+    pub fn tenant_of(&self, namespace: &str) -> Option<&str> {
+        self.tenant_of.get(namespace).map(String::as_str)
+    }
+
+    /// How many tenants have at least one namespace.
+    pub fn tenant_count(&self) -> usize {
+        self.by_tenant.len()
+    }
+
+    fn unlink(&mut self, namespace: &str) {
+        if let Some(tenant) = self.tenant_of.remove(namespace)
+            && let Some(set) = self.by_tenant.get_mut(&tenant)
+        {
+            set.remove(namespace);
+            if set.is_empty() {
+                self.by_tenant.remove(&tenant);
+            }
+        }
+    }
+}
+
+impl Index<Namespace> for NamespaceIndex {
+    fn insert(&mut self, namespace: &Namespace) {
+        let name = namespace.name_any();
+        self.unlink(&name);
+        if let Some(tenant) = namespace.labels().get(labels::TENANT).filter(|t| !t.is_empty()) {
+            self.by_tenant.entry(tenant.clone()).or_default().insert(name.clone());
+            self.tenant_of.insert(name, tenant.clone());
+        }
+    }
+
+    fn remove(&mut self, namespace: &Namespace) {
+        self.unlink(&namespace.name_any());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Indexed;
+    use kube::api::ObjectMeta;
+    use kube::runtime::watcher::Event;
+
+    fn ns(name: &str, tenant: Option<&str>) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: tenant.map(|t| [(labels::TENANT.to_owned(), t.to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn of(index: &Indexed<NamespaceIndex>, tenant: &str) -> Vec<String> {
+        index.get().namespaces_of(tenant).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn namespaces_are_grouped_by_their_tenant_label() {
+        let mut index = Indexed::<NamespaceIndex>::default();
+        for (name, tenant) in [("solar-a", Some("solar")), ("solar-b", Some("solar")), ("wind-a", Some("wind")), ("kube-system", None)] {
+            index.apply(&Event::Apply(ns(name, tenant)));
+        }
+        assert_eq!(of(&index, "solar"), ["solar-a", "solar-b"]);
+        assert_eq!(of(&index, "wind"), ["wind-a"]);
+        assert_eq!(index.get().tenant_of("solar-b"), Some("solar"));
+        assert_eq!(index.get().tenant_of("kube-system"), None);
+        assert_eq!(index.get().tenant_count(), 2);
+    }
+
+    #[test]
+    fn relabelling_moves_a_namespace_and_unlabelling_or_deleting_drops_it() {
+        let mut index = Indexed::<NamespaceIndex>::default();
+        index.apply(&Event::Apply(ns("shared", Some("solar"))));
+        index.apply(&Event::Apply(ns("shared", Some("wind"))));
+        assert_eq!(of(&index, "solar"), Vec::<String>::new());
+        assert_eq!(of(&index, "wind"), ["shared"]);
+        index.apply(&Event::Apply(ns("shared", None)));
+        assert_eq!(index.get().tenant_of("shared"), None);
+        assert_eq!(index.get().tenant_count(), 0);
+        index.apply(&Event::Apply(ns("other", Some("wind"))));
+        index.apply(&Event::Delete(ns("other", Some("wind"))));
+        assert_eq!(of(&index, "wind"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_empty_tenant_label_is_no_tenant() {
+        let mut index = Indexed::<NamespaceIndex>::default();
+        index.apply(&Event::Apply(ns("x", Some(""))));
+        assert_eq!(index.get().tenant_of("x"), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! Tenants by owner subject.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bulkhead_api::{Subject, Tenant};
+use kube::ResourceExt;
+
+use crate::index::{Contributions, Index};
+
+/// Which tenants each subject (user, group, service account) owns.
+#[derive(Debug, Default)]
+pub struct OwnerIndex {
+    by_subject: HashMap<Subject, BTreeSet<String>>,
+    owners: Contributions<String, Subject>,
+}
+
+impl OwnerIndex {
+    /// The tenants a subject owns directly.
+    pub fn tenants_owned_by(&self, subject: &Subject) -> Option<&BTreeSet<String>> {
+        self.by_subject.get(subject)
+    }
+
+    /// The tenants any of these subjects owns.
+    pub fn tenants_owned_by_any(&self, subjects: &[Subject]) -> BTreeSet<String> {
+        subjects.iter().filter_map(|s| self.by_subject.get(s)).flatten().cloned().collect()
+    }
+
+    fn unlink(&mut self, tenant: &str, subjects: Vec<Subject>) {
+        for subject in subjects {
+            if let Some(tenants) = self.by_subject.get_mut(&subject) {
+                tenants.remove(tenant);
+                if tenants.is_empty() {
+                    self.by_subject.remove(&subject);
+                }
+            }
+        }
+    }
+}
+
+impl Index<Tenant> for OwnerIndex {
+    fn insert(&mut self, tenant: &Tenant) {
+        let name = tenant.name_any();
+        let subjects: Vec<Subject> = tenant.spec.owners.iter().map(|o| o.subject()).collect();
+        let previous = self.owners.replace(name.clone(), subjects.clone());
+        self.unlink(&name, previous);
+        for subject in subjects {
+            self.by_subject.entry(subject).or_default().insert(name.clone());
+        }
+    }
+
+    fn remove(&mut self, tenant: &Tenant) {
+        let name = tenant.name_any();
+        let previous = self.owners.take(&name);
+        self.unlink(&name, previous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Indexed;
+    use bulkhead_api::{OwnerKind, OwnerSpec, TenantSpec};
+    use kube::runtime::watcher::Event;
+
+    fn tenant(name: &str, owners: &[(OwnerKind, &str)]) -> Tenant {
+        Tenant::new(
+            name,
+            TenantSpec {
+                owners: owners.iter().map(|(k, n)| OwnerSpec::new(*k, *n)).collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn owned(index: &Indexed<OwnerIndex>, subject: Subject) -> Vec<String> {
+        index.get().tenants_owned_by(&subject).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn owners_of_every_kind_are_indexed() {
+        let mut index = Indexed::<OwnerIndex>::default();
+        index.apply(&Event::Apply(tenant(
+            "solar",
+            &[
+                (OwnerKind::User, "alice"),
+                (OwnerKind::Group, "devs"),
+                (OwnerKind::ServiceAccount, "system:serviceaccount:ci:bot"),
+            ],
+        )));
+        index.apply(&Event::Apply(tenant("wind", &[(OwnerKind::Group, "devs")])));
+        assert_eq!(owned(&index, Subject::User("alice".into())), ["solar"]);
+        assert_eq!(owned(&index, Subject::Group("devs".into())), ["solar", "wind"]);
+        assert_eq!(owned(&index, Subject::ServiceAccount("system:serviceaccount:ci:bot".into())), ["solar"]);
+        // A user and a group with the same name are different subjects.
+        assert_eq!(owned(&index, Subject::Group("alice".into())), Vec::<String>::new());
+        let any = index
+            .get()
+            .tenants_owned_by_any(&[Subject::User("alice".into()), Subject::Group("devs".into())]);
+        assert_eq!(any.into_iter().collect::<Vec<_>>(), ["solar", "wind"]);
+    }
+
+    #[test]
+    fn an_update_replaces_the_previous_owners_and_a_delete_removes_them() {
+        let mut index = Indexed::<OwnerIndex>::default();
+        index.apply(&Event::Apply(tenant("solar", &[(OwnerKind::User, "alice"), (OwnerKind::User, "bob")])));
+        index.apply(&Event::Apply(tenant("solar", &[(OwnerKind::User, "bob"), (OwnerKind::User, "carol")])));
+        assert_eq!(owned(&index, Subject::User("alice".into())), Vec::<String>::new());
+        assert_eq!(owned(&index, Subject::User("bob".into())), ["solar"]);
+        assert_eq!(owned(&index, Subject::User("carol".into())), ["solar"]);
+        index.apply(&Event::Delete(tenant("solar", &[])));
+        assert_eq!(owned(&index, Subject::User("bob".into())), Vec::<String>::new());
+        assert!(index.get().by_subject.is_empty(), "no empty entries are left behind");
+    }
+
+    #[test]
+    fn a_relist_answers_from_the_old_state_until_done_then_drops_what_vanished() {
+        let mut index = Indexed::<OwnerIndex>::default();
+        index.apply(&Event::Apply(tenant("gone", &[(OwnerKind::User, "alice")])));
+        index.apply(&Event::Init);
+        index.apply(&Event::InitApply(tenant("kept", &[(OwnerKind::User, "alice")])));
+        assert_eq!(owned(&index, Subject::User("alice".into())), ["gone"]);
+        index.apply(&Event::InitDone);
+        assert_eq!(owned(&index, Subject::User("alice".into())), ["kept"]);
+    }
+
+    #[test]
+    fn an_owner_without_a_kind_is_indexed_by_its_inferred_kind() {
+        let mut t = tenant("gitops", &[]);
+        t.spec.owners = vec![serde_json::from_str(r#"{"name":"system:serviceaccount:gitops:flux"}"#).unwrap()];
+        let mut index = Indexed::<OwnerIndex>::default();
+        index.apply(&Event::Apply(t));
+        assert_eq!(owned(&index, Subject::ServiceAccount("system:serviceaccount:gitops:flux".into())), ["gitops"]);
+    }
+}

@@ -28,21 +28,33 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     rust.args(args).current_dir(&root);
     run_cmd(&mut rust).context("Rust tests")?;
 
+    // The chart tests check the chart's flags against the binary's own --help.
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--quiet", "-p", "bulkhead"])
+            .current_dir(&root),
+    )
+    .context("building bulkhead for the chart tests")?;
     run_cmd(
         Command::new(venv.join("bin/python"))
             .args(["-m", "pytest", "-q", "charts/bulkhead/tests"])
+            .env("BULKHEAD_BIN", target_dir().join("debug/bulkhead"))
             .current_dir(&root),
     )
     .context("chart tests")?;
     Ok(())
 }
 
+/// Where cargo puts build output.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// The virtualenv lives beside the build output so a persistent CARGO_TARGET_DIR keeps it between runs.
 fn venv_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    target.join("xtask-venv")
+    target_dir().join("xtask-venv")
 }
 
 fn ensure_venv(venv: &PathBuf) -> Result<()> {

@@ -139,6 +139,15 @@ impl OwnerSpec {
         }
     }
 
+    /// The cluster roles to bind for this owner, with Capsule's role names translated to Bulkhead's
+    /// (a migrated Tenant naming `capsule-namespace-deleter` gets `bulkhead-namespace-deleter`).
+    pub fn bound_cluster_roles(&self) -> impl Iterator<Item = &str> {
+        self.cluster_roles.iter().map(|role| match role.as_str() {
+            labels::CAPSULE_NAMESPACE_DELETER_ROLE => labels::NAMESPACE_DELETER_ROLE,
+            other => other,
+        })
+    }
+
     /// The subject this owner entry names.
     pub fn subject(&self) -> Subject {
         match self.effective_kind() {
@@ -298,5 +307,17 @@ mod tests {
         assert_eq!(user.subject(), Subject::User("alice".into()));
         let group: OwnerSpec = serde_json::from_str(r#"{"name":"devs","kind":"Group"}"#).unwrap();
         assert_eq!(group.subject(), Subject::Group("devs".into()));
+    }
+
+    #[test]
+    fn capsule_role_names_are_bound_as_bulkhead_ones() {
+        let owner: OwnerSpec = serde_json::from_str(
+            r#"{"name":"bob","kind":"User","clusterRoles":["admin","capsule-namespace-deleter"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            owner.bound_cluster_roles().collect::<Vec<_>>(),
+            ["admin", "bulkhead-namespace-deleter"]
+        );
     }
 }

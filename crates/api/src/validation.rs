@@ -134,9 +134,10 @@ fn check_object(
     let preserve = s.x_kubernetes_preserve_unknown_fields == Some(true);
     if s.x_kubernetes_embedded_resource == Some(true) {
         for required in ["apiVersion", "kind"] {
-            if !fields
+            if fields
                 .get(required)
-                .is_some_and(|f| f.as_str().is_some_and(|t| !t.is_empty()))
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
             {
                 errors.push(format!("{path}.{required}: Required value: must not be empty"));
             }
@@ -153,8 +154,7 @@ fn check_object(
             check(prop, value, &child, errors);
         } else if let Some(JSONSchemaPropsOrBool::Schema(extra)) = &s.additional_properties {
             check(extra, value, &child, errors);
-        } else if matches!(s.additional_properties, Some(JSONSchemaPropsOrBool::Bool(true))) || preserve {
-        } else if s.properties.is_some() || s.type_.as_deref() == Some("object") {
+        } else if !preserve && !matches!(s.additional_properties, Some(JSONSchemaPropsOrBool::Bool(true))) {
             errors.push(format!("unknown field \"{child}\""));
         }
     }

@@ -4,6 +4,8 @@
 //! corpus), with only its apiVersion changed, is accepted by the Tenant CRD under strict field validation
 //! and means the same thing once read into Bulkhead's types.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test file: failing loudly is the point
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 use bulkhead_cache::Cache;
 use tokio::sync::watch;
 
@@ -51,7 +51,10 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     for status in state.cache.status() {
         ready &= status.synced;
         let verdict = if status.synced { "ok" } else { "waiting" };
-        lines.push(format!("[{verdict}] cache {}: {} objects", status.kind, status.objects));
+        lines.push(format!(
+            "[{verdict}] cache {}: {} objects",
+            status.kind, status.objects
+        ));
     }
     for role in state.roles.iter() {
         let up = *role.up.borrow();
@@ -59,15 +62,26 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
         let verdict = if up { "ok" } else { "waiting" };
         lines.push(format!("[{verdict}] role {}", role.role.as_str()));
     }
-    lines.push(if ready { "ready".to_owned() } else { "not ready".to_owned() });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    lines.push(if ready {
+        "ready".to_owned()
+    } else {
+        "not ready".to_owned()
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, lines.join("\n") + "\n")
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let leading = state.leading.as_ref().map(|l| *l.borrow());
     let body = state.metrics.render(&state.cache, &state.roles, leading);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
 }
 
 #[cfg(test)]
@@ -81,7 +95,10 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(router: Router, path: &str) -> (StatusCode, String) {
-        let response = router.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let response = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -91,7 +108,10 @@ mod tests {
         let (tx, rx) = watch::channel(up);
         let state = AdminState {
             cache,
-            roles: Arc::new(vec![RoleState { role: Role::Webhook, up: rx }]),
+            roles: Arc::new(vec![RoleState {
+                role: Role::Webhook,
+                up: rx,
+            }]),
             leading: None,
             metrics: Arc::new(Metrics::new().unwrap()),
         };
@@ -107,7 +127,13 @@ mod tests {
         feed.apply(Event::InitDone);
         let namespaces = cache.namespaces_feed();
         namespaces.apply(Event::Init);
-        namespaces.apply(Event::InitApply(Namespace { metadata: kube::api::ObjectMeta { name: Some("default".into()), ..Default::default() }, ..Default::default() }));
+        namespaces.apply(Event::InitApply(Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some("default".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
         namespaces.apply(Event::InitDone);
     }
 
@@ -135,9 +161,18 @@ mod tests {
         let (state, _role) = state(cache, true);
         let (code, body) = get(router(state), "/metrics").await;
         assert_eq!(code, StatusCode::OK);
-        assert!(body.contains("bulkhead_cache_objects{kind=\"Tenant\"} 3"), "{body}");
-        assert!(body.contains("bulkhead_cache_objects{kind=\"Namespace\"} 1"), "{body}");
-        assert!(body.contains("bulkhead_cache_synced{kind=\"Tenant\"} 1"), "{body}");
+        assert!(
+            body.contains("bulkhead_cache_objects{kind=\"Tenant\"} 3"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bulkhead_cache_objects{kind=\"Namespace\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("bulkhead_cache_synced{kind=\"Tenant\"} 1"),
+            "{body}"
+        );
         assert!(body.contains("bulkhead_role_up{role=\"webhook\"} 1"), "{body}");
         assert!(body.contains("bulkhead_leader 0"), "{body}");
         assert!(body.contains("process_resident_memory_bytes"), "{body}");
@@ -146,6 +181,9 @@ mod tests {
     #[tokio::test]
     async fn healthz_is_ok_while_the_process_runs() {
         let (state, _role) = state(Cache::detached(), false);
-        assert_eq!(get(router(state), "/healthz").await, (StatusCode::OK, "ok\n".to_owned()));
+        assert_eq!(
+            get(router(state), "/healthz").await,
+            (StatusCode::OK, "ok\n".to_owned())
+        );
     }
 }

@@ -53,7 +53,13 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Which roles this process runs, comma-separated.
-    #[arg(long, env = "BULKHEAD_ROLES", value_enum, value_delimiter = ',', default_value = "controller,webhook,proxy")]
+    #[arg(
+        long,
+        env = "BULKHEAD_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "controller,webhook,proxy"
+    )]
     pub roles: Vec<Role>,
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "BULKHEAD_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
@@ -131,7 +137,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 500ms, 15s, 2m or 1h"))?;
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 15s, 2m or 1h"))?;
     let millis = match unit {
         "ms" => value,
         "" | "s" => value.saturating_mul(1_000),
@@ -155,13 +163,26 @@ mod tests {
     #[test]
     fn roles_default_to_all_three_and_take_a_comma_separated_subset() {
         let cli = Cli::try_parse_from(["bulkhead", "run"]).unwrap();
-        let Command::Run(run) = cli.command else { panic!("not run") };
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(run.roles, [Role::Controller, Role::Webhook, Role::Proxy]);
-        let cli = Cli::try_parse_from(["bulkhead", "run", "--roles", "proxy,webhook", "--leader-elect=false"]).unwrap();
-        let Command::Run(run) = cli.command else { panic!("not run") };
+        let cli = Cli::try_parse_from([
+            "bulkhead",
+            "run",
+            "--roles",
+            "proxy,webhook",
+            "--leader-elect=false",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(run.roles, [Role::Proxy, Role::Webhook]);
         assert!(!run.controller.leader_elect);
-        let err = Cli::try_parse_from(["bulkhead", "run", "--roles", "scheduler"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["bulkhead", "run", "--roles", "scheduler"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid value 'scheduler'"), "{err}");
     }
 

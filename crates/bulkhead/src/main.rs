@@ -16,9 +16,7 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Version => {
-            write_stdout(&format!("bulkhead {}\n", env!("CARGO_PKG_VERSION")))
-        }
+        Command::Version => write_stdout(&format!("bulkhead {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Crds => print_crds(),
         Command::Run(args) => logging::init(&cli.logging).and_then(|()| {
             // kube's TLS stack is rustls; pick its crypto provider once, for every client in the process.
@@ -52,7 +50,9 @@ fn print_crds() -> anyhow::Result<()> {
 fn write_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write to stdout: {e}"))
+        }
         _ => Ok(()),
     }
 }

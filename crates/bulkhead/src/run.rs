@@ -52,13 +52,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut leading = None;
     for role in &roles {
         let (up_tx, up_rx) = watch::channel(false);
-        role_states.push(RoleState { role: *role, up: up_rx });
+        role_states.push(RoleState {
+            role: *role,
+            up: up_rx,
+        });
         match role {
             Role::Controller => {
                 let (lead_tx, lead_rx) = watch::channel(false);
                 leading = Some(lead_rx);
                 let config = controller_config(&args.controller, &default_namespace);
-                let task = bulkhead_controller::run(client.clone(), cache.clone(), config, lead_tx, up_tx, shutdown.clone());
+                let task = bulkhead_controller::run(
+                    client.clone(),
+                    cache.clone(),
+                    config,
+                    lead_tx,
+                    up_tx,
+                    shutdown.clone(),
+                );
                 tasks.spawn(task.instrument(info_span!("role", role = "controller")));
             }
             Role::Webhook => {
@@ -72,8 +82,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
-    let state = AdminState { cache: cache.clone(), roles: Arc::new(role_states), leading, metrics };
-    let admin = axum::serve(listener, admin::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let state = AdminState {
+        cache: cache.clone(),
+        roles: Arc::new(role_states),
+        leading,
+        metrics,
+    };
+    let admin = axum::serve(listener, admin::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tasks.spawn(async move {
         if let Err(error) = admin.await {
             error!(%error, "admin server failed");
@@ -82,7 +98,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let synced = cache.clone();
     tokio::spawn(async move {
         synced.wait_synced().await;
-        let counts: Vec<String> = synced.status().iter().map(|s| format!("{}={}", s.kind, s.objects)).collect();
+        let counts: Vec<String> = synced
+            .status()
+            .iter()
+            .map(|s| format!("{}={}", s.kind, s.objects))
+            .collect();
         info!(objects = %counts.join(","), "cache synced");
     });
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
@@ -91,7 +111,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let signal = wait_for_signal().await?;
     info!(signal, "shutting down");
     shutdown.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
@@ -101,7 +124,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// The kubeconfig named on the command line; else in-cluster; else $KUBECONFIG or ~/.kube/config.
 async fn load_config(args: &ClusterArgs) -> Result<Config> {
-    let options = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
     if let Some(path) = &args.kubeconfig {
         let kubeconfig = Kubeconfig::read_from(path)
             .map_err(|e| anyhow!("cannot read kubeconfig {}: {e}", path.display()))?;
@@ -114,16 +140,19 @@ async fn load_config(args: &ClusterArgs) -> Result<Config> {
     {
         return Ok(config);
     }
-    Config::from_kubeconfig(&options)
-        .await
-        .map_err(|e| anyhow!("not running in a cluster, and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {e}"))
+    Config::from_kubeconfig(&options).await.map_err(|e| {
+        anyhow!("not running in a cluster, and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {e}")
+    })
 }
 
 /// Fails fast, with a sentence saying why, when the API server cannot be reached or lacks the CRDs.
 async fn check_cluster(client: &Client, server: &str, timeout: Duration) -> Result<()> {
     match tokio::time::timeout(timeout, client.apiserver_version()).await {
         Err(_) => bail!("cannot reach the Kubernetes API server at {server}: no answer within {timeout:?}"),
-        Ok(Err(e)) => bail!("cannot reach the Kubernetes API server at {server}: {}", one_line(&e)),
+        Ok(Err(e)) => bail!(
+            "cannot reach the Kubernetes API server at {server}: {}",
+            one_line(&e)
+        ),
         Ok(Ok(_)) => {}
     }
     let tenants: Api<Tenant> = Api::all(client.clone());
@@ -133,7 +162,10 @@ async fn check_cluster(client: &Client, server: &str, timeout: Duration) -> Resu
             "the Tenant CRD (tenants.bulkhead.dev) is not installed on {server}: run `bulkhead crds | kubectl apply -f -`"
         ),
         Err(kube::Error::Api(status)) if status.code == 403 => {
-            bail!("not allowed to list tenants.bulkhead.dev on {server}: {}", status.message)
+            bail!(
+                "not allowed to list tenants.bulkhead.dev on {server}: {}",
+                status.message
+            )
         }
         Err(e) => bail!("cannot list tenants on {server}: {}", one_line(&e)),
     }
@@ -141,7 +173,10 @@ async fn check_cluster(client: &Client, server: &str, timeout: Duration) -> Resu
 
 fn controller_config(args: &ControllerArgs, default_namespace: &str) -> ControllerConfig {
     let lease = args.leader_elect.then(|| LeaseSettings {
-        namespace: args.lease_namespace.clone().unwrap_or_else(|| default_namespace.to_owned()),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_owned()),
         name: args.lease_name.clone(),
         identity: args.lease_identity.clone().unwrap_or_else(default_identity),
         lease_duration: args.lease_duration,

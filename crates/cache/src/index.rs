@@ -58,7 +58,9 @@ pub struct Contributions<O, V> {
 
 impl<O, V> Default for Contributions<O, V> {
     fn default() -> Self {
-        Contributions { by_object: HashMap::new() }
+        Contributions {
+            by_object: HashMap::new(),
+        }
     }
 }
 

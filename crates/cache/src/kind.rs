@@ -4,10 +4,10 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
@@ -84,7 +84,11 @@ where
 
     /// Whether the first full list has been received, and how many objects are held.
     pub fn status(&self) -> KindStatus {
-        KindStatus { kind: self.shared.kind, synced: *self.shared.synced.borrow(), objects: self.shared.store.len() }
+        KindStatus {
+            kind: self.shared.kind,
+            synced: *self.shared.synced.borrow(),
+            objects: self.shared.store.len(),
+        }
     }
 
     /// Waits for the first full list.
@@ -95,7 +99,9 @@ where
     }
 
     pub(crate) fn spawn_watch(&self, api: Api<K>, shutdown: CancellationToken) {
-        let this = KindCache { shared: self.shared.clone() };
+        let this = KindCache {
+            shared: self.shared.clone(),
+        };
         let kind = self.shared.kind;
         tokio::spawn(
             async move {
@@ -136,9 +142,16 @@ mod tests {
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some("a".into()),
-                managed_fields: Some(vec![ManagedFieldsEntry { manager: Some("kubectl".into()), ..Default::default() }]),
+                managed_fields: Some(vec![ManagedFieldsEntry {
+                    manager: Some("kubectl".into()),
+                    ..Default::default()
+                }]),
                 annotations: Some(
-                    [(LAST_APPLIED.to_owned(), "{...}".to_owned()), ("keep".to_owned(), "me".to_owned())].into(),
+                    [
+                        (LAST_APPLIED.to_owned(), "{...}".to_owned()),
+                        ("keep".to_owned(), "me".to_owned()),
+                    ]
+                    .into(),
                 ),
                 ..Default::default()
             },

@@ -61,8 +61,14 @@ impl Cache {
     /// retrying with backoff on errors (each is logged).
     pub fn start(client: Client, shutdown: CancellationToken) -> Cache {
         let cache = Cache::detached();
-        cache.inner.tenants.spawn_watch(kube::Api::all(client.clone()), shutdown.clone());
-        cache.inner.namespaces.spawn_watch(kube::Api::all(client), shutdown);
+        cache
+            .inner
+            .tenants
+            .spawn_watch(kube::Api::all(client.clone()), shutdown.clone());
+        cache
+            .inner
+            .namespaces
+            .spawn_watch(kube::Api::all(client), shutdown);
         cache
     }
 
@@ -99,17 +105,23 @@ impl Cache {
     /// The names of the tenants the caller owns: as a user or service account, or through any group.
     pub fn tenants_owned_by(&self, caller: &Caller) -> BTreeSet<String> {
         let subjects = caller.subjects();
-        self.inner.tenants.read_index(|index| index.tenants_owned_by_any(&subjects))
+        self.inner
+            .tenants
+            .read_index(|index| index.tenants_owned_by_any(&subjects))
     }
 
     /// The names of a tenant's namespaces (those labelled `bulkhead.dev/tenant=<tenant>`).
     pub fn namespaces_of(&self, tenant: &str) -> BTreeSet<String> {
-        self.inner.namespaces.read_index(|index| index.namespaces_of(tenant).cloned().unwrap_or_default())
+        self.inner
+            .namespaces
+            .read_index(|index| index.namespaces_of(tenant).cloned().unwrap_or_default())
     }
 
     /// The tenant a namespace belongs to, if any.
     pub fn tenant_of_namespace(&self, namespace: &str) -> Option<String> {
-        self.inner.namespaces.read_index(|index| index.tenant_of(namespace).map(str::to_owned))
+        self.inner
+            .namespaces
+            .read_index(|index| index.tenant_of(namespace).map(str::to_owned))
     }
 
     /// Every kind's status, in a stable order.

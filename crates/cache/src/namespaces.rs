@@ -48,7 +48,10 @@ impl Index<Namespace> for NamespaceIndex {
         let name = namespace.name_any();
         self.unlink(&name);
         if let Some(tenant) = namespace.labels().get(labels::TENANT).filter(|t| !t.is_empty()) {
-            self.by_tenant.entry(tenant.clone()).or_default().insert(name.clone());
+            self.by_tenant
+                .entry(tenant.clone())
+                .or_default()
+                .insert(name.clone());
             self.tenant_of.insert(name, tenant.clone());
         }
     }
@@ -77,13 +80,22 @@ mod tests {
     }
 
     fn of(index: &Indexed<NamespaceIndex>, tenant: &str) -> Vec<String> {
-        index.get().namespaces_of(tenant).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        index
+            .get()
+            .namespaces_of(tenant)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     #[test]
     fn namespaces_are_grouped_by_their_tenant_label() {
         let mut index = Indexed::<NamespaceIndex>::default();
-        for (name, tenant) in [("solar-a", Some("solar")), ("solar-b", Some("solar")), ("wind-a", Some("wind")), ("kube-system", None)] {
+        for (name, tenant) in [
+            ("solar-a", Some("solar")),
+            ("solar-b", Some("solar")),
+            ("wind-a", Some("wind")),
+            ("kube-system", None),
+        ] {
             index.apply(&Event::Apply(ns(name, tenant)));
         }
         assert_eq!(of(&index, "solar"), ["solar-a", "solar-b"]);

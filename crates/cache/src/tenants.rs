@@ -22,7 +22,12 @@ impl OwnerIndex {
 
     /// The tenants any of these subjects owns.
     pub fn tenants_owned_by_any(&self, subjects: &[Subject]) -> BTreeSet<String> {
-        subjects.iter().filter_map(|s| self.by_subject.get(s)).flatten().cloned().collect()
+        subjects
+            .iter()
+            .filter_map(|s| self.by_subject.get(s))
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     fn unlink(&mut self, tenant: &str, subjects: Vec<Subject>) {
@@ -73,7 +78,11 @@ mod tests {
     }
 
     fn owned(index: &Indexed<OwnerIndex>, subject: Subject) -> Vec<String> {
-        index.get().tenants_owned_by(&subject).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        index
+            .get()
+            .tenants_owned_by(&subject)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -90,9 +99,18 @@ mod tests {
         index.apply(&Event::Apply(tenant("wind", &[(OwnerKind::Group, "devs")])));
         assert_eq!(owned(&index, Subject::User("alice".into())), ["solar"]);
         assert_eq!(owned(&index, Subject::Group("devs".into())), ["solar", "wind"]);
-        assert_eq!(owned(&index, Subject::ServiceAccount("system:serviceaccount:ci:bot".into())), ["solar"]);
+        assert_eq!(
+            owned(
+                &index,
+                Subject::ServiceAccount("system:serviceaccount:ci:bot".into())
+            ),
+            ["solar"]
+        );
         // A user and a group with the same name are different subjects.
-        assert_eq!(owned(&index, Subject::Group("alice".into())), Vec::<String>::new());
+        assert_eq!(
+            owned(&index, Subject::Group("alice".into())),
+            Vec::<String>::new()
+        );
         let any = index
             .get()
             .tenants_owned_by_any(&[Subject::User("alice".into()), Subject::Group("devs".into())]);
@@ -102,14 +120,23 @@ mod tests {
     #[test]
     fn an_update_replaces_the_previous_owners_and_a_delete_removes_them() {
         let mut index = Indexed::<OwnerIndex>::default();
-        index.apply(&Event::Apply(tenant("solar", &[(OwnerKind::User, "alice"), (OwnerKind::User, "bob")])));
-        index.apply(&Event::Apply(tenant("solar", &[(OwnerKind::User, "bob"), (OwnerKind::User, "carol")])));
+        index.apply(&Event::Apply(tenant(
+            "solar",
+            &[(OwnerKind::User, "alice"), (OwnerKind::User, "bob")],
+        )));
+        index.apply(&Event::Apply(tenant(
+            "solar",
+            &[(OwnerKind::User, "bob"), (OwnerKind::User, "carol")],
+        )));
         assert_eq!(owned(&index, Subject::User("alice".into())), Vec::<String>::new());
         assert_eq!(owned(&index, Subject::User("bob".into())), ["solar"]);
         assert_eq!(owned(&index, Subject::User("carol".into())), ["solar"]);
         index.apply(&Event::Delete(tenant("solar", &[])));
         assert_eq!(owned(&index, Subject::User("bob".into())), Vec::<String>::new());
-        assert!(index.get().by_subject.is_empty(), "no empty entries are left behind");
+        assert!(
+            index.get().by_subject.is_empty(),
+            "no empty entries are left behind"
+        );
     }
 
     #[test]
@@ -126,9 +153,16 @@ mod tests {
     #[test]
     fn an_owner_without_a_kind_is_indexed_by_its_inferred_kind() {
         let mut t = tenant("gitops", &[]);
-        t.spec.owners = vec![serde_json::from_str(r#"{"name":"system:serviceaccount:gitops:flux"}"#).unwrap()];
+        t.spec.owners =
+            vec![serde_json::from_str(r#"{"name":"system:serviceaccount:gitops:flux"}"#).unwrap()];
         let mut index = Indexed::<OwnerIndex>::default();
         index.apply(&Event::Apply(t));
-        assert_eq!(owned(&index, Subject::ServiceAccount("system:serviceaccount:gitops:flux".into())), ["gitops"]);
+        assert_eq!(
+            owned(
+                &index,
+                Subject::ServiceAccount("system:serviceaccount:gitops:flux".into())
+            ),
+            ["gitops"]
+        );
     }
 }

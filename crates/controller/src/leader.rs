@@ -47,7 +47,9 @@ pub enum LeaseDecision {
 
 /// Decides what to do with the Lease, given its spec (if it exists), our identity and the time.
 pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseDecision {
-    let Some(spec) = spec else { return LeaseDecision::Create };
+    let Some(spec) = spec else {
+        return LeaseDecision::Create;
+    };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder == me {
         return LeaseDecision::Renew;
@@ -55,18 +57,28 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseDecisi
     if holder.is_empty() {
         return LeaseDecision::Acquire;
     }
-    let last = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0);
+    let last = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0);
     let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
     match last {
-        Some(last) if last.checked_add(duration).is_ok_and(|expiry| expiry > now) => {
-            LeaseDecision::Follow { holder: holder.to_owned() }
-        }
+        Some(last) if last.checked_add(duration).is_ok_and(|expiry| expiry > now) => LeaseDecision::Follow {
+            holder: holder.to_owned(),
+        },
         _ => LeaseDecision::Acquire,
     }
 }
 
 /// The Lease spec to write for a decision that makes us the holder.
-pub fn held_spec(previous: Option<&LeaseSpec>, decision: &LeaseDecision, me: &str, now: Timestamp, duration: Duration) -> LeaseSpec {
+pub fn held_spec(
+    previous: Option<&LeaseSpec>,
+    decision: &LeaseDecision,
+    me: &str,
+    now: Timestamp,
+    duration: Duration,
+) -> LeaseSpec {
     let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
     let (acquire_time, lease_transitions) = match decision {
         LeaseDecision::Renew => (previous.and_then(|p| p.acquire_time.clone()), transitions),
@@ -92,13 +104,21 @@ pub struct LeaderElection {
 impl LeaderElection {
     /// An election over the Lease the settings name.
     pub fn new(client: Client, settings: LeaseSettings) -> Self {
-        LeaderElection { api: Api::namespaced(client, &settings.namespace), settings }
+        LeaderElection {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+        }
     }
 
     /// Tries to hold the Lease every retry period until `shutdown`, reporting leadership through
     /// `leading`, and `up` once the Lease API has answered. Leadership is given up when renewals have
     /// failed for two thirds of the lease duration, before another replica may take over.
-    pub async fn run(self, leading: watch::Sender<bool>, up: watch::Sender<bool>, shutdown: CancellationToken) {
+    pub async fn run(
+        self,
+        leading: watch::Sender<bool>,
+        up: watch::Sender<bool>,
+        shutdown: CancellationToken,
+    ) {
         let span = info_span!("leader_election", lease = %format!("{}/{}", self.settings.namespace, self.settings.name), identity = %self.settings.identity);
         async move {
             let renew_deadline = self.settings.lease_duration.mul_f64(2.0 / 3.0);
@@ -113,7 +133,9 @@ impl LeaderElection {
                         }
                         if leading.send_replace(is_leader) != is_leader {
                             match &decision {
-                                LeaseDecision::Follow { holder } => info!(%holder, "following the current leader"),
+                                LeaseDecision::Follow { holder } => {
+                                    info!(%holder, "following the current leader")
+                                }
                                 _ => info!("became the leader"),
                             }
                         }
@@ -161,34 +183,49 @@ impl LeaderElection {
         let result = match current {
             None => {
                 let lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.settings.name.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.settings.name.clone()),
+                        ..Default::default()
+                    },
                     spec: Some(spec),
                 };
                 self.api.create(&PostParams::default(), &lease).await.map(|_| ())
             }
             Some(mut lease) => {
                 lease.spec = Some(spec);
-                self.api.replace(&self.settings.name, &PostParams::default(), &lease).await.map(|_| ())
+                self.api
+                    .replace(&self.settings.name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
             }
         };
         match result {
             Ok(()) => Ok(decision),
             // Someone else wrote first (409 on replace, 409 AlreadyExists on create): not us this round.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(LeaseDecision::Follow { holder: String::new() }),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(LeaseDecision::Follow {
+                holder: String::new(),
+            }),
             Err(error) => Err(error),
         }
     }
 
     async fn release(&self) -> Result<(), kube::Error> {
-        let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else { return Ok(()) };
-        let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+        let Some(mut lease) = self.api.get_opt(&self.settings.name).await? else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
         if spec.holder_identity.as_deref() != Some(self.settings.identity.as_str()) {
             return Ok(());
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        self.api.replace(&self.settings.name, &PostParams::default(), &lease).await.map(|_| ())
+        self.api
+            .replace(&self.settings.name, &PostParams::default(), &lease)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -214,16 +251,24 @@ mod tests {
     #[test]
     fn no_lease_is_created_ours_is_renewed_a_live_one_is_followed() {
         assert_eq!(decide(None, "me", at(0)), LeaseDecision::Create);
-        assert_eq!(decide(Some(&held_by("me", 0, 15)), "me", at(100)), LeaseDecision::Renew);
+        assert_eq!(
+            decide(Some(&held_by("me", 0, 15)), "me", at(100)),
+            LeaseDecision::Renew
+        );
         assert_eq!(
             decide(Some(&held_by("other", 10, 15)), "me", at(20)),
-            LeaseDecision::Follow { holder: "other".into() }
+            LeaseDecision::Follow {
+                holder: "other".into()
+            }
         );
     }
 
     #[test]
     fn an_expired_or_released_lease_is_taken_over() {
-        assert_eq!(decide(Some(&held_by("other", 10, 15)), "me", at(26)), LeaseDecision::Acquire);
+        assert_eq!(
+            decide(Some(&held_by("other", 10, 15)), "me", at(26)),
+            LeaseDecision::Acquire
+        );
         let mut released = held_by("other", 10, 15);
         released.holder_identity = None;
         assert_eq!(decide(Some(&released), "me", at(11)), LeaseDecision::Acquire);
@@ -236,11 +281,23 @@ mod tests {
     #[test]
     fn taking_over_counts_a_transition_and_renewing_keeps_the_acquire_time() {
         let previous = held_by("other", 10, 15);
-        let acquired = held_spec(Some(&previous), &LeaseDecision::Acquire, "me", at(30), Duration::from_secs(15));
+        let acquired = held_spec(
+            Some(&previous),
+            &LeaseDecision::Acquire,
+            "me",
+            at(30),
+            Duration::from_secs(15),
+        );
         assert_eq!(acquired.holder_identity.as_deref(), Some("me"));
         assert_eq!(acquired.lease_transitions, Some(3));
         assert_eq!(acquired.acquire_time, Some(MicroTime(at(30))));
-        let renewed = held_spec(Some(&acquired), &LeaseDecision::Renew, "me", at(35), Duration::from_secs(15));
+        let renewed = held_spec(
+            Some(&acquired),
+            &LeaseDecision::Renew,
+            "me",
+            at(35),
+            Duration::from_secs(15),
+        );
         assert_eq!(renewed.acquire_time, Some(MicroTime(at(30))));
         assert_eq!(renewed.renew_time, Some(MicroTime(at(35))));
         assert_eq!(renewed.lease_transitions, Some(3));

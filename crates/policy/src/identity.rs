@@ -15,7 +15,10 @@ pub struct Caller {
 impl Caller {
     /// A caller with a user name and groups.
     pub fn new(user: impl Into<String>, groups: impl IntoIterator<Item = impl Into<String>>) -> Caller {
-        Caller { user: user.into(), groups: groups.into_iter().map(Into::into).collect() }
+        Caller {
+            user: user.into(),
+            groups: groups.into_iter().map(Into::into).collect(),
+        }
     }
 
     /// Every subject a tenant owner entry could name to match this caller: the user (or service
@@ -29,13 +32,16 @@ impl Caller {
 
     /// For a service account, its namespace.
     pub fn service_account_namespace(&self) -> Option<&str> {
-        self.user.strip_prefix(bulkhead_api::owner::SERVICE_ACCOUNT_PREFIX)?.split_once(':').map(|(ns, _)| ns)
+        self.user
+            .strip_prefix(bulkhead_api::owner::SERVICE_ACCOUNT_PREFIX)?
+            .split_once(':')
+            .map(|(ns, _)| ns)
     }
 
     fn is(&self, subject: &SubjectRef) -> bool {
         match subject.kind {
             OwnerKind::User | OwnerKind::ServiceAccount => self.user == subject.name,
-            OwnerKind::Group => self.groups.iter().any(|g| *g == subject.name),
+            OwnerKind::Group => self.groups.contains(&subject.name),
         }
     }
 }
@@ -68,7 +74,11 @@ pub fn classify(
     if caller.user == own_identity || config.administrators.iter().any(|a| caller.is(a)) {
         return CallerClass::Administrator;
     }
-    if caller.groups.iter().any(|g| config.ignore_user_with_groups.contains(g)) {
+    if caller
+        .groups
+        .iter()
+        .any(|g| config.ignore_user_with_groups.contains(g))
+    {
         return CallerClass::Ignored;
     }
     if caller.groups.iter().any(|g| config.user_groups.contains(g)) || in_tenant_namespace {
@@ -86,9 +96,18 @@ mod tests {
             user_groups: vec!["tenants".into()],
             ignore_user_with_groups: vec!["break-glass".into()],
             administrators: vec![
-                SubjectRef { kind: OwnerKind::User, name: "root".into() },
-                SubjectRef { kind: OwnerKind::Group, name: "platform".into() },
-                SubjectRef { kind: OwnerKind::ServiceAccount, name: "system:serviceaccount:ci:deployer".into() },
+                SubjectRef {
+                    kind: OwnerKind::User,
+                    name: "root".into(),
+                },
+                SubjectRef {
+                    kind: OwnerKind::Group,
+                    name: "platform".into(),
+                },
+                SubjectRef {
+                    kind: OwnerKind::ServiceAccount,
+                    name: "system:serviceaccount:ci:deployer".into(),
+                },
             ],
             ..Default::default()
         }
@@ -99,14 +118,25 @@ mod tests {
     #[test]
     fn administrators_win_over_every_other_membership() {
         let c = config();
-        assert_eq!(classify(&c, ME, &Caller::new(ME, ["tenants"]), true), CallerClass::Administrator);
-        assert_eq!(classify(&c, ME, &Caller::new("root", ["tenants"]), false), CallerClass::Administrator);
+        assert_eq!(
+            classify(&c, ME, &Caller::new(ME, ["tenants"]), true),
+            CallerClass::Administrator
+        );
+        assert_eq!(
+            classify(&c, ME, &Caller::new("root", ["tenants"]), false),
+            CallerClass::Administrator
+        );
         assert_eq!(
             classify(&c, ME, &Caller::new("bob", ["tenants", "platform"]), false),
             CallerClass::Administrator
         );
         assert_eq!(
-            classify(&c, ME, &Caller::new("system:serviceaccount:ci:deployer", Vec::<String>::new()), false),
+            classify(
+                &c,
+                ME,
+                &Caller::new("system:serviceaccount:ci:deployer", Vec::<String>::new()),
+                false
+            ),
             CallerClass::Administrator
         );
     }
@@ -114,20 +144,35 @@ mod tests {
     #[test]
     fn ignored_groups_beat_user_groups() {
         let c = config();
-        assert_eq!(classify(&c, ME, &Caller::new("alice", ["tenants", "break-glass"]), false), CallerClass::Ignored);
+        assert_eq!(
+            classify(&c, ME, &Caller::new("alice", ["tenants", "break-glass"]), false),
+            CallerClass::Ignored
+        );
     }
 
     #[test]
     fn tenant_users_are_user_group_members_or_service_accounts_of_tenant_namespaces() {
         let c = config();
-        assert_eq!(classify(&c, ME, &Caller::new("alice", ["tenants"]), false), CallerClass::TenantUser);
-        let sa = Caller::new("system:serviceaccount:solar-dev:builder", ["system:serviceaccounts"]);
+        assert_eq!(
+            classify(&c, ME, &Caller::new("alice", ["tenants"]), false),
+            CallerClass::TenantUser
+        );
+        let sa = Caller::new(
+            "system:serviceaccount:solar-dev:builder",
+            ["system:serviceaccounts"],
+        );
         assert_eq!(sa.service_account_namespace(), Some("solar-dev"));
         assert_eq!(classify(&c, ME, &sa, true), CallerClass::TenantUser);
         assert_eq!(classify(&c, ME, &sa, false), CallerClass::Unmanaged);
-        assert_eq!(classify(&c, ME, &Caller::new("carol", ["devs"]), false), CallerClass::Unmanaged);
+        assert_eq!(
+            classify(&c, ME, &Caller::new("carol", ["devs"]), false),
+            CallerClass::Unmanaged
+        );
         // A user named like an administrator group is not an administrator.
-        assert_eq!(classify(&c, ME, &Caller::new("platform", ["tenants"]), false), CallerClass::TenantUser);
+        assert_eq!(
+            classify(&c, ME, &Caller::new("platform", ["tenants"]), false),
+            CallerClass::TenantUser
+        );
     }
 
     #[test]
@@ -135,8 +180,14 @@ mod tests {
         let sa = Caller::new("system:serviceaccount:ns:robot", ["g1"]);
         assert_eq!(
             sa.subjects(),
-            [Subject::ServiceAccount("system:serviceaccount:ns:robot".into()), Subject::Group("g1".into())]
+            [
+                Subject::ServiceAccount("system:serviceaccount:ns:robot".into()),
+                Subject::Group("g1".into())
+            ]
         );
-        assert_eq!(Caller::new("alice", Vec::<String>::new()).subjects(), [Subject::User("alice".into())]);
+        assert_eq!(
+            Caller::new("alice", Vec::<String>::new()).subjects(),
+            [Subject::User("alice".into())]
+        );
     }
 }

@@ -1,0 +1,188 @@
+"""Renders and lints the chart with Helm's own library (helm-python-sdk) and checks what comes out."""
+
+import os
+import pathlib
+import subprocess
+
+import helm_python as helm
+import pytest
+import yaml
+
+CHART = pathlib.Path(__file__).resolve().parent.parent
+ROOT = CHART.parent.parent
+NAMESPACE = "bulkhead-system"
+
+
+def render(values=None):
+    chart = helm.Chart.load(CHART)
+    manifests = chart.render(values or {}, name="bulkhead", namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    return objects
+
+
+def of_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def by_name(objects, kind, name):
+    matches = [o for o in of_kind(objects, kind) if o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def container(deployment):
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def bulkhead_run_help():
+    binary = os.environ.get("BULKHEAD_BIN")
+    if binary:
+        cmd = [binary, "run", "--help"]
+    else:
+        cmd = ["cargo", "run", "--quiet", "-p", "bulkhead", "--", "run", "--help"]
+    return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("mode", ["combined", "split"])
+def test_lint_passes_in_both_modes(mode):
+    report = helm.lint(str(CHART), {"mode": mode}, strict=True, namespace=NAMESPACE)
+    errors = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert errors == [], errors
+
+
+def test_combined_mode_runs_every_role_in_one_deployment():
+    objects = render({"mode": "combined", "replicas": 3})
+    (deployment,) = of_kind(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "bulkhead"
+    assert deployment["spec"]["replicas"] == 3
+    c = container(deployment)
+    assert c["args"][:2] == ["run", "--roles=controller,webhook,proxy"]
+    assert f"--lease-namespace={NAMESPACE}" in c["args"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"admin": 8080, "webhook": 9443, "proxy": 9001}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert c["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for role in ("controller", "webhook", "proxy"):
+        assert labels[f"bulkhead.dev/role-{role}"] == "true"
+    assert {e["name"] for e in c["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
+
+
+def test_split_mode_runs_one_deployment_per_role_with_its_own_replicas():
+    objects = render({
+        "mode": "split",
+        "roles": {"controller": {"replicas": 2}, "webhook": {"replicas": 3}, "proxy": {"replicas": 5,
+                  "resources": {"requests": {"cpu": "1"}}}},
+    })
+    deployments = {d["metadata"]["name"]: d for d in of_kind(objects, "Deployment")}
+    assert set(deployments) == {"bulkhead-controller", "bulkhead-webhook", "bulkhead-proxy"}
+    for role, replicas in [("controller", 2), ("webhook", 3), ("proxy", 5)]:
+        d = deployments[f"bulkhead-{role}"]
+        c = container(d)
+        assert d["spec"]["replicas"] == replicas
+        assert c["args"][1] == f"--roles={role}"
+        assert ("--lease-name=bulkhead-controller" in c["args"]) == (role == "controller")
+        ports = {p["name"] for p in c["ports"]}
+        expected = {"admin"} | ({role} if role in ("webhook", "proxy") else set())
+        assert ports == expected, (role, ports)
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert [k for k in labels if k.startswith("bulkhead.dev/role-")] == [f"bulkhead.dev/role-{role}"]
+    assert container(deployments["bulkhead-proxy"])["resources"] == {"requests": {"cpu": "1"}}
+    # A role with no resources of its own gets the chart-wide ones.
+    assert container(deployments["bulkhead-webhook"])["resources"]["limits"] == {"memory": "512Mi"}
+    pdbs = {p["metadata"]["name"] for p in of_kind(objects, "PodDisruptionBudget")}
+    assert pdbs == {"bulkhead-controller", "bulkhead-webhook", "bulkhead-proxy"}
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(helm.HelmError, match="mode must be combined or split"):
+        render({"mode": "sideways"})
+
+
+@pytest.mark.parametrize("mode", ["combined", "split"])
+def test_services_reach_the_pods_running_their_role(mode):
+    objects = render({"mode": mode})
+    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in of_kind(objects, "Deployment")]
+    for name, port_name in [("bulkhead-webhook", "webhook"), ("bulkhead-proxy", "proxy"), ("bulkhead-metrics", "admin")]:
+        svc = by_name(objects, "Service", name)
+        selector = svc["spec"]["selector"]
+        targets = [labels for labels in pod_labels if all(labels.get(k) == v for k, v in selector.items())]
+        assert targets, f"{name} selects no pods"
+        (port,) = svc["spec"]["ports"]
+        assert port["targetPort"] == port_name
+        # Every selected pod exposes the target port.
+        for d in of_kind(objects, "Deployment"):
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            if all(labels.get(k) == v for k, v in selector.items()):
+                assert port_name in {p["name"] for p in container(d)["ports"]}
+    assert by_name(objects, "Service", "bulkhead-webhook")["spec"]["ports"][0]["port"] == 443
+
+
+def test_rbac_is_least_privilege_for_what_bulkhead_does():
+    objects = render()
+    role = by_name(objects, "ClusterRole", "bulkhead")
+    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {
+        (("bulkhead.dev",), ("tenants",)): {"get", "list", "watch"},
+        (("",), ("namespaces",)): {"get", "list", "watch"},
+    }
+    binding = by_name(objects, "ClusterRoleBinding", "bulkhead")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]
+    lease_role = by_name(objects, "Role", "bulkhead-leader-election")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    for rule in lease_role["rules"]:
+        assert rule["resources"] == ["leases"]
+        if rule["verbs"] != ["create"]:
+            assert rule["resourceNames"] == ["bulkhead-controller"]
+    for r in role["rules"] + lease_role["rules"]:
+        assert "*" not in r["verbs"] + r["resources"] + r["apiGroups"]
+
+
+def test_service_monitor_only_when_enabled():
+    assert of_kind(render(), "ServiceMonitor") == []
+    (sm,) = of_kind(render({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), "ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
+
+
+def test_the_default_configuration_is_rendered_from_values():
+    (config,) = of_kind(render({"configuration": {"userGroups": ["tenants"], "protectedNamespaceRegex": "^kube-"}}),
+                        "BulkheadConfiguration")
+    assert config["metadata"]["name"] == "default"
+    assert config["spec"]["userGroups"] == ["tenants"]
+    assert config["spec"]["protectedNamespaceRegex"] == "^kube-"
+    assert of_kind(render({"configuration": {"create": False}}), "BulkheadConfiguration") == []
+
+
+def test_the_chart_ships_every_generated_crd():
+    crds = helm.Chart.load(CHART).crds
+    names = sorted(pathlib.Path(c["name"]).name for c in crds)
+    assert names == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert len(names) == 5
+    kinds = set()
+    for c in crds:
+        doc = yaml.safe_load((CHART / c["name"]).read_text())
+        assert doc["kind"] == "CustomResourceDefinition"
+        assert doc["spec"]["group"] == "bulkhead.dev"
+        kinds.add(doc["spec"]["names"]["kind"])
+    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting"}
+
+
+@pytest.mark.parametrize("mode", ["combined", "split"])
+def test_every_flag_the_chart_passes_is_one_bulkhead_accepts(mode):
+    help_text = bulkhead_run_help()
+    for d in of_kind(render({"mode": mode}), "Deployment"):
+        args = container(d)["args"]
+        assert args[0] == "run"
+        for arg in args[1:]:
+            flag = arg.split("=", 1)[0]
+            assert f"{flag} <" in help_text or f"{flag}\n" in help_text or f"{flag} " in help_text, flag

@@ -12,15 +12,48 @@ use crate::{BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, T
 pub const GENERATED_HEADER: &str =
     "# Generated from crates/api by `cargo xtask crds`. Do not edit: change the Rust types instead.\n";
 
-/// Every CRD Bulkhead defines, in a stable order.
+/// Every CRD Bulkhead defines, in a stable order, with descriptions unwrapped (see [`unwrap_descriptions`]).
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Tenant::crd(),
         BulkheadConfiguration::crd(),
         GlobalTenantResource::crd(),
         TenantResource::crd(),
         ProxySetting::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                unwrap_descriptions(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// Doc comments are wrapped at the source's line width; `kubectl explain` wraps again. Single line
+/// breaks become spaces; paragraph breaks stay.
+pub fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(text) = schema.description.as_mut() {
+        *text = text
+            .split("\n\n")
+            .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        unwrap_descriptions(child);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        unwrap_descriptions(extra);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(item)) = schema.items.as_mut() {
+        unwrap_descriptions(item);
+    }
 }
 
 /// The file a CRD is written to, e.g. `bulkhead.dev_tenants.yaml`.
@@ -148,6 +181,32 @@ mod tests {
         let v = structural_violations(&crd);
         assert!(v.iter().any(|m| m.ends_with(".spec.owners: no type")), "{v:?}");
         assert!(v.iter().any(|m| m.contains("uniqueItems")), "{v:?}");
+    }
+
+    #[test]
+    fn descriptions_are_unwrapped_for_kubectl_explain() {
+        let crd = all().remove(0);
+        let root = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap();
+        let owners = &root.properties.as_ref().unwrap()["spec"]
+            .properties
+            .as_ref()
+            .unwrap()["owners"];
+        let item = match owners.items.as_ref().unwrap() {
+            JSONSchemaPropsOrArray::Schema(s) => s,
+            JSONSchemaPropsOrArray::Schemas(_) => panic!("one schema"),
+        };
+        let text = item.description.as_deref().unwrap();
+        assert!(
+            text.contains("every tenant namespace, and what the proxy"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::common::AdditionalMetadata;
     category = "bulkhead",
     status = "ReplicationStatus",
     doc = "Copies objects into the namespaces of every Tenant its tenantSelector matches. Writes as Bulkhead.",
-    printcolumn = r#"{"name":"Items","type":"integer","jsonPath":".status.processedItems.length()","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -50,7 +49,6 @@ pub struct GlobalTenantResourceSpec {
     category = "bulkhead",
     status = "ReplicationStatus",
     doc = "Copies objects into the namespaces of its own tenant only, writing as a ServiceAccount of the tenant.",
-    printcolumn = r#"{"name":"Items","type":"integer","jsonPath":".status.processedItems.length()","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

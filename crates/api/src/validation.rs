@@ -160,6 +160,129 @@ fn check_object(
     }
 }
 
+/// The schema of the version an object is written in, if the CRD serves it.
+fn version_schema<'a>(crd: &'a CustomResourceDefinition, object: &Value) -> Option<&'a JSONSchemaProps> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str)?;
+    let version = api_version.rsplit('/').next()?;
+    crd.spec
+        .versions
+        .iter()
+        .find(|v| v.name == version)
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+}
+
+/// Drops every field the schema does not know, as the API server does with `fieldValidation` Ignore or
+/// Warn. Returns the paths dropped.
+pub fn prune(crd: &CustomResourceDefinition, object: &mut Value) -> Vec<String> {
+    let mut dropped = Vec::new();
+    let Some(schema) = version_schema(crd, object) else {
+        return dropped;
+    };
+    if let Some(fields) = object.as_object_mut() {
+        let known: Vec<String> = fields.keys().cloned().collect();
+        for name in known {
+            if matches!(name.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            match schema.properties.as_ref().and_then(|p| p.get(&name)) {
+                Some(prop) => {
+                    if let Some(value) = fields.get_mut(&name) {
+                        prune_value(prop, value, &name, &mut dropped);
+                    }
+                }
+                None if schema.x_kubernetes_preserve_unknown_fields == Some(true) => {}
+                None => {
+                    fields.remove(&name);
+                    dropped.push(name);
+                }
+            }
+        }
+    }
+    dropped
+}
+
+fn prune_value(s: &JSONSchemaProps, v: &mut Value, path: &str, dropped: &mut Vec<String>) {
+    if s.x_kubernetes_preserve_unknown_fields == Some(true) && s.properties.is_none() {
+        return;
+    }
+    match v {
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(item)) = &s.items {
+                for (i, value) in items.iter_mut().enumerate() {
+                    prune_value(item, value, &format!("{path}[{i}]"), dropped);
+                }
+            }
+        }
+        Value::Object(fields) => {
+            let names: Vec<String> = fields.keys().cloned().collect();
+            for name in names {
+                let child = format!("{path}.{name}");
+                let schema =
+                    s.properties
+                        .as_ref()
+                        .and_then(|p| p.get(&name))
+                        .or(match &s.additional_properties {
+                            Some(JSONSchemaPropsOrBool::Schema(extra)) => Some(extra.as_ref()),
+                            _ => None,
+                        });
+                match schema {
+                    Some(schema) => {
+                        if let Some(value) = fields.get_mut(&name) {
+                            prune_value(schema, value, &child, dropped);
+                        }
+                    }
+                    None if s.x_kubernetes_preserve_unknown_fields == Some(true)
+                        || matches!(s.additional_properties, Some(JSONSchemaPropsOrBool::Bool(true))) => {}
+                    None => {
+                        fields.remove(&name);
+                        dropped.push(child);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fills in the schema's `default` values for absent fields of present objects, as the API server does.
+pub fn apply_defaults(crd: &CustomResourceDefinition, object: &mut Value) {
+    let Some(schema) = version_schema(crd, object) else {
+        return;
+    };
+    default_value(schema, object);
+}
+
+fn default_value(s: &JSONSchemaProps, v: &mut Value) {
+    match v {
+        Value::Object(fields) => {
+            for (name, prop) in s.properties.iter().flatten() {
+                match fields.get_mut(name) {
+                    Some(value) if !value.is_null() => default_value(prop, value),
+                    _ => {
+                        if let Some(default) = &prop.default {
+                            let mut value = default.0.clone();
+                            default_value(prop, &mut value);
+                            fields.insert(name.clone(), value);
+                        }
+                    }
+                }
+            }
+            if let Some(JSONSchemaPropsOrBool::Schema(extra)) = &s.additional_properties {
+                for value in fields.values_mut() {
+                    default_value(extra, value);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(JSONSchemaPropsOrArray::Schema(item)) = &s.items {
+                items.iter_mut().for_each(|value| default_value(item, value));
+            }
+        }
+        _ => {}
+    }
+}
+
 fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -251,6 +374,34 @@ mod tests {
         assert_eq!(validate(&Tenant::crd(), &ok), Vec::<String>::new());
         let bad = tenant(json!({"resourceQuotas": {"items": [{"hard": {"pods": [7]}}]}}));
         assert_eq!(validate(&Tenant::crd(), &bad).len(), 1);
+    }
+
+    #[test]
+    fn pruning_drops_unknown_fields_and_keeps_free_form_ones() {
+        let mut object = tenant(json!({
+            "owners": [{"name": "alice", "role": "x"}],
+            "nodeSelectr": {},
+            "data": {"anything": {"goes": 1}},
+        }));
+        let dropped = prune(&Tenant::crd(), &mut object);
+        assert_eq!(dropped, ["spec.nodeSelectr", "spec.owners[0].role"]);
+        assert_eq!(object["spec"]["data"]["anything"]["goes"], 1);
+        assert!(validate(&Tenant::crd(), &object).is_empty());
+    }
+
+    #[test]
+    fn defaults_are_filled_in_where_the_parent_exists() {
+        let mut object = tenant(json!({"owners": [{"name": "alice"}], "ingressOptions": {}}));
+        apply_defaults(&Tenant::crd(), &mut object);
+        assert_eq!(
+            object["spec"]["owners"][0]["clusterRoles"],
+            json!(["admin", "bulkhead-namespace-deleter"])
+        );
+        assert_eq!(
+            object["spec"]["ingressOptions"]["hostnameCollisionScope"],
+            "Disabled"
+        );
+        assert!(object["spec"].get("serviceOptions").is_none());
     }
 
     #[test]

@@ -1,0 +1,382 @@
+//! The e2e harness: a cluster (testkit or real), kubectl and kube-rs clients acting as given users,
+//! the bulkhead binary as a child process, cleanup of what a test creates, and "eventually" assertions.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bulkhead_testkit::TestServer;
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// The environment variable naming a real cluster's kubeconfig.
+pub const KUBECONFIG_ENV: &str = "BULKHEAD_E2E_KUBECONFIG";
+
+/// A cluster to test against.
+pub struct Cluster {
+    _server: Option<TestServer>,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    /// A client with the administrator's credentials.
+    pub admin: Client,
+    cleanup: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Cluster {
+    /// The real cluster named by `BULKHEAD_E2E_KUBECONFIG`, or a fresh testkit. Bulkhead's CRDs are
+    /// installed (applied) either way.
+    pub async fn start() -> Cluster {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (server, kubeconfig) = match std::env::var_os(KUBECONFIG_ENV) {
+            Some(path) => (None, PathBuf::from(path)),
+            None => {
+                let server = TestServer::start().await.expect("testkit starts");
+                let path = server
+                    .write_kubeconfig(dir.path(), bulkhead_testkit::ADMIN_TOKEN)
+                    .expect("kubeconfig");
+                (Some(server), path)
+            }
+        };
+        let admin = client_for(&kubeconfig, None, &[]).await;
+        let cluster = Cluster {
+            _server: server,
+            dir,
+            kubeconfig,
+            admin,
+            cleanup: Arc::default(),
+        };
+        let crds = cluster.dir.path().join("crds.yaml");
+        let mut all = String::new();
+        for crd in bulkhead_api::crds::all() {
+            all.push_str("---\n");
+            all.push_str(&bulkhead_api::crds::to_yaml(&crd).unwrap());
+        }
+        std::fs::write(&crds, all).unwrap();
+        cluster.kubectl().ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crds.to_str().unwrap(),
+        ]);
+        cluster.kubectl().ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/tenants.bulkhead.dev",
+            "--timeout=60s",
+        ]);
+        cluster
+    }
+
+    /// Whether this is the in-memory testkit (some assertions need exclusive use of the cluster).
+    pub fn is_testkit(&self) -> bool {
+        self._server.is_some()
+    }
+
+    /// The administrator's kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// kubectl as the administrator.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl {
+            kubeconfig: self.kubeconfig.clone(),
+            user: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// kubectl as another user (impersonated by the administrator: works on any cluster).
+    pub fn kubectl_as(&self, user: &str, groups: &[&str]) -> Kubectl {
+        Kubectl {
+            kubeconfig: self.kubeconfig.clone(),
+            user: Some(user.to_owned()),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    /// A kube-rs client acting as another user (impersonation).
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> Client {
+        client_for(&self.kubeconfig, Some(user), groups).await
+    }
+
+    /// A name nobody else uses: `<prefix>-<pid>-<n>` (tests may share a real cluster).
+    pub fn unique(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Deletes this object (kubectl arguments, e.g. `["tenant", "x"]`) when the cluster handle goes.
+    pub fn clean_up(&self, what: &[&str]) {
+        self.cleanup
+            .lock()
+            .unwrap()
+            .push(what.iter().map(|s| (*s).to_owned()).collect());
+    }
+
+    /// Applies a manifest as the administrator and deletes it at the end of the test.
+    pub fn apply(&self, manifest: &str) -> String {
+        let path = self.dir.path().join(format!(
+            "manifest-{}.yaml",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, manifest).unwrap();
+        let out = self.kubectl().ok(&["apply", "-f", path.to_str().unwrap()]);
+        self.cleanup
+            .lock()
+            .unwrap()
+            .push(vec!["-f".into(), path.to_string_lossy().into_owned()]);
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self._server.is_some() {
+            return; // the whole testkit goes away
+        }
+        for what in self.cleanup.lock().unwrap().iter().rev() {
+            let mut args = vec![
+                "delete".to_owned(),
+                "--ignore-not-found".to_owned(),
+                "--wait=false".to_owned(),
+            ];
+            args.extend(what.iter().cloned());
+            let _ = Command::new("kubectl")
+                .env("KUBECONFIG", &self.kubeconfig)
+                .args(&args)
+                .output();
+        }
+    }
+}
+
+async fn client_for(kubeconfig: &Path, user: Option<&str>, groups: &[&str]) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig reads");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    if let Some(user) = user {
+        config.auth_info.impersonate = Some(user.to_owned());
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+    }
+    Client::try_from(config).expect("client")
+}
+
+/// kubectl, as a real client.
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+    user: Option<String>,
+    groups: Vec<String>,
+}
+
+impl Kubectl {
+    /// Runs kubectl with these arguments.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_input(args, None)
+    }
+
+    /// Runs kubectl with these arguments and standard input.
+    pub fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig).args(args);
+        if let Some(user) = &self.user {
+            cmd.arg(format!("--as={user}"));
+            for group in &self.groups {
+                cmd.arg(format!("--as-group={group}"));
+            }
+        }
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        if let Some(input) = input {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and returns its standard output; fails the test (showing stderr) if it fails.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns its standard error.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+/// The bulkhead binary, running as a child process.
+pub struct Bulkhead {
+    child: Option<Child>,
+    /// Where its admin server listens.
+    pub admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Bulkhead {
+    /// Starts `bulkhead run` against the cluster with extra arguments, and waits until it says where
+    /// its admin server listens.
+    pub fn start(cluster: &Cluster, extra: &[&str]) -> Bulkhead {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--kubeconfig",
+            ])
+            .arg(cluster.kubeconfig())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bulkhead starts");
+        let stderr = child.stderr.take().unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "bulkhead started"
+                {
+                    let _ = tx.send(v["admin"].as_str().unwrap_or_default().to_owned());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut bulkhead = Bulkhead {
+            child: Some(child),
+            admin: "127.0.0.1:1".parse().unwrap(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => bulkhead.admin = addr.parse().expect("admin address"),
+            Err(_) => panic!("bulkhead did not start:\n{}", bulkhead.log()),
+        }
+        bulkhead
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// A GET on the admin server: status code and body.
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut stream = std::net::TcpStream::connect(self.admin).expect("admin server answers");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(30), || async {
+            let (code, body) = self.admin_get("/readyz");
+            (code == 200)
+                .then_some(())
+                .ok_or(format!("/readyz {code}: {body}"))
+        })
+        .await;
+    }
+
+    /// The value of a metric sample, e.g. `bulkhead_cache_objects{kind="Tenant"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most 15 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("bulkhead did not exit within 15 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Bulkhead {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- bulkhead log ----\n{}\n----------------------", self.log());
+        }
+    }
+}
+
+/// Retries `check` until it returns `Ok`, failing the test with the last error after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() > deadline => panic!("not true within {timeout:?}: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

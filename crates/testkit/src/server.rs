@@ -183,12 +183,7 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> ApiResult<
         return discovery(&shared, route);
     };
 
-    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError {
-        code: 413,
-        reason: "RequestEntityTooLarge".into(),
-        message: format!("Request entity too large: limit is {MAX_BODY}"),
-        details: None,
-    })?;
+    let body = read_body(body).await?;
     let verb = verb_of(&method, &target, &query)?;
     *shared.requests.lock().entry(verb.to_owned()).or_default() += 1;
     if !target.rt.virtual_create {
@@ -222,6 +217,36 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> ApiResult<
         (Method::DELETE, false) => handlers::delete_collection(request).await,
         (method, _) => Err(ApiError::method_not_allowed(method.as_str(), &request.target.rt)),
     }
+}
+
+/// Reads a body up to [`MAX_BODY`]. A larger one is read to its end (up to a bound) and dropped, so that
+/// the client, still sending, receives the 413 instead of a broken connection.
+async fn read_body(body: Body) -> ApiResult<axum::body::Bytes> {
+    use http_body_util::BodyExt;
+    let too_large = || ApiError {
+        code: 413,
+        reason: "RequestEntityTooLarge".into(),
+        message: format!("Request entity too large: limit is {MAX_BODY}"),
+        details: None,
+    };
+    let mut body = body;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= MAX_BODY {
+                kept.extend_from_slice(&data);
+            } else if seen > 16 * MAX_BODY {
+                return Err(too_large());
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(axum::body::Bytes::from(kept))
 }
 
 fn authorize(shared: &Shared, user: &UserInfo, attrs: &Attributes) -> ApiResult<()> {

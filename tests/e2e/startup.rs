@@ -52,6 +52,14 @@ async fn bulkhead_syncs_reports_ready_follows_tenants_and_stops_on_sigterm() {
         "{table}"
     );
 
+    // The API server serves the CRD's field documentation.
+    let explained = cluster.kubectl().ok(&["explain", "tenant.spec.owners"]);
+    assert!(explained.contains("Who owns the tenant."), "{explained}");
+    assert!(
+        explained.contains("clusterRoles") && explained.contains("proxySettings"),
+        "{explained}"
+    );
+
     // The cache follows a Tenant created after start.
     let sample = "bulkhead_cache_objects{kind=\"Tenant\"}";
     let before = bulkhead.metric(sample).expect("the metric exists");

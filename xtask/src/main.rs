@@ -6,12 +6,14 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod dev;
 mod test;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   crds [--check]   write charts/bulkhead/crds/ from crates/api (--check: fail if it differs)
+  dev [ARGS...]    run Bulkhead against an in-memory cluster (the testkit); ARGS go to `bulkhead run`
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
                    tests (real Helm, through a Python virtualenv it creates); ARGS go to the Rust runner";
 
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("crds") => crds(args.get(1).map(String::as_str) == Some("--check")),
         Some("test") => test::run(&args[1..]),
+        Some("dev") => dev::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -363,9 +363,15 @@ pub async fn create(req: Request) -> ApiResult<Response> {
     let mut object = req.body_object()?;
     check_identity(&req, &mut object)?;
     let mut warnings = decode_custom(&req, &mut object)?;
+    store_new(&req, object, &mut warnings).await
+}
+
+/// Admission, validation and storage of a new object: the common end of a POST and of an apply that creates.
+async fn store_new(req: &Request, object: Value, warnings: &mut Vec<String>) -> ApiResult<Response> {
     let crd = check_crd(req.rt(), &object)?;
-    let object = admit(&req, Operation::Create, Some(object), None, &mut warnings).await?;
-    let object = object.unwrap_or(Value::Null);
+    let object = admit(req, Operation::Create, Some(object), None, warnings)
+        .await?
+        .unwrap_or(Value::Null);
     validate_custom(req.rt(), &object)?;
     let created = {
         let _registry = req.shared.registry.read();
@@ -375,14 +381,9 @@ pub async fn create(req: Request) -> ApiResult<Response> {
             .create(req.rt(), req.namespace(), object)?
     };
     if let Some(crd) = crd {
-        established(&req, &crd);
+        established(req, &crd);
     }
-    Ok(object_response(
-        StatusCode::CREATED,
-        &created,
-        req.rt(),
-        &warnings,
-    ))
+    Ok(object_response(StatusCode::CREATED, &created, req.rt(), warnings))
 }
 
 async fn admit(
@@ -519,22 +520,7 @@ pub async fn patch(req: Request) -> ApiResult<Response> {
                 }
                 let mut object = config.clone();
                 warnings.extend(decode_custom(&req, &mut object)?);
-                let crd = check_crd(req.rt(), &object)?;
-                let object = admit(&req, Operation::Create, Some(object), None, &mut warnings)
-                    .await?
-                    .unwrap_or(Value::Null);
-                validate_custom(req.rt(), &object)?;
-                let created = {
-                    let _registry = req.shared.registry.read();
-                    req.shared
-                        .store
-                        .lock()
-                        .create(req.rt(), req.namespace(), object)?
-                };
-                if let Some(crd) = crd {
-                    established(&req, &crd);
-                }
-                object_response(StatusCode::CREATED, &created, req.rt(), &warnings)
+                store_new(&req, object, &mut warnings).await?
             }
             Some(old) => {
                 let mut object = server_side_apply(&old, previous.as_ref(), &config);

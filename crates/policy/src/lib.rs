@@ -2,6 +2,9 @@
 //! no async, no clock. The webhook, the proxy, the controller and the offline `check` command call the
 //! same functions, so they can never disagree.
 
+pub mod desired;
 pub mod identity;
+pub mod quota;
+pub mod selector;
 
 pub use identity::{Caller, CallerClass, classify};

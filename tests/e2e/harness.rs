@@ -81,6 +81,11 @@ impl Cluster {
         self._server.is_some()
     }
 
+    /// The testkit, when the cluster is one (for counts only it can give, such as writes served).
+    pub fn testkit(&self) -> Option<&TestServer> {
+        self._server.as_ref()
+    }
+
     /// The administrator's kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test suite: failing loudly is the point
 
+mod controller;
 mod harness;
 mod harness_checks;
 mod startup;

@@ -129,11 +129,31 @@ def test_services_reach_the_pods_running_their_role(mode):
 def test_rbac_is_least_privilege_for_what_bulkhead_does():
     objects = render()
     role = by_name(objects, "ClusterRole", "bulkhead")
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
-    assert rules == {
-        (("bulkhead.dev",), ("tenants",)): {"get", "list", "watch"},
-        (("",), ("namespaces",)): {"get", "list", "watch"},
-    }
+    rules = sorted(
+        (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", [])), tuple(sorted(r["verbs"])))
+        for r in role["rules"]
+    )
+    write = ("create", "delete", "get", "list", "patch", "update", "watch")
+    own = ("bulkhead-namespace-provisioner", "bulkhead-namespace-deleter")
+    assert rules == sorted([
+        (("bulkhead.dev",), ("tenants", "bulkheadconfigurations"), (), ("get", "list", "watch")),
+        (("bulkhead.dev",), ("tenants/status",), (), ("get", "patch", "update")),
+        (("",), ("namespaces",), (), ("get", "list", "patch", "watch")),
+        (("",), ("resourcequotas", "limitranges"), (), write),
+        (("networking.k8s.io",), ("networkpolicies",), (), write),
+        (("rbac.authorization.k8s.io",), ("rolebindings",), (), write),
+        (("rbac.authorization.k8s.io",), ("clusterroles",), (), ("bind",)),
+        (("rbac.authorization.k8s.io",), ("clusterroles", "clusterrolebindings"), (), ("create",)),
+        (("rbac.authorization.k8s.io",), ("clusterroles",), own, ("escalate", "get", "patch", "update")),
+        (("rbac.authorization.k8s.io",), ("clusterrolebindings",), ("bulkhead-namespace-provisioner",), ("get", "patch", "update")),
+    ])
+    # Namespaces may be labelled and annotated, never created or deleted by Bulkhead itself.
+    ns_verbs = {v for r in role["rules"] if "namespaces" in r["resources"] for v in r["verbs"]}
+    assert not ns_verbs & {"create", "delete"}
+    # Escalation only on Bulkhead's own roles.
+    for r in role["rules"]:
+        if "escalate" in r["verbs"]:
+            assert r["resourceNames"] == list(own)
     binding = by_name(objects, "ClusterRoleBinding", "bulkhead")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]
     lease_role = by_name(objects, "Role", "bulkhead-leader-election")

@@ -64,6 +64,11 @@ impl Metrics {
         })
     }
 
+    /// The registry, for roles that register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every metric, with state gauges refreshed first.
     pub fn render(&self, cache: &Cache, roles: &[RoleState], leading: Option<bool>) -> String {
         for status in cache.status() {

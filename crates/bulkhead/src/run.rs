@@ -45,7 +45,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let admin_addr = listener.local_addr().unwrap_or(args.admin_addr);
 
     let shutdown = CancellationToken::new();
-    let cache = Cache::start(client.clone(), shutdown.clone());
+    let needs = bulkhead_cache::Needs {
+        owned_objects: roles.contains(&Role::Controller),
+        configuration: true,
+    };
+    let cache = Cache::start(client.clone(), needs, shutdown.clone());
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let mut tasks = JoinSet::new();
     let mut role_states = Vec::new();
@@ -61,10 +65,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 let (lead_tx, lead_rx) = watch::channel(false);
                 leading = Some(lead_rx);
                 let config = controller_config(&args.controller, &default_namespace);
+                let controller_metrics = bulkhead_controller::ControllerMetrics::register(metrics.registry())
+                    .context("cannot register the controller's metrics")?;
                 let task = bulkhead_controller::run(
                     client.clone(),
                     cache.clone(),
                     config,
+                    controller_metrics,
                     lead_tx,
                     up_tx,
                     shutdown.clone(),

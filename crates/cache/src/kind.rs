@@ -11,7 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -32,7 +32,29 @@ struct Shared<K: Resource<DynamicType = ()> + Clone + 'static, I> {
     writer: Mutex<Writer<K>>,
     index: RwLock<Indexed<I>>,
     synced: watch::Sender<bool>,
+    changes: broadcast::Sender<Change<K>>,
 }
+
+/// A change to one object, as the cache tells its subscribers (controllers) about it.
+#[derive(Debug)]
+pub enum Change<K> {
+    /// The object was added or changed (also sent for every object after each full list).
+    Applied(Arc<K>),
+    /// The object is gone.
+    Deleted(Arc<K>),
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Change::Applied(o) => Change::Applied(o.clone()),
+            Change::Deleted(o) => Change::Deleted(o.clone()),
+        }
+    }
+}
+
+/// How many changes a slow subscriber may fall behind before it is told it lagged.
+const CHANGE_BUFFER: usize = 16_384;
 
 impl<K, I> KindCache<K, I>
 where
@@ -49,8 +71,15 @@ where
                 writer: Mutex::new(writer),
                 index: RwLock::new(Indexed::default()),
                 synced: watch::Sender::new(false),
+                changes: broadcast::Sender::new(CHANGE_BUFFER),
             }),
         }
+    }
+
+    /// Every change from now on. A subscriber that falls behind gets `Lagged` and should resync from
+    /// the store.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change<K>> {
+        self.shared.changes.subscribe()
     }
 
     /// Applies one watch event to the store and the index, after dropping what is never read
@@ -67,6 +96,19 @@ where
         writer.apply_watcher_event(&event);
         self.shared.index.write().apply(&event);
         drop(writer);
+        // Nobody subscribed is fine.
+        let _ = match event {
+            Event::Apply(object) => self.shared.changes.send(Change::Applied(Arc::new(object))),
+            Event::Delete(object) => self.shared.changes.send(Change::Deleted(Arc::new(object))),
+            Event::InitDone => {
+                // A relist may have missed deletions and changes: subscribers hear about everything.
+                for object in self.shared.store.state() {
+                    let _ = self.shared.changes.send(Change::Applied(object));
+                }
+                Ok(0)
+            }
+            Event::Init | Event::InitApply(_) => Ok(0),
+        };
         if done {
             self.shared.synced.send_replace(true);
         }
@@ -98,14 +140,14 @@ where
         let _ = synced.wait_for(|s| *s).await;
     }
 
-    pub(crate) fn spawn_watch(&self, api: Api<K>, shutdown: CancellationToken) {
+    pub(crate) fn spawn_watch(&self, api: Api<K>, config: watcher::Config, shutdown: CancellationToken) {
         let this = KindCache {
             shared: self.shared.clone(),
         };
         let kind = self.shared.kind;
         tokio::spawn(
             async move {
-                let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+                let stream = watcher::watcher(api, config).default_backoff();
                 let mut stream = std::pin::pin!(stream);
                 loop {
                     tokio::select! {
@@ -168,5 +210,33 @@ mod tests {
         assert_eq!(stored.metadata.managed_fields.as_deref().unwrap_or_default(), []);
         assert_eq!(stored.annotations().len(), 1);
         assert_eq!(stored.annotations()["keep"], "me");
+    }
+
+    #[test]
+    fn subscribers_hear_of_changes_deletions_and_everything_after_a_relist() {
+        let cache: KindCache<Namespace, NamespaceIndex> = KindCache::new("Namespace");
+        let mut changes = cache.subscribe();
+        let ns = |name: &str| Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        cache.apply(Event::Init);
+        cache.apply(Event::InitApply(ns("a")));
+        cache.apply(Event::InitApply(ns("b")));
+        cache.apply(Event::InitDone);
+        cache.apply(Event::Apply(ns("c")));
+        cache.apply(Event::Delete(ns("a")));
+        let mut seen = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            seen.push(match change {
+                Change::Applied(o) => format!("applied {}", o.name_any()),
+                Change::Deleted(o) => format!("deleted {}", o.name_any()),
+            });
+        }
+        seen[..2].sort();
+        assert_eq!(seen, ["applied a", "applied b", "applied c", "deleted a"]);
     }
 }

@@ -2,16 +2,27 @@
 //! runs the reconcilers that turn Tenants into their namespaces' objects.
 
 pub mod leader;
+pub mod metrics;
+pub mod reconcile;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
-use kube::Client;
-use tokio::sync::watch;
+use bulkhead_cache::kind::Change;
+use futures::{Stream, StreamExt};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use leader::{LeaderElection, LeaseSettings};
+pub use metrics::ControllerMetrics;
 
 /// The controller role's settings.
 #[derive(Clone, Debug)]
@@ -20,37 +31,176 @@ pub struct ControllerConfig {
     pub lease: Option<LeaseSettings>,
 }
 
-/// What the controller role reports while it runs.
-#[derive(Clone, Debug)]
-pub struct ControllerHandle {
-    /// True while this replica holds the Lease (always true without leader election).
-    pub leading: watch::Receiver<bool>,
-    /// True once the role has started: the Lease has been read or written at least once.
-    pub up: watch::Receiver<bool>,
-}
+/// The default time a Lease is valid without renewal.
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
-/// Runs the controller role until `shutdown` is cancelled; a held Lease is released on the way out.
+/// Runs the controller role until `shutdown` is cancelled: leader election, and while this replica
+/// leads, the Tenant controller. A held Lease is released on the way out.
 pub async fn run(
     client: Client,
-    _cache: Cache,
+    cache: Cache,
     config: ControllerConfig,
+    metrics: ControllerMetrics,
     leading: watch::Sender<bool>,
     up: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    match config.lease {
+    let mut is_leader = leading.subscribe();
+    let election = match config.lease {
         Some(settings) => {
-            let election = LeaderElection::new(client, settings);
-            election.run(leading, up, shutdown).await;
+            let election = LeaderElection::new(client.clone(), settings);
+            tokio::spawn(election.run(leading, up, shutdown.clone()))
         }
         None => {
             info!("leader election disabled: this replica acts alone");
             leading.send_replace(true);
             up.send_replace(true);
-            shutdown.cancelled().await;
+            let stop = shutdown.clone();
+            tokio::spawn(async move { stop.cancelled().await })
+        }
+    };
+    let ctx = Arc::new(reconcile::Context::new(client, cache, metrics));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = is_leader.wait_for(|l| *l) => if changed.is_err() { break },
+        }
+        info!("leading: starting the Tenant controller");
+        let lost = CancellationToken::new();
+        let watch_lost = {
+            let lost = lost.clone();
+            let mut rx = is_leader.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = rx.wait_for(|l| !*l) => {}
+                }
+                lost.cancel();
+            })
+        };
+        ctx.cache.wait_synced().await;
+        lead(ctx.clone(), lost.clone()).await;
+        watch_lost.abort();
+        if shutdown.is_cancelled() {
+            break;
+        }
+        info!("no longer leading: the Tenant controller stopped");
+    }
+    let _ = election.await;
+}
+
+/// What the leader does until `stop`: the cluster-wide objects and the Tenant controller.
+async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
+    let cluster = tokio::spawn(keep_cluster_objects(ctx.clone(), stop.clone()));
+    let cache = &ctx.cache;
+    // Subscribe before reading the store, so nothing falls between the two.
+    let tenant_changes = changes(cache.tenants_feed().subscribe());
+    let current: Vec<Result<Tenant, watcher::Error>> = cache
+        .tenants()
+        .state()
+        .iter()
+        .map(|t| Ok((**t).clone()))
+        .collect();
+    let metrics = ctx.metrics.clone();
+    let trigger = futures::stream::iter(current).chain(tenant_changes.filter_map(move |c| {
+        let item = match c {
+            Change::Applied(t) => Some(Ok((*t).clone())),
+            Change::Deleted(t) => {
+                metrics.forget_tenant(&t.name_any());
+                None
+            }
+        };
+        std::future::ready(item)
+    }));
+    let by_label = tenant_refs(changes(cache.namespaces_feed().subscribe()))
+        .merge(tenant_refs(changes(cache.role_bindings().subscribe())))
+        .merge(tenant_refs(changes(cache.resource_quotas().subscribe())))
+        .merge(tenant_refs(changes(cache.limit_ranges().subscribe())))
+        .merge(tenant_refs(changes(cache.network_policies().subscribe())));
+    let stopped = stop.clone();
+    Controller::for_stream(trigger, cache.tenants().clone())
+        .reconcile_on(by_label)
+        .graceful_shutdown_on(async move { stopped.cancelled().await })
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()))
+        .await;
+    cluster.abort();
+}
+
+trait MergeExt: Stream + Sized {
+    fn merge<S: Stream<Item = Self::Item>>(self, other: S) -> futures::stream::Select<Self, S> {
+        futures::stream::select(self, other)
+    }
+}
+
+impl<S: Stream> MergeExt for S {}
+
+/// A cache subscription as a stream. After a lag, the periodic resync covers what was missed.
+fn changes<K: Send + Sync + 'static>(
+    rx: broadcast::Receiver<Change<K>>,
+) -> impl Stream<Item = Change<K>> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(change) => return Some((change, rx)),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "the controller fell behind the cache")
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// The Tenant a changed object belongs to, by its tenant label.
+fn tenant_refs<K: Resource + Send + Sync + 'static>(
+    changes: impl Stream<Item = Change<K>> + Send,
+) -> impl Stream<Item = ObjectRef<Tenant>> + Send {
+    changes.filter_map(|change| {
+        let object = match &change {
+            Change::Applied(o) | Change::Deleted(o) => o,
+        };
+        std::future::ready(object.labels().get(labels::TENANT).map(|t| ObjectRef::new(t)))
+    })
+}
+
+/// Keeps the namespace provisioner and deleter ClusterRoles and the provisioner binding for the
+/// configured user groups, applying them again whenever the configuration changes.
+async fn keep_cluster_objects(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
+    let mut config_changes = ctx.cache.configurations().subscribe();
+    loop {
+        let groups = ctx.cache.configuration().user_groups;
+        let (roles, binding) = bulkhead_policy::desired::cluster_objects(&groups);
+        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+        let roles_api: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(ctx.client.clone());
+        for role in roles {
+            let name = role.name_any();
+            if let Err(error) = roles_api
+                .patch(&name, &params, &Patch::Apply(with_type(&role)))
+                .await
+            {
+                warn!(%error, name, "cannot apply the ClusterRole");
+            }
+        }
+        let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(ctx.client.clone());
+        let name = binding.name_any();
+        if let Err(error) = bindings
+            .patch(&name, &params, &Patch::Apply(with_type(&binding)))
+            .await
+        {
+            warn!(%error, name, "cannot apply the ClusterRoleBinding");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = config_changes.recv() => {}
         }
     }
 }
 
-/// The default time a Lease is valid without renewal.
-pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    value["apiVersion"] = serde_json::json!(K::api_version(&()));
+    value["kind"] = serde_json::json!(K::kind(&()));
+    value
+}

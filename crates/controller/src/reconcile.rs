@@ -1,0 +1,450 @@
+//! The Tenant reconciler: desired state from `bulkhead-policy`, applied with server-side apply, orphans
+//! deleted, status kept. It reads only the shared cache and writes only what differs from what it last
+//! applied, so an idle cluster gets no writes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_api::tenant::{TenantState, TenantStatus};
+use bulkhead_api::{Tenant, labels};
+use bulkhead_cache::Cache;
+use bulkhead_policy::desired::{self, Desired, QuotaUsage, TenantNamespace};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+
+use crate::metrics::ControllerMetrics;
+
+/// How often every tenant is reconciled even when nothing changed (drift the watches could not see).
+pub const RESYNC: Duration = Duration::from_secs(600);
+
+/// What failed while reconciling a tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{step} {object}: {source}")]
+    Api {
+        /// What was being done.
+        step: &'static str,
+        /// Which object.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What the reconciler needs.
+pub struct Context {
+    /// A client with Bulkhead's own credentials.
+    pub client: Client,
+    /// The shared cache.
+    pub cache: Cache,
+    /// What was last applied, by object: a hash of the configuration sent. An entry is dropped when an
+    /// apply fails, so the next reconcile applies again.
+    pub applied: Mutex<HashMap<String, u64>>,
+    /// Metrics.
+    pub metrics: ControllerMetrics,
+}
+
+impl Context {
+    /// A context over a client and the shared cache.
+    pub fn new(client: Client, cache: Cache, metrics: ControllerMetrics) -> Context {
+        Context {
+            client,
+            cache,
+            applied: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+}
+
+fn hash(value: &Value) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.to_string().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Whether `want` (what Bulkhead applies) is contained in `have` (the object as cached).
+fn contained(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => {
+            w.iter().all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv)))
+        }
+        (w, h) => w == h,
+    }
+}
+
+/// Reconciles one tenant.
+pub async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&tenant, &ctx).await;
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconciles.with_label_values(&[outcome]).inc();
+    ctx.metrics
+        .duration
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
+    let name = tenant.name_any();
+    if tenant.metadata.deletion_timestamp.is_some() {
+        // Namespaces and everything in them go with the Tenant through their ownerReferences.
+        return Ok(Action::await_change());
+    }
+    let cache = &ctx.cache;
+    let namespaces: Vec<TenantNamespace> = cache
+        .namespaces_of(&name)
+        .into_iter()
+        .filter_map(|ns| cache.namespace(&ns))
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .map(|ns| TenantNamespace {
+            name: ns.name_any(),
+            labels: ns.labels().clone(),
+        })
+        .collect();
+    let usage = quota_usage(cache.resource_quotas().store(), &name);
+    let desired = desired::desired_state(tenant, &namespaces, &usage);
+
+    let mut failures = Vec::new();
+    for metadata in &desired.namespaces {
+        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": metadata.namespace, "labels": metadata.labels, "annotations": metadata.annotations}});
+        let current = cache
+            .namespace(&metadata.namespace)
+            .and_then(|n| serde_json::to_value(&*n).ok());
+        if let Err(e) = apply_if_changed::<Namespace>(
+            ctx,
+            Api::all(ctx.client.clone()),
+            &metadata.namespace,
+            patch,
+            current,
+        )
+        .await
+        {
+            failures.push(e);
+        }
+    }
+    failures.extend(
+        sync_kind(
+            ctx,
+            &name,
+            &desired.role_bindings,
+            cache.role_bindings().store(),
+            |c| {
+                cache
+                    .role_bindings()
+                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
+            },
+        )
+        .await,
+    );
+    failures.extend(
+        sync_kind(
+            ctx,
+            &name,
+            &desired.resource_quotas,
+            cache.resource_quotas().store(),
+            |c| {
+                cache
+                    .resource_quotas()
+                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
+            },
+        )
+        .await,
+    );
+    failures.extend(
+        sync_kind(
+            ctx,
+            &name,
+            &desired.limit_ranges,
+            cache.limit_ranges().store(),
+            |c| {
+                cache
+                    .limit_ranges()
+                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
+            },
+        )
+        .await,
+    );
+    failures.extend(
+        sync_kind(
+            ctx,
+            &name,
+            &desired.network_policies,
+            cache.network_policies().store(),
+            |c| {
+                cache
+                    .network_policies()
+                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
+            },
+        )
+        .await,
+    );
+
+    let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    update_status(ctx, tenant, &namespaces, &desired, &messages).await?;
+    ctx.metrics.observe_tenant(
+        tenant,
+        namespaces.len(),
+        desired.problems.is_empty() && failures.is_empty(),
+    );
+    match failures.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(Action::requeue(RESYNC)),
+    }
+}
+
+/// What each namespace's quota for each item reports as used.
+fn quota_usage(store: &Store<ResourceQuota>, tenant: &str) -> QuotaUsage {
+    let mut usage = QuotaUsage::new();
+    for quota in store.state() {
+        if quota.labels().get(labels::TENANT).map(String::as_str) != Some(tenant) {
+            continue;
+        }
+        let prefix = format!("bulkhead-{tenant}-");
+        let Some(index) = quota
+            .name_any()
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if let Some(used) = quota.status.as_ref().and_then(|s| s.used.clone()) {
+            usage.insert((quota.namespace().unwrap_or_default(), index), used);
+        }
+    }
+    usage
+}
+
+/// Applies every desired object of a kind that changed, and deletes this tenant's objects of that kind
+/// that are no longer desired.
+async fn sync_kind<K>(
+    ctx: &Context,
+    tenant: &str,
+    desired: &[K],
+    store: &Store<K>,
+    owned_by: impl Fn(&str) -> BTreeSet<(String, String)>,
+) -> Vec<Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut failures = Vec::new();
+    let mut wanted = BTreeSet::new();
+    for object in desired {
+        let ns = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        wanted.insert((ns.clone(), name.clone()));
+        let mut patch = match serde_json::to_value(object) {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        patch["apiVersion"] = json!(K::api_version(&()));
+        patch["kind"] = json!(K::kind(&()));
+        let current = store
+            .get(&ObjectRef::new(&name).within(&ns))
+            .and_then(|o| serde_json::to_value(&*o).ok());
+        if let Err(e) = apply_if_changed::<K>(
+            ctx,
+            Api::namespaced(ctx.client.clone(), &ns),
+            &name,
+            patch,
+            current,
+        )
+        .await
+        {
+            failures.push(e);
+        }
+    }
+    for (ns, name) in owned_by(tenant) {
+        if wanted.contains(&(ns.clone(), name.clone())) {
+            continue;
+        }
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                info!(tenant, kind = K::kind(&()).as_ref(), namespace = %ns, name, "deleted what the tenant no longer wants")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => failures.push(Error::Api {
+                step: "deleting",
+                object: format!("{} {ns}/{name}", K::kind(&())),
+                source,
+            }),
+        }
+        ctx.applied
+            .lock()
+            .remove(&format!("{}/{ns}/{name}", K::kind(&())));
+    }
+    failures
+}
+
+/// Server-side applies `patch` unless this exact configuration was applied before and the cached
+/// object still carries it.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    api: Api<K>,
+    name: &str,
+    patch: Value,
+    current: Option<Value>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let key = format!(
+        "{}/{}/{name}",
+        K::kind(&()),
+        patch
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    );
+    let digest = hash(&patch);
+    let unchanged = ctx.applied.lock().get(&key) == Some(&digest)
+        && current
+            .as_ref()
+            .is_some_and(|c| contained(&strip_for_compare(&patch), c));
+    if unchanged {
+        return Ok(());
+    }
+    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+    match api.patch(name, &params, &Patch::Apply(&patch)).await {
+        Ok(_) => {
+            debug!(object = %key, "applied");
+            ctx.applied.lock().insert(key, digest);
+            Ok(())
+        }
+        Err(source) => {
+            ctx.applied.lock().remove(&key);
+            Err(Error::Api {
+                step: "applying",
+                object: key,
+                source,
+            })
+        }
+    }
+}
+
+/// The parts of an applied configuration the cached object is compared on (the cache keeps no
+/// apiVersion/kind for some clients, and the server fills in defaults we do not send).
+fn strip_for_compare(patch: &Value) -> Value {
+    let mut p = patch.clone();
+    if let Some(o) = p.as_object_mut() {
+        o.remove("apiVersion");
+        o.remove("kind");
+    }
+    p
+}
+
+async fn update_status(
+    ctx: &Context,
+    tenant: &Tenant,
+    namespaces: &[TenantNamespace],
+    desired: &Desired,
+    failures: &[String],
+) -> Result<(), Error> {
+    let mut names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
+    names.sort();
+    let problems: Vec<String> = desired.problems.iter().chain(failures).cloned().collect();
+    let (status, reason, message) = if problems.is_empty() {
+        (
+            "True",
+            "Reconciled",
+            format!("{} namespaces have everything the spec asks for", names.len()),
+        )
+    } else {
+        ("False", "Failed", problems.join("; "))
+    };
+    let previous = tenant.status.clone().unwrap_or_default();
+    let previous_ready = previous.conditions.iter().find(|c| c.type_ == "Ready");
+    let transition = match previous_ready {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    let ready = Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: transition,
+        observed_generation: tenant.metadata.generation,
+    };
+    let next = TenantStatus {
+        state: Some(if tenant.spec.cordoned {
+            TenantState::Cordoned
+        } else {
+            TenantState::Active
+        }),
+        size: u32::try_from(names.len()).unwrap_or(u32::MAX),
+        namespaces: names,
+        observed_generation: tenant.metadata.generation,
+        conditions: vec![ready],
+    };
+    if previous == next {
+        return Ok(());
+    }
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    let patch = json!({"status": next});
+    api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Api {
+            step: "updating the status of",
+            object: format!("Tenant {}", tenant.name_any()),
+            source,
+        })
+}
+
+/// After a failure: back off (per tenant, by kube-runtime's scheduler) and say why.
+pub fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(tenant = %tenant.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Labels of the objects the controller applies, for the chart's and tests' reference.
+pub fn managed_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([(labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containment_ignores_what_the_server_adds() {
+        let want = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"hard": {"pods": "5"}}});
+        let have = json!({"metadata": {"labels": {"a": "1", "b": "2"}, "uid": "x"}, "spec": {"hard": {"pods": "5"}}, "status": {}});
+        assert!(contained(&want, &have));
+        assert!(!contained(
+            &want,
+            &json!({"metadata": {"labels": {"a": "2"}}, "spec": {"hard": {"pods": "5"}}})
+        ));
+        assert!(!contained(
+            &json!({"subjects": [{"name": "a"}]}),
+            &json!({"subjects": [{"name": "a"}, {"name": "b"}]})
+        ));
+        assert_ne!(hash(&want), hash(&have));
+    }
+}

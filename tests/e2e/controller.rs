@@ -1,0 +1,226 @@
+//! The controller turns a Tenant into its namespaces' objects, keeps them that way, and is idle when
+//! nothing changes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::harness::{Bulkhead, Cluster, eventually};
+
+/// (cluster role, subject kind, subject name) of every RoleBinding Bulkhead made in a namespace.
+async fn bindings(cluster: &Cluster, ns: &str) -> BTreeSet<(String, String, String)> {
+    let api: Api<RoleBinding> = Api::namespaced(cluster.admin.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .flat_map(|b| {
+            b.subjects
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |s| (b.role_ref.name.clone(), s.kind, s.name))
+        })
+        .collect()
+}
+
+fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
+    items
+        .iter()
+        .map(|(a, b, c)| ((*a).into(), (*b).into(), (*c).into()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tenant_becomes_its_namespaces_objects_stays_so_and_is_idle_when_nothing_changes() {
+    let cluster = Cluster::start().await;
+    let tenant = cluster.unique("e2e-ctl");
+    let lease = cluster.unique("e2e-ctl-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {tenant}}}
+spec:
+  owners:
+  - {{kind: User, name: alice}}
+  - {{kind: Group, name: {tenant}-devs, clusterRoles: [edit]}}
+  additionalRoleBindings:
+  - clusterRoleName: view
+    subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: {tenant}-auditors}}]
+  namespaceOptions: {{quota: 3}}
+  resourceQuotas:
+    scope: Namespace
+    items: [{{hard: {{pods: "5"}}}}]
+  limitRanges:
+    items: [{{limits: [{{type: Container, default: {{cpu: 500m}}}}]}}]
+  networkPolicies:
+    items: [{{podSelector: {{}}, policyTypes: [Ingress]}}]
+"#
+    ));
+    let namespaces = [format!("{tenant}-a"), format!("{tenant}-b")];
+    for ns in &namespaces {
+        // Until the admission webhook assigns namespaces, the administrator labels them.
+        cluster.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{bulkhead.dev/tenant: {tenant}}}}}\n"));
+    }
+    let expected = set(&[
+        ("admin", "User", "alice"),
+        ("bulkhead-namespace-deleter", "User", "alice"),
+        ("edit", "Group", &format!("{tenant}-devs")),
+        ("view", "Group", &format!("{tenant}-auditors")),
+    ]);
+    for ns in &namespaces {
+        eventually(Duration::from_secs(20), || async {
+            let got = bindings(&cluster, ns).await;
+            (got == expected).then_some(()).ok_or(format!("{ns}: {got:?}"))
+        })
+        .await;
+        let quota: Api<ResourceQuota> = Api::namespaced(cluster.admin.clone(), ns);
+        let q = quota.get(&format!("bulkhead-{tenant}-0")).await.unwrap();
+        assert_eq!(q.spec.unwrap().hard.unwrap()["pods"].0, "5");
+        assert_eq!(q.metadata.owner_references.unwrap()[0].kind, "Tenant");
+        let lr: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), ns);
+        assert!(lr.get(&format!("bulkhead-{tenant}-0")).await.is_ok());
+        let np: Api<NetworkPolicy> = Api::namespaced(cluster.admin.clone(), ns);
+        assert!(np.get(&format!("bulkhead-{tenant}-0")).await.is_ok());
+    }
+    let status = |out: String| out;
+    eventually(Duration::from_secs(10), || async {
+        let s = status(cluster.kubectl().ok(&[
+            "get",
+            "tenant",
+            &tenant,
+            "-o",
+            "jsonpath={.status.size} {.status.conditions[0].status}",
+        ]));
+        (s == "2 True").then_some(()).ok_or(s)
+    })
+    .await;
+
+    // Drift: a managed RoleBinding deleted by hand comes back; an unrelated one is left alone.
+    let ns = &namespaces[0];
+    cluster.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: mine, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: User, name: carol}}]\n"
+    ));
+    let rbs: Api<RoleBinding> = Api::namespaced(cluster.admin.clone(), ns);
+    let managed = rbs
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
+        .await
+        .unwrap();
+    let victim = managed
+        .items
+        .iter()
+        .find(|b| b.role_ref.name == "edit")
+        .unwrap()
+        .name_any();
+    rbs.delete(&victim, &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(20), || async {
+        rbs.get(&victim)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{victim} not back: {e}"))
+    })
+    .await;
+    assert!(
+        rbs.get("mine").await.is_ok(),
+        "an unrelated RoleBinding is left alone"
+    );
+
+    // Edits converge: drop an owner, change the quota, remove the network policy.
+    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
+    let edit = json!({"spec": {
+        "owners": [{"kind": "User", "name": "alice"}],
+        "resourceQuotas": {"scope": "Namespace", "items": [{"hard": {"pods": "7"}}]},
+        "networkPolicies": {"items": []},
+    }});
+    tenants
+        .patch(&tenant, &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .unwrap();
+    let expected = set(&[
+        ("admin", "User", "alice"),
+        ("bulkhead-namespace-deleter", "User", "alice"),
+        ("view", "Group", &format!("{tenant}-auditors")),
+    ]);
+    for ns in &namespaces {
+        eventually(Duration::from_secs(20), || async {
+            let got = bindings(&cluster, ns).await;
+            let quota: Api<ResourceQuota> = Api::namespaced(cluster.admin.clone(), ns);
+            let pods = quota
+                .get(&format!("bulkhead-{tenant}-0"))
+                .await
+                .map(|q| q.spec.unwrap().hard.unwrap()["pods"].0.clone());
+            let np: Api<NetworkPolicy> = Api::namespaced(cluster.admin.clone(), ns);
+            let policies = np
+                .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
+                .await
+                .unwrap()
+                .items
+                .len();
+            (got == expected && pods.as_deref().ok() == Some("7") && policies == 0)
+                .then_some(())
+                .ok_or(format!("{ns}: {got:?}, pods {pods:?}, {policies} policies"))
+        })
+        .await;
+    }
+
+    // Idle means idle: with nothing changing, nothing Bulkhead manages changes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = || async {
+        let mut versions = vec![tenants.get(&tenant).await.unwrap().resource_version()];
+        for ns in &namespaces {
+            let rbs: Api<RoleBinding> = Api::namespaced(cluster.admin.clone(), ns);
+            let quotas: Api<ResourceQuota> = Api::namespaced(cluster.admin.clone(), ns);
+            versions.extend(
+                rbs.list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(|o| o.resource_version()),
+            );
+            versions.extend(
+                quotas
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(|o| o.resource_version()),
+            );
+        }
+        versions
+    };
+    // Lease renewals are leader election's writes, not the controller's.
+    let controller_writes = |t: &bulkhead_testkit::TestServer| {
+        t.writes()
+            .iter()
+            .filter(|((_, resource), _)| !resource.starts_with("leases."))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let writes_before = cluster.testkit().map(controller_writes);
+    let before = snapshot().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(snapshot().await, before, "objects changed while nothing happened");
+    if let Some(t) = cluster.testkit() {
+        assert_eq!(
+            Some(controller_writes(t)),
+            writes_before,
+            "the controller wrote while idle: {:?}",
+            t.writes()
+        );
+    }
+}

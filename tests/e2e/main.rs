@@ -9,4 +9,5 @@
 mod controller;
 mod harness;
 mod harness_checks;
+mod scale;
 mod startup;

@@ -14,6 +14,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   crds [--check]   write charts/bulkhead/crds/ from crates/api (--check: fail if it differs)
   dev [ARGS...]    run Bulkhead against an in-memory cluster (the testkit); ARGS go to `bulkhead run`
+  bench-controller the controller at scale (release build): BULKHEAD_BENCH_TENANTS (1000) tenants x
+                   BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
                    tests (real Helm, through a Python virtualenv it creates); ARGS go to the Rust runner";
 
@@ -23,6 +25,22 @@ fn main() -> ExitCode {
         Some("crds") => crds(args.get(1).map(String::as_str) == Some("--check")),
         Some("test") => test::run(&args[1..]),
         Some("dev") => dev::run(&args[1..]),
+        Some("bench-controller") => run_cmd(
+            std::process::Command::new("cargo")
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "bulkhead",
+                    "--test",
+                    "e2e",
+                    "scale",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .current_dir(root()),
+        ),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

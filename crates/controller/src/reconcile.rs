@@ -123,8 +123,10 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
 
     let mut failures = Vec::new();
     for metadata in &desired.namespaces {
-        let patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": metadata.namespace, "labels": metadata.labels, "annotations": metadata.annotations}});
+        let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": metadata.namespace, "labels": metadata.labels}});
+        if !metadata.annotations.is_empty() {
+            patch["metadata"]["annotations"] = json!(metadata.annotations);
+        }
         let current = cache
             .namespace(&metadata.namespace)
             .and_then(|n| serde_json::to_value(&*n).ok());

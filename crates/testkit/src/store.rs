@@ -102,13 +102,17 @@ fn has_finalizers(object: &Value) -> bool {
         .is_some_and(|f| !f.is_empty())
 }
 
-/// The object without the fields that change on every write, to detect no-op updates.
+/// The object without the fields that change on every write, to detect no-op updates. ObjectMeta is a
+/// typed struct in the API server whose empty maps and lists are omitted: `labels: {}` is no labels.
 fn comparable(object: &Value) -> Value {
     let mut o = object.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
         m.remove("managedFields");
         m.remove("generation");
+        m.retain(|_, v| {
+            !(v.as_object().is_some_and(|x| x.is_empty()) || v.as_array().is_some_and(|x| x.is_empty()))
+        });
     }
     o
 }

@@ -224,3 +224,54 @@ spec:
         );
     }
 }
+
+#[tokio::test]
+async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_event() {
+    let cluster = Cluster::start().await;
+    let tenant = cluster.unique("e2e-bad");
+    let lease = cluster.unique("e2e-bad-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: alice}}, {{kind: ServiceAccount, name: robot}}]\n"
+    ));
+    cluster.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {tenant}-a, labels: {{bulkhead.dev/tenant: {tenant}}}}}\n"));
+    let message =
+        "owner \"robot\" is a ServiceAccount but not named system:serviceaccount:<namespace>:<name>";
+    eventually(Duration::from_secs(20), || async {
+        let got = cluster.kubectl().ok(&[
+            "get",
+            "tenant",
+            &tenant,
+            "-o",
+            "jsonpath={.status.conditions[0].status}|{.status.conditions[0].message}",
+        ]);
+        (got == format!("False|{message}")).then_some(()).ok_or(got)
+    })
+    .await;
+    // The valid owner still gets its bindings.
+    eventually(Duration::from_secs(10), || async {
+        let got = bindings(&cluster, &format!("{tenant}-a")).await;
+        (got.len() == 2).then_some(()).ok_or(format!("{got:?}"))
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.admin.clone(), "default");
+    eventually(Duration::from_secs(10), || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tenant.as_str())
+                    && e.reason.as_deref() == Some("InvalidSpec")
+            })
+            .map(|e| assert_eq!(e.note.as_deref(), Some(message)))
+            .ok_or_else(|| "no InvalidSpec event yet".to_owned())
+    })
+    .await;
+}

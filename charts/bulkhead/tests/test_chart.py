@@ -142,6 +142,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("",), ("resourcequotas", "limitranges"), (), write),
         (("networking.k8s.io",), ("networkpolicies",), (), write),
         (("rbac.authorization.k8s.io",), ("rolebindings",), (), write),
+        (("events.k8s.io",), ("events",), (), ("create", "patch")),
         (("rbac.authorization.k8s.io",), ("clusterroles",), (), ("bind",)),
         (("rbac.authorization.k8s.io",), ("clusterroles", "clusterrolebindings"), (), ("create",)),
         (("rbac.authorization.k8s.io",), ("clusterroles",), own, ("escalate", "get", "patch", "update")),

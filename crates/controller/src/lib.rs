@@ -46,6 +46,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut is_leader = leading.subscribe();
+    let instance = config.lease.as_ref().map(|l| l.identity.clone());
     let election = match config.lease {
         Some(settings) => {
             let election = LeaderElection::new(client.clone(), settings);
@@ -59,7 +60,7 @@ pub async fn run(
             tokio::spawn(async move { stop.cancelled().await })
         }
     };
-    let ctx = Arc::new(reconcile::Context::new(client, cache, metrics));
+    let ctx = Arc::new(reconcile::Context::new(client, cache, metrics, instance));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

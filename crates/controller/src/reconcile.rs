@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
@@ -47,6 +48,10 @@ pub enum Error {
 
 /// What the reconciler needs.
 pub struct Context {
+    /// Records Events on Tenants (identical ones are folded into one with a count).
+    pub recorder: Recorder,
+    /// Consecutive failures per tenant, for backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
     /// A client with Bulkhead's own credentials.
     pub client: Client,
     /// The shared cache.
@@ -60,12 +65,36 @@ pub struct Context {
 
 impl Context {
     /// A context over a client and the shared cache.
-    pub fn new(client: Client, cache: Cache, metrics: ControllerMetrics) -> Context {
+    pub fn new(
+        client: Client,
+        cache: Cache,
+        metrics: ControllerMetrics,
+        instance: Option<String>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: "bulkhead".into(),
+            instance,
+        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            failures: Mutex::new(HashMap::new()),
             client,
             cache,
             applied: Mutex::new(HashMap::new()),
             metrics,
+        }
+    }
+
+    async fn warn(&self, tenant: &Tenant, reason: &str, note: String) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &tenant.object_ref(&())).await {
+            debug!(%error, "cannot record an Event");
         }
     }
 }
@@ -200,7 +229,16 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     );
 
     let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
-    update_status(ctx, tenant, &namespaces, &desired, &messages).await?;
+    for problem in &desired.problems {
+        ctx.warn(tenant, "InvalidSpec", problem.clone()).await;
+    }
+    for message in &messages {
+        ctx.warn(tenant, "ApplyFailed", message.clone()).await;
+    }
+    if let Err(e) = update_status(ctx, tenant, &namespaces, &desired, &messages).await {
+        ctx.warn(tenant, "StatusFailed", e.to_string()).await;
+        return Err(e);
+    }
     ctx.metrics.observe_tenant(
         tenant,
         namespaces.len(),
@@ -208,7 +246,10 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     );
     match failures.into_iter().next() {
         Some(first) => Err(first),
-        None => Ok(Action::requeue(RESYNC)),
+        None => {
+            ctx.failures.lock().remove(&name);
+            Ok(Action::requeue(RESYNC))
+        }
     }
 }
 
@@ -419,10 +460,25 @@ async fn update_status(
         })
 }
 
-/// After a failure: back off (per tenant, by kube-runtime's scheduler) and say why.
-pub fn error_policy(tenant: Arc<Tenant>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(tenant = %tenant.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+/// After a failure: retry this tenant later, doubling the wait with each consecutive failure (5 s up to
+/// 5 min). Other tenants are not held up: each is scheduled on its own.
+pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = tenant.name_any();
+    let attempts = {
+        let mut failures = ctx.failures.lock();
+        let n = failures.entry(name.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(attempts);
+    warn!(tenant = %name, %error, attempts, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// 5 s, 10 s, 20 s, ... at most 5 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(10));
+    Duration::from_secs(secs.min(300))
 }
 
 /// Labels of the objects the controller applies, for the chart's and tests' reference.
@@ -448,5 +504,11 @@ mod tests {
             &json!({"subjects": [{"name": "a"}, {"name": "b"}]})
         ));
         assert_ne!(hash(&want), hash(&have));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }

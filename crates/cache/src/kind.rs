@@ -38,8 +38,9 @@ struct Shared<K: Resource<DynamicType = ()> + Clone + 'static, I> {
 /// A change to one object, as the cache tells its subscribers (controllers) about it.
 #[derive(Debug)]
 pub enum Change<K> {
-    /// The object was added or changed (also sent for every object after each full list).
-    Applied(Arc<K>),
+    /// The object was added or changed (also sent for every object after each full list), with the
+    /// version the cache held before, if any.
+    Applied(Arc<K>, Option<Arc<K>>),
     /// The object is gone.
     Deleted(Arc<K>),
 }
@@ -47,7 +48,7 @@ pub enum Change<K> {
 impl<K> Clone for Change<K> {
     fn clone(&self) -> Self {
         match self {
-            Change::Applied(o) => Change::Applied(o.clone()),
+            Change::Applied(o, previous) => Change::Applied(o.clone(), previous.clone()),
             Change::Deleted(o) => Change::Deleted(o.clone()),
         }
     }
@@ -92,18 +93,25 @@ where
         let done = matches!(event, Event::InitDone);
         // Store and index change under one lock so that readers never see one ahead of the other
         // for long; the watch loop is the only writer.
+        let previous = match &event {
+            Event::Apply(object) => self.shared.store.get(&ObjectRef::from_obj(object)),
+            _ => None,
+        };
         let mut writer = self.shared.writer.lock();
         writer.apply_watcher_event(&event);
         self.shared.index.write().apply(&event);
         drop(writer);
         // Nobody subscribed is fine.
         let _ = match event {
-            Event::Apply(object) => self.shared.changes.send(Change::Applied(Arc::new(object))),
+            Event::Apply(object) => self
+                .shared
+                .changes
+                .send(Change::Applied(Arc::new(object), previous)),
             Event::Delete(object) => self.shared.changes.send(Change::Deleted(Arc::new(object))),
             Event::InitDone => {
                 // A relist may have missed deletions and changes: subscribers hear about everything.
                 for object in self.shared.store.state() {
-                    let _ = self.shared.changes.send(Change::Applied(object));
+                    let _ = self.shared.changes.send(Change::Applied(object, None));
                 }
                 Ok(0)
             }
@@ -232,7 +240,7 @@ mod tests {
         let mut seen = Vec::new();
         while let Ok(change) = changes.try_recv() {
             seen.push(match change {
-                Change::Applied(o) => format!("applied {}", o.name_any()),
+                Change::Applied(o, _) => format!("applied {}", o.name_any()),
                 Change::Deleted(o) => format!("deleted {}", o.name_any()),
             });
         }

@@ -106,7 +106,7 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
     let metrics = ctx.metrics.clone();
     let trigger = futures::stream::iter(current).chain(tenant_changes.filter_map(move |c| {
         let item = match c {
-            Change::Applied(t) => Some(Ok((*t).clone())),
+            Change::Applied(t, _) => Some(Ok((*t).clone())),
             Change::Deleted(t) => {
                 metrics.forget_tenant(&t.name_any());
                 None
@@ -154,16 +154,24 @@ fn changes<K: Send + Sync + 'static>(
     })
 }
 
-/// The Tenant a changed object belongs to, by its tenant label.
+/// The Tenants a changed object belongs to, by its tenant label: now and, if it moved, before.
 fn tenant_refs<K: Resource + Send + Sync + 'static>(
     changes: impl Stream<Item = Change<K>> + Send,
 ) -> impl Stream<Item = ObjectRef<Tenant>> + Send {
-    changes.filter_map(|change| {
-        let object = match &change {
-            Change::Applied(o) | Change::Deleted(o) => o,
-        };
-        std::future::ready(object.labels().get(labels::TENANT).map(|t| ObjectRef::new(t)))
-    })
+    changes.flat_map(|change| futures::stream::iter(tenants_of(&change)))
+}
+
+fn tenants_of<K: Resource>(change: &Change<K>) -> Vec<ObjectRef<Tenant>> {
+    let tenant = |o: &K| o.labels().get(labels::TENANT).cloned();
+    let (now, before) = match change {
+        Change::Applied(o, previous) => (tenant(o), previous.as_deref().and_then(tenant)),
+        Change::Deleted(o) => (tenant(o), None),
+    };
+    let mut refs: Vec<ObjectRef<Tenant>> = now.iter().map(|t| ObjectRef::new(t)).collect();
+    if let Some(before) = before.filter(|b| Some(b) != now.as_ref()) {
+        refs.push(ObjectRef::new(&before));
+    }
+    refs
 }
 
 /// Keeps the namespace provisioner and deleter ClusterRoles and the provisioner binding for the
@@ -204,4 +212,36 @@ fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> se
     value["apiVersion"] = serde_json::json!(K::api_version(&()));
     value["kind"] = serde_json::json!(K::kind(&()));
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Namespace;
+
+    fn ns(tenant: Option<&str>) -> Arc<Namespace> {
+        let mut n = Namespace::default();
+        n.metadata.name = Some("x".into());
+        n.metadata.labels = tenant.map(|t| [(labels::TENANT.to_owned(), t.to_owned())].into());
+        Arc::new(n)
+    }
+
+    #[test]
+    fn a_namespace_moving_between_tenants_triggers_both() {
+        let names = |refs: Vec<ObjectRef<Tenant>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(tenants_of(&Change::Applied(ns(Some("b")), Some(ns(Some("a")))))),
+            ["b", "a"]
+        );
+        assert_eq!(
+            names(tenants_of(&Change::Applied(ns(Some("a")), Some(ns(Some("a")))))),
+            ["a"]
+        );
+        assert_eq!(
+            names(tenants_of(&Change::Applied(ns(None), Some(ns(Some("a")))))),
+            ["a"]
+        );
+        assert_eq!(names(tenants_of(&Change::Deleted(ns(Some("a"))))), ["a"]);
+        assert!(tenants_of(&Change::Applied(ns(None), None)).is_empty());
+    }
 }

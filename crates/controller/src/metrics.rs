@@ -2,7 +2,8 @@
 
 use bulkhead_api::Tenant;
 use kube::ResourceExt;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Reconcile counts and durations, and per-tenant gauges (labelled by tenant name only).
 #[derive(Clone)]
@@ -17,6 +18,10 @@ pub struct ControllerMetrics {
     pub tenant_namespace_quota: IntGaugeVec,
     /// `bulkhead_tenant_ready{tenant}`.
     pub tenant_ready: IntGaugeVec,
+    /// `bulkhead_tenant_quota_used{tenant,item,resource}`: usage summed over the tenant's namespaces.
+    pub quota_used: GaugeVec,
+    /// `bulkhead_tenant_quota_hard{tenant,item,resource}`: the tenant's hard limit.
+    pub quota_hard: GaugeVec,
 }
 
 impl ControllerMetrics {
@@ -53,12 +58,28 @@ impl ControllerMetrics {
                 ),
                 &["tenant"],
             )?,
+            quota_used: GaugeVec::new(
+                Opts::new(
+                    "bulkhead_tenant_quota_used",
+                    "Usage of a tenant quota item, summed over the tenant's namespaces.",
+                ),
+                &["tenant", "item", "resource"],
+            )?,
+            quota_hard: GaugeVec::new(
+                Opts::new(
+                    "bulkhead_tenant_quota_hard",
+                    "Hard limit of a tenant quota item (per namespace for scope Namespace).",
+                ),
+                &["tenant", "item", "resource"],
+            )?,
         };
         registry.register(Box::new(m.reconciles.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.tenant_namespaces.clone()))?;
         registry.register(Box::new(m.tenant_namespace_quota.clone()))?;
         registry.register(Box::new(m.tenant_ready.clone()))?;
+        registry.register(Box::new(m.quota_used.clone()))?;
+        registry.register(Box::new(m.quota_hard.clone()))?;
         Ok(m)
     }
 
@@ -91,8 +112,59 @@ impl ControllerMetrics {
         }
     }
 
+    /// Records a tenant's quota items: their hard limits and the usage summed over its namespaces.
+    pub fn observe_quota(&self, tenant: &Tenant, usage: &bulkhead_policy::desired::QuotaUsage) {
+        let name = tenant.name_any();
+        let items = tenant
+            .spec
+            .resource_quotas
+            .as_ref()
+            .map(|q| q.items.as_slice())
+            .unwrap_or_default();
+        for (index, item) in items.iter().enumerate() {
+            let index_label = index.to_string();
+            for (resource, hard) in item.hard.iter().flatten() {
+                let millis = |q: &str| bulkhead_policy::quota::parse_millis(q).map(|m| m as f64 / 1000.0);
+                if let Some(h) = millis(&hard.0) {
+                    self.quota_hard
+                        .with_label_values(&[&name, &index_label, resource])
+                        .set(h);
+                }
+                let used: f64 = usage
+                    .iter()
+                    .filter(|((_, i), _)| *i == index)
+                    .filter_map(|(_, used)| used.get(resource).and_then(|q| millis(&q.0)))
+                    .sum();
+                self.quota_used
+                    .with_label_values(&[&name, &index_label, resource])
+                    .set(used);
+            }
+        }
+    }
+
     /// Drops a deleted tenant's gauges.
     pub fn forget_tenant(&self, tenant: &str) {
+        for gauge in [&self.quota_used, &self.quota_hard] {
+            let series: Vec<std::collections::HashMap<String, String>> = gauge
+                .collect()
+                .iter()
+                .flat_map(|family| family.get_metric().iter())
+                .map(|m| {
+                    m.get_label()
+                        .iter()
+                        .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                        .collect()
+                })
+                .collect();
+            for labels in series
+                .iter()
+                .filter(|l| l.get("tenant").map(String::as_str) == Some(tenant))
+            {
+                let refs: std::collections::HashMap<&str, &str> =
+                    labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let _ = gauge.remove(&refs);
+            }
+        }
         let _ = self.tenant_namespaces.remove_label_values(&[tenant]);
         let _ = self.tenant_ready.remove_label_values(&[tenant]);
         let _ = self.tenant_namespace_quota.remove_label_values(&[tenant]);
@@ -102,4 +174,33 @@ impl ControllerMetrics {
 #[allow(clippy::panic)]
 fn unreachable_registry() -> ! {
     panic!("a fresh registry rejected the controller's metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    #[test]
+    fn quota_gauges_sum_usage_per_item_and_go_with_the_tenant() {
+        let m = ControllerMetrics::unregistered();
+        let tenant: Tenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "t"},
+            "spec": {"resourceQuotas": {"items": [{"hard": {"pods": "10", "requests.cpu": "2"}}]}},
+        }))
+        .unwrap();
+        let used = |pods: &str| [("pods".to_owned(), Quantity(pods.into()))].into();
+        let usage: bulkhead_policy::desired::QuotaUsage =
+            [(("a".to_owned(), 0), used("3")), (("b".to_owned(), 0), used("4"))].into();
+        m.observe_quota(&tenant, &usage);
+        assert_eq!(m.quota_used.with_label_values(&["t", "0", "pods"]).get(), 7.0);
+        assert_eq!(m.quota_hard.with_label_values(&["t", "0", "pods"]).get(), 10.0);
+        assert_eq!(
+            m.quota_hard.with_label_values(&["t", "0", "requests.cpu"]).get(),
+            2.0
+        );
+        m.forget_tenant("t");
+        assert!(m.quota_used.collect()[0].get_metric().is_empty());
+        assert!(m.quota_hard.collect()[0].get_metric().is_empty());
+    }
 }

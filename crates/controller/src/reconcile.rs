@@ -148,6 +148,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         })
         .collect();
     let usage = quota_usage(cache.resource_quotas().store(), &name);
+    ctx.metrics.observe_quota(tenant, &usage);
     let desired = desired::desired_state(tenant, &namespaces, &usage);
 
     let mut failures = Vec::new();

@@ -234,12 +234,7 @@ impl Cache {
 
     /// The status of every kind this cache watches, in a stable order.
     pub fn status(&self) -> Vec<KindStatus> {
-        let started = self
-            .inner
-            .started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let started = self.started();
         let inner = &self.inner;
         [
             inner.tenants.status(),
@@ -255,6 +250,14 @@ impl Cache {
         .collect()
     }
 
+    fn started(&self) -> Vec<&'static str> {
+        self.inner
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Whether every watched store has received its first full list.
     pub fn is_synced(&self) -> bool {
         self.status().iter().all(|s| s.synced)
@@ -262,12 +265,7 @@ impl Cache {
 
     /// Waits until every watched store has received its first full list.
     pub async fn wait_synced(&self) {
-        let started = self
-            .inner
-            .started
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let started = self.started();
         let inner = &self.inner;
         inner.tenants.wait_synced().await;
         inner.namespaces.wait_synced().await;

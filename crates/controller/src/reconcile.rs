@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use bulkhead_api::tenant::{TenantState, TenantStatus};
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
+use bulkhead_cache::kind::KindCache;
+use bulkhead_cache::owned::ByTenant;
 use bulkhead_policy::desired::{self, Desired, QuotaUsage, TenantNamespace};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
@@ -172,62 +174,10 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             failures.push(e);
         }
     }
-    failures.extend(
-        sync_kind(
-            ctx,
-            &name,
-            &desired.role_bindings,
-            cache.role_bindings().store(),
-            |c| {
-                cache
-                    .role_bindings()
-                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
-            },
-        )
-        .await,
-    );
-    failures.extend(
-        sync_kind(
-            ctx,
-            &name,
-            &desired.resource_quotas,
-            cache.resource_quotas().store(),
-            |c| {
-                cache
-                    .resource_quotas()
-                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
-            },
-        )
-        .await,
-    );
-    failures.extend(
-        sync_kind(
-            ctx,
-            &name,
-            &desired.limit_ranges,
-            cache.limit_ranges().store(),
-            |c| {
-                cache
-                    .limit_ranges()
-                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
-            },
-        )
-        .await,
-    );
-    failures.extend(
-        sync_kind(
-            ctx,
-            &name,
-            &desired.network_policies,
-            cache.network_policies().store(),
-            |c| {
-                cache
-                    .network_policies()
-                    .read_index(|i| i.of(c).cloned().unwrap_or_default())
-            },
-        )
-        .await,
-    );
+    failures.extend(sync_kind(ctx, &name, &desired.role_bindings, cache.role_bindings()).await);
+    failures.extend(sync_kind(ctx, &name, &desired.resource_quotas, cache.resource_quotas()).await);
+    failures.extend(sync_kind(ctx, &name, &desired.limit_ranges, cache.limit_ranges()).await);
+    failures.extend(sync_kind(ctx, &name, &desired.network_policies, cache.network_policies()).await);
 
     let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
     for problem in &desired.problems {
@@ -282,8 +232,7 @@ async fn sync_kind<K>(
     ctx: &Context,
     tenant: &str,
     desired: &[K],
-    store: &Store<K>,
-    owned_by: impl Fn(&str) -> BTreeSet<(String, String)>,
+    cached: &KindCache<K, ByTenant>,
 ) -> Vec<Error>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -307,7 +256,8 @@ where
         };
         patch["apiVersion"] = json!(K::api_version(&()));
         patch["kind"] = json!(K::kind(&()));
-        let current = store
+        let current = cached
+            .store()
             .get(&ObjectRef::new(&name).within(&ns))
             .and_then(|o| serde_json::to_value(&*o).ok());
         if let Err(e) = apply_if_changed::<K>(
@@ -322,7 +272,8 @@ where
             failures.push(e);
         }
     }
-    for (ns, name) in owned_by(tenant) {
+    let owned = cached.read_index(|index| index.of(tenant).cloned().unwrap_or_default());
+    for (ns, name) in owned {
         if wanted.contains(&(ns.clone(), name.clone())) {
             continue;
         }

@@ -36,15 +36,20 @@ async fn scale_many_tenants_converge() {
     let prefix = cluster.unique("bench");
     let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
     let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
+    // Everything made here carries a label, so that a real cluster is cleaned up in two calls.
+    let mark = format!("bulkhead-bench={prefix}");
+    cluster.clean_up(&["tenants", "-l", &mark]);
+    cluster.clean_up(&["namespaces", "-l", &mark]);
     let started = Instant::now();
     futures::stream::iter(0..tenants_n)
         .map(|i| {
             let tenants = tenants.clone();
             let namespaces = namespaces.clone();
             let name = format!("{prefix}-t{i}");
+            let prefix = prefix.clone();
             async move {
                 let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
-                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name},
+                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
                     "spec": {
                         "owners": [{"kind": "User", "name": format!("{name}-owner")}, {"kind": "Group", "name": format!("{name}-devs"), "clusterRoles": ["edit", "view"]}],
                         "resourceQuotas": {"scope": "Namespace", "items": [{"hard": {"pods": "10"}}]},
@@ -54,7 +59,7 @@ async fn scale_many_tenants_converge() {
                 }))?;
                 tenants.create(&PostParams::default(), &tenant).await?;
                 for n in 0..per_tenant {
-                    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"), "labels": {"bulkhead.dev/tenant": name}}}))?;
+                    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"), "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
                     namespaces.create(&PostParams::default(), &ns).await?;
                 }
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())

@@ -87,14 +87,20 @@ spec:
             (got == expected).then_some(()).ok_or(format!("{ns}: {got:?}"))
         })
         .await;
-        let quota: Api<ResourceQuota> = Api::namespaced(cluster.admin.clone(), ns);
-        let q = quota.get(&format!("bulkhead-{tenant}-0")).await.unwrap();
-        assert_eq!(q.spec.unwrap().hard.unwrap()["pods"].0, "5");
-        assert_eq!(q.metadata.owner_references.unwrap()[0].kind, "Tenant");
-        let lr: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), ns);
-        assert!(lr.get(&format!("bulkhead-{tenant}-0")).await.is_ok());
-        let np: Api<NetworkPolicy> = Api::namespaced(cluster.admin.clone(), ns);
-        assert!(np.get(&format!("bulkhead-{tenant}-0")).await.is_ok());
+        // Kinds are applied one after another: wait for the last of them too.
+        eventually(Duration::from_secs(20), || async {
+            let quota: Api<ResourceQuota> = Api::namespaced(cluster.admin.clone(), ns);
+            let lr: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), ns);
+            let np: Api<NetworkPolicy> = Api::namespaced(cluster.admin.clone(), ns);
+            let name = format!("bulkhead-{tenant}-0");
+            let q = quota.get(&name).await.map_err(|e| format!("quota: {e}"))?;
+            lr.get(&name).await.map_err(|e| format!("limit range: {e}"))?;
+            np.get(&name).await.map_err(|e| format!("network policy: {e}"))?;
+            assert_eq!(q.spec.unwrap().hard.unwrap()["pods"].0, "5");
+            assert_eq!(q.metadata.owner_references.unwrap()[0].kind, "Tenant");
+            Ok::<(), String>(())
+        })
+        .await;
     }
     let status = |out: String| out;
     eventually(Duration::from_secs(10), || async {
@@ -176,7 +182,15 @@ spec:
         .await;
     }
 
-    // Idle means idle: with nothing changing, nothing Bulkhead manages changes.
+    // Idle means idle: once the status reports the current generation, nothing Bulkhead manages changes.
+    eventually(Duration::from_secs(20), || async {
+        let t = tenants.get(&tenant).await.map_err(|e| e.to_string())?;
+        let observed = t.status.as_ref().and_then(|s| s.observed_generation);
+        (observed == t.metadata.generation)
+            .then_some(())
+            .ok_or(format!("observed {observed:?} of {:?}", t.metadata.generation))
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let snapshot = || async {
         let mut versions = vec![tenants.get(&tenant).await.unwrap().resource_version()];

@@ -150,3 +150,89 @@ async fn scale_many_tenants_converge() {
         converged.as_secs_f64()
     );
 }
+
+#[tokio::test]
+#[ignore = "a benchmark: cargo xtask bench-quota"]
+async fn tenant_quota_overshoot_under_concurrent_pod_creation() {
+    let limit = env("BULKHEAD_BENCH_QUOTA", 20);
+    let namespaces_n = env("BULKHEAD_BENCH_QUOTA_NAMESPACES", 4);
+    // How many of the namespaces create pods (the others stay empty): 1 shows how fast one namespace
+    // can take the whole budget as the controller shares it again.
+    let busy = env("BULKHEAD_BENCH_QUOTA_BUSY", namespaces_n).min(namespaces_n);
+    let cluster = Cluster::start().await;
+    let tenant = cluster.unique("bench-quota");
+    let lease = cluster.unique("bench-quota-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &[
+            "--roles",
+            "controller",
+            "--lease-namespace",
+            "default",
+            "--lease-name",
+            &lease,
+        ],
+    );
+    bulkhead.wait_ready().await;
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: alice}}]\n  resourceQuotas:\n    scope: Tenant\n    items: [{{hard: {{pods: \"{limit}\"}}}}]\n"
+    ));
+    let names: Vec<String> = (0..namespaces_n).map(|i| format!("{tenant}-{i}")).collect();
+    for ns in &names {
+        cluster.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{bulkhead.dev/tenant: {tenant}}}}}\n"));
+    }
+    let quota_name = format!("bulkhead-{tenant}-0");
+    for ns in &names {
+        let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+            Api::namespaced(cluster.admin.clone(), ns);
+        crate::harness::eventually(Duration::from_secs(30), || async {
+            let q = quotas.get(&quota_name).await.map_err(|e| e.to_string())?;
+            q.status
+                .and_then(|s| s.hard)
+                .map(|_| ())
+                .ok_or_else(|| "no quota status yet".to_owned())
+        })
+        .await;
+    }
+
+    // Every namespace creates pods as fast as it can, retrying refusals, until none is admitted for 2 s.
+    let started = Instant::now();
+    let created: Vec<usize> = futures::future::join_all(names.iter().take(busy).map(|ns| {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.admin.clone(), ns);
+        async move {
+            let (mut made, mut last_success, mut i) = (0usize, Instant::now(), 0usize);
+            while last_success.elapsed() < Duration::from_secs(2) {
+                i += 1;
+                let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p{i}")},
+                    "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}], "nodeSelector": {"bulkhead.dev/bench": "nowhere"}},
+                }))
+                .unwrap();
+                match pods.create(&PostParams::default(), &pod).await {
+                    Ok(_) => {
+                        made += 1;
+                        last_success = Instant::now();
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("exceeded quota") => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("creating a pod in {ns}: {e}"),
+                }
+            }
+            made
+        }
+    }))
+    .await;
+    let total: usize = created.iter().sum();
+    let overshoot = total as i64 - limit as i64;
+    println!(
+        "BENCH quota limit={limit} namespaces={namespaces_n} busy={busy} created={total} per_namespace={created:?} overshoot={overshoot} seconds={:.1}",
+        started.elapsed().as_secs_f64() - 2.0
+    );
+    assert!(
+        total <= limit,
+        "the tenant went over its limit: {total} pods for {limit}"
+    );
+    assert_eq!(total, limit, "the whole budget is usable, however it is spread");
+    drop(bulkhead);
+}

@@ -16,6 +16,8 @@ commands:
   dev [ARGS...]    run Bulkhead against an in-memory cluster (the testkit); ARGS go to `bulkhead run`
   bench-controller the controller at scale (release build): BULKHEAD_BENCH_TENANTS (1000) tenants x
                    BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
+  bench-quota      tenant-scope quota overshoot under concurrent pod creation (release build):
+                   BULKHEAD_BENCH_QUOTA (20) pods over BULKHEAD_BENCH_QUOTA_NAMESPACES (4) namespaces
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
                    tests (real Helm, through a Python virtualenv it creates); ARGS go to the Rust runner";
 
@@ -121,6 +123,26 @@ fn crds(check: bool) -> Result<()> {
     }
     println!("wrote {} CRDs to {}", expected.len(), dir.display());
     Ok(())
+}
+
+/// Runs one of the ignored benchmark tests of the e2e suite in a release build.
+fn bench(test: &str) -> Result<()> {
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "test",
+                "--release",
+                "-p",
+                "bulkhead",
+                "--test",
+                "e2e",
+                test,
+                "--",
+                "--ignored",
+                "--nocapture",
+            ])
+            .current_dir(root()),
+    )
 }
 
 /// Runs a command, failing with its name when it cannot start or exits non-zero.

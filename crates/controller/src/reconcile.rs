@@ -13,6 +13,7 @@ use bulkhead_cache::Cache;
 use bulkhead_cache::kind::KindCache;
 use bulkhead_cache::owned::ByTenant;
 use bulkhead_policy::desired::{self, Desired, QuotaUsage, TenantNamespace};
+use bulkhead_policy::quota;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -175,7 +176,8 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         }
     }
     failures.extend(sync_kind(ctx, &name, &desired.role_bindings, cache.role_bindings()).await);
-    failures.extend(sync_kind(ctx, &name, &desired.resource_quotas, cache.resource_quotas()).await);
+    let quotas = lowered_first(&desired.resource_quotas, cache.resource_quotas().store());
+    failures.extend(sync_kind(ctx, &name, &quotas, cache.resource_quotas()).await);
     failures.extend(sync_kind(ctx, &name, &desired.limit_ranges, cache.limit_ranges()).await);
     failures.extend(sync_kind(ctx, &name, &desired.network_policies, cache.network_policies()).await);
 
@@ -202,6 +204,29 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             Ok(Action::requeue(RESYNC))
         }
     }
+}
+
+/// The quotas whose limits go down come first: while some quotas are updated and others not yet, the
+/// limits in force never add up to more than either the old or the new shares do.
+fn lowered_first(desired: &[ResourceQuota], store: &Store<ResourceQuota>) -> Vec<ResourceQuota> {
+    let lowers = |quota: &ResourceQuota| {
+        let current =
+            store.get(&ObjectRef::new(&quota.name_any()).within(&quota.namespace().unwrap_or_default()));
+        let current_hard = current
+            .as_ref()
+            .and_then(|c| c.spec.as_ref())
+            .and_then(|s| s.hard.as_ref());
+        let wanted = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+        wanted.iter().flat_map(|h| h.iter()).any(|(resource, want)| {
+            let now = current_hard
+                .and_then(|h| h.get(resource))
+                .and_then(|q| quota::parse_millis(&q.0));
+            matches!((now, quota::parse_millis(&want.0)), (Some(now), Some(want)) if want < now)
+        })
+    };
+    let mut ordered = desired.to_vec();
+    ordered.sort_by_key(|q| !lowers(q));
+    ordered
 }
 
 /// What each namespace's quota for each item reports as used.

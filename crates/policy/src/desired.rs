@@ -588,7 +588,8 @@ mod tests {
                 .0
                 .clone()
         };
-        assert_eq!((pods(0), pods(1)), ("10".to_owned(), "6".to_owned()));
+        // 6 pods are left: 3 each, on top of the 4 namespace a uses.
+        assert_eq!((pods(0), pods(1)), ("7".to_owned(), "3".to_owned()));
         tenant.spec.resource_quotas.as_mut().unwrap().scope = QuotaScope::Namespace;
         let d = desired_state(&tenant, &[ns("a", &[]), ns("b", &[])], &usage);
         assert!(

@@ -71,13 +71,19 @@ pub fn format_millis(millis: i128) -> String {
     units.to_string()
 }
 
-/// How a tenant-wide hard limit is shared: each namespace may use what it uses now plus what the tenant
-/// as a whole has left. A resource whose total or usage cannot be read keeps the total.
+/// How a tenant-wide hard limit is shared by the tenant's namespaces: each may use what it uses now plus
+/// an equal share of what the tenant as a whole has left (in whole units when the limit is whole; the
+/// remainder goes one unit each to the first namespaces by name). The shares never add up to more than
+/// the limit, so namespaces consuming at the same moment cannot overshoot it together; a namespace that
+/// needs more than its share gets more as the controller shares again after each change of usage.
+/// A resource whose limit cannot be read is given to every namespace as written.
 pub fn share_tenant_hard<'a>(
     total: &BTreeMap<String, Quantity>,
     namespaces: &[&str],
     used: impl Fn(&str) -> Option<&'a BTreeMap<String, Quantity>>,
 ) -> BTreeMap<String, BTreeMap<String, Quantity>> {
+    let mut sorted: Vec<&str> = namespaces.to_vec();
+    sorted.sort_unstable();
     let mut out: BTreeMap<String, BTreeMap<String, Quantity>> = BTreeMap::new();
     for (resource, limit) in total {
         let usage_of = |ns: &str| {
@@ -87,17 +93,26 @@ pub fn share_tenant_hard<'a>(
                 .unwrap_or(0)
         };
         let Some(limit) = parse_millis(&limit.0) else {
-            for ns in namespaces {
+            for ns in &sorted {
                 out.entry((*ns).to_owned())
                     .or_default()
                     .insert(resource.clone(), limit.clone());
             }
             continue;
         };
-        let used_total: i128 = namespaces.iter().map(|ns| usage_of(ns)).sum();
+        if sorted.is_empty() {
+            continue;
+        }
+        let used_total: i128 = sorted.iter().map(|ns| usage_of(ns)).sum();
         let left = (limit - used_total).max(0);
-        for ns in namespaces {
-            let hard = usage_of(ns) + left;
+        // Whole limits are shared in whole units (a quota of 7 pods is not split into 1750m each).
+        let unit: i128 = if limit % 1000 == 0 { 1000 } else { 1 };
+        let units = left / unit;
+        let n = sorted.len() as i128;
+        let (each, extra) = (units / n, units % n);
+        for (i, ns) in sorted.iter().enumerate() {
+            let share = (each + i128::from((i as i128) < extra)) * unit;
+            let hard = usage_of(ns) + share;
             out.entry((*ns).to_owned())
                 .or_default()
                 .insert(resource.clone(), Quantity(format_millis(hard)));
@@ -143,20 +158,61 @@ mod tests {
     }
 
     #[test]
-    fn each_namespace_gets_its_usage_plus_what_the_tenant_has_left() {
+    fn each_namespace_gets_its_usage_plus_an_equal_share_of_what_is_left() {
         let total = q(&[("pods", "10"), ("requests.memory", "4Gi")]);
         let usage = BTreeMap::from([
             ("a", q(&[("pods", "3"), ("requests.memory", "1Gi")])),
             ("b", q(&[("pods", "2")])),
         ]);
-        let shared = share_tenant_hard(&total, &["a", "b", "c"], |ns| usage.get(ns));
-        // 5 pods and 3Gi are left for the tenant.
-        assert_eq!(shared["a"], q(&[("pods", "8"), ("requests.memory", "4Gi")]));
-        assert_eq!(shared["b"], q(&[("pods", "7"), ("requests.memory", "3Gi")]));
-        assert_eq!(shared["c"], q(&[("pods", "5"), ("requests.memory", "3Gi")]));
+        let shared = share_tenant_hard(&total, &["c", "a", "b"], |ns| usage.get(ns));
+        // 5 pods are left: 2, 2 and 1 by name; 3Gi of memory: 1Gi each.
+        assert_eq!(shared["a"], q(&[("pods", "5"), ("requests.memory", "2Gi")]));
+        assert_eq!(shared["b"], q(&[("pods", "4"), ("requests.memory", "1Gi")]));
+        assert_eq!(shared["c"], q(&[("pods", "1"), ("requests.memory", "1Gi")]));
         // Over budget (usage counted before a lowered limit): nobody gets more than they use.
         let over = share_tenant_hard(&q(&[("pods", "4")]), &["a", "b"], |ns| usage.get(ns));
         assert_eq!(over["a"], q(&[("pods", "3")]));
         assert_eq!(over["b"], q(&[("pods", "2")]));
+        // Fractional limits are shared in thousandths.
+        let cpu = share_tenant_hard(&q(&[("requests.cpu", "1500m")]), &["a", "b"], |_| None);
+        assert_eq!(cpu["a"], q(&[("requests.cpu", "750m")]));
+    }
+
+    #[test]
+    fn the_shares_never_add_up_to_more_than_the_limit() {
+        // Any usage, any number of namespaces: the sum of the hard limits is the limit, or the usage when over.
+        for limit in [0i128, 1, 7, 10, 33, 100] {
+            for namespaces in 1..=6usize {
+                for seed in 0..20u64 {
+                    let names: Vec<String> = (0..namespaces).map(|i| format!("ns{i}")).collect();
+                    let usage: BTreeMap<String, BTreeMap<String, Quantity>> = names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| {
+                            (
+                                n.clone(),
+                                q(&[("pods", &((seed as usize * 7 + i * 3) % 6).to_string())]),
+                            )
+                        })
+                        .collect();
+                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let shared =
+                        share_tenant_hard(&q(&[("pods", &limit.to_string())]), &refs, |ns| usage.get(ns));
+                    let sum: i128 = shared.values().map(|h| parse_millis(&h["pods"].0).unwrap()).sum();
+                    let used: i128 = usage.values().map(|u| parse_millis(&u["pods"].0).unwrap()).sum();
+                    assert_eq!(
+                        sum,
+                        (limit * 1000).max(used),
+                        "limit {limit}, {namespaces} namespaces, seed {seed}"
+                    );
+                    for (n, hard) in &shared {
+                        assert!(
+                            parse_millis(&hard["pods"].0).unwrap()
+                                >= parse_millis(&usage[n]["pods"].0).unwrap()
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -311,6 +311,9 @@ impl Store {
                 Some(_) => {}
             }
         }
+        if is_core(rt, "pods") {
+            self.check_pod_quota(namespace, &name)?;
+        }
         let rv = self.next_rv();
         let uid = self.new_uid();
         let m = meta_mut(&mut object);
@@ -345,6 +348,9 @@ impl Store {
             .insert((namespace.to_owned(), name), object.clone());
         self.count_write("create", &gr);
         self.record(&gr, namespace, EventType::Added, object.clone(), None, rv);
+        if is_core(rt, "pods") || is_core(rt, "resourcequotas") {
+            self.refresh_quota_status(namespace);
+        }
         Ok(object)
     }
 
@@ -449,6 +455,10 @@ impl Store {
             .or_default()
             .insert((namespace.to_owned(), name.to_owned()), object.clone());
         self.record(&gr, namespace, EventType::Modified, object.clone(), Some(old), rv);
+        // A pod changing phase, or a quota's limits changing, changes what the quotas report.
+        if is_core(rt, "pods") || (is_core(rt, "resourcequotas") && subresource != Some("status")) {
+            self.refresh_quota_status(namespace);
+        }
         Ok(object)
     }
 
@@ -533,8 +543,98 @@ impl Store {
         if gr.group.is_empty() && gr.resource == "namespaces" {
             return;
         }
+        if gr.group.is_empty() && gr.resource == "pods" {
+            self.refresh_quota_status(namespace);
+        }
         if !namespace.is_empty() {
             self.try_finalize_namespace(registry, namespace);
+        }
+    }
+
+    /// Pods that count against quota: not Succeeded or Failed.
+    fn counted_pods(&self, namespace: &str) -> i64 {
+        let gr = GroupResource {
+            group: String::new(),
+            resource: "pods".into(),
+        };
+        self.list(&gr, Some(namespace))
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .count() as i64
+    }
+
+    /// Quota admission for pod counts: a pod that would take a namespace over any quota's `pods` (or
+    /// `count/pods`) limit is refused, as the API server's quota admission refuses it. Checked under the
+    /// store lock, so concurrent creations cannot both take the last slot. Other resources are not
+    /// accounted.
+    fn check_pod_quota(&self, namespace: &str, name: &str) -> ApiResult<()> {
+        let used = self.counted_pods(namespace);
+        let gr = GroupResource {
+            group: String::new(),
+            resource: "resourcequotas".into(),
+        };
+        for quota in self.list(&gr, Some(namespace)) {
+            for key in ["pods", "count/pods"] {
+                let Some(limit) = quota
+                    .pointer(&format!("/spec/hard/{}", key.replace('/', "~1")))
+                    .and_then(quantity_count)
+                else {
+                    continue;
+                };
+                if used + 1 > limit {
+                    let quota_name = quota
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    return Err(ApiError::forbidden(format!(
+                        "pods \"{name}\" is forbidden: exceeded quota: {quota_name}, requested: {key}=1, used: {key}={used}, limited: {key}={limit}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the quota controller does: each quota's status says its hard limits and the pods used.
+    /// These writes are the cluster's own, not a client's, so they are not counted in `writes`.
+    fn refresh_quota_status(&mut self, namespace: &str) {
+        let gr = GroupResource {
+            group: String::new(),
+            resource: "resourcequotas".into(),
+        };
+        let used = self.counted_pods(namespace);
+        for quota in self.list(&gr, Some(namespace)) {
+            let hard = quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({}));
+            let mut used_map = serde_json::Map::new();
+            for key in ["pods", "count/pods"] {
+                if hard.get(key).is_some() {
+                    used_map.insert(key.to_owned(), json!(used.to_string()));
+                }
+            }
+            let status = json!({"hard": hard, "used": used_map});
+            if quota.get("status") == Some(&status) {
+                continue;
+            }
+            let mut next = (*quota).clone();
+            next["status"] = status;
+            let rv = self.next_rv();
+            meta_mut(&mut next).insert("resourceVersion".into(), json!(rv.to_string()));
+            let name = next
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let next = Arc::new(next);
+            self.objects
+                .entry(gr.clone())
+                .or_default()
+                .insert((namespace.to_owned(), name), next.clone());
+            self.record(&gr, namespace, EventType::Modified, next, Some(quota), rv);
         }
     }
 
@@ -672,6 +772,19 @@ impl Store {
 impl Default for Store {
     fn default() -> Self {
         Store::new()
+    }
+}
+
+fn is_core(rt: &ResourceType, plural: &str) -> bool {
+    rt.group.is_empty() && rt.plural == plural
+}
+
+/// A whole-number quantity (`5`, `"5"`); pod counts are whole.
+fn quantity_count(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
     }
 }
 

@@ -677,3 +677,96 @@ async fn crds_must_be_structural_are_served_once_created_and_take_their_objects_
         404
     );
 }
+
+#[tokio::test]
+async fn pod_count_quotas_are_admitted_and_reported_as_the_api_server_does() {
+    let server = server().await;
+    let client = admin(&server).await;
+    ns(&client, "a").await;
+    let quota = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"pods": "2"}}})).unwrap();
+    assert_eq!(
+        raw(
+            &client,
+            "POST",
+            "/api/v1/namespaces/a/resourcequotas",
+            "application/json",
+            quota
+        )
+        .await
+        .0,
+        201
+    );
+    let pod = |name: &str| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "pause"}]}})).unwrap()
+    };
+    for name in ["p1", "p2"] {
+        assert_eq!(
+            raw(
+                &client,
+                "POST",
+                "/api/v1/namespaces/a/pods",
+                "application/json",
+                pod(name)
+            )
+            .await
+            .0,
+            201
+        );
+    }
+    let (code, status) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/a/pods",
+        "application/json",
+        pod("p3"),
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "pods \"p3\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"
+    );
+    let (_, q) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/a/resourcequotas/q",
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(q["status"], json!({"hard": {"pods": "2"}, "used": {"pods": "2"}}));
+    // A deleted pod frees its slot, and the quota says so.
+    assert_eq!(
+        raw(
+            &client,
+            "DELETE",
+            "/api/v1/namespaces/a/pods/p1",
+            "application/json",
+            Vec::new()
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, q) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/a/resourcequotas/q",
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(q["status"]["used"]["pods"], "1");
+    assert_eq!(
+        raw(
+            &client,
+            "POST",
+            "/api/v1/namespaces/a/pods",
+            "application/json",
+            pod("p3")
+        )
+        .await
+        .0,
+        201
+    );
+}

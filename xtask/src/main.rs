@@ -27,22 +27,8 @@ fn main() -> ExitCode {
         Some("crds") => crds(args.get(1).map(String::as_str) == Some("--check")),
         Some("test") => test::run(&args[1..]),
         Some("dev") => dev::run(&args[1..]),
-        Some("bench-controller") => run_cmd(
-            std::process::Command::new("cargo")
-                .args([
-                    "test",
-                    "--release",
-                    "-p",
-                    "bulkhead",
-                    "--test",
-                    "e2e",
-                    "scale",
-                    "--",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .current_dir(root()),
-        ),
+        Some("bench-controller") => bench("scale_many_tenants_converge"),
+        Some("bench-quota") => bench("tenant_quota_overshoot"),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -22,6 +22,7 @@ async fn bindings(cluster: &Cluster, ns: &str) -> BTreeSet<(String, String, Stri
         .unwrap();
     list.items
         .iter()
+        .filter(|b| b.owner_references().iter().any(|r| r.kind == "Tenant"))
         .flat_map(|b| {
             b.subjects
                 .clone()
@@ -115,10 +116,11 @@ spec:
     })
     .await;
 
-    // Drift: a managed RoleBinding deleted by hand comes back; an unrelated one is left alone.
+    // Drift: a managed RoleBinding deleted by hand comes back; one Bulkhead did not make is left alone,
+    // even when it carries Bulkhead's labels (only what the Tenant owns is ever deleted).
     let ns = &namespaces[0];
     cluster.apply(&format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: mine, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: User, name: carol}}]\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: mine, namespace: {ns}, labels: {{app.kubernetes.io/managed-by: bulkhead, bulkhead.dev/tenant: {tenant}}}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: User, name: carol}}]\n"
     ));
     let rbs: Api<RoleBinding> = Api::namespaced(cluster.admin.clone(), ns);
     let managed = rbs

@@ -156,7 +156,11 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
 
     let mut failures = Vec::new();
     for metadata in &desired.namespaces {
-        let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": metadata.namespace, "labels": metadata.labels}});
+        // The ownerReference makes the namespace go with its Tenant (the admission webhook sets it at
+        // creation; here it also reaches namespaces an administrator labelled into the tenant).
+        let owner = desired::tenant_owner_reference(tenant);
+        let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": metadata.namespace, "labels": metadata.labels, "ownerReferences": [owner]}});
         if !metadata.annotations.is_empty() {
             patch["metadata"]["annotations"] = json!(metadata.annotations);
         }
@@ -300,6 +304,18 @@ where
     let owned = cached.read_index(|index| index.of(tenant).cloned().unwrap_or_default());
     for (ns, name) in owned {
         if wanted.contains(&(ns.clone(), name.clone())) {
+            continue;
+        }
+        // Only what this Tenant owns: the labels alone could be copied onto anything.
+        let owned_by_tenant = cached
+            .store()
+            .get(&ObjectRef::new(&name).within(&ns))
+            .is_some_and(|o| {
+                o.owner_references().iter().any(|r| {
+                    r.kind == "Tenant" && r.name == tenant && r.api_version.starts_with("bulkhead.dev/")
+                })
+            });
+        if !owned_by_tenant {
             continue;
         }
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);

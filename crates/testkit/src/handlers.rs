@@ -598,18 +598,20 @@ pub async fn delete(req: Request) -> ApiResult<Response> {
     Ok(object_response(StatusCode::OK, &deleted, req.rt(), &warnings))
 }
 
+/// The string at a JSON pointer, or "" (absent fields of Kubernetes objects read as empty strings).
+fn text(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// After an object is gone for good: a deleted CRD stops being served and its objects go.
 fn after_delete(req: &Request, deleted: &Value) {
     if req.rt().group == "apiextensions.k8s.io" && deleted.pointer("/metadata/deletionTimestamp").is_none() {
-        let group = deleted
-            .pointer("/spec/group")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let plural = deleted
-            .pointer("/spec/names/plural")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let group = text(deleted, "/spec/group");
+        let plural = text(deleted, "/spec/names/plural");
         req.shared.registry.write().unregister_crd(&group, &plural);
         req.shared
             .store
@@ -632,16 +634,8 @@ pub async fn delete_collection(req: Request) -> ApiResult<Response> {
         .list(&req.rt().group_resource(), req.target.namespace.as_deref());
     let mut deleted = Vec::new();
     for object in objects.into_iter().filter(|o| matches(&labels, &fields, o)) {
-        let ns = object
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let ns = text(&object, "/metadata/namespace");
+        let name = text(&object, "/metadata/name");
         let target = Target {
             rt: req.target.rt.clone(),
             namespace: Some(ns.clone()).filter(|n| !n.is_empty()),
@@ -658,13 +652,16 @@ pub async fn delete_collection(req: Request) -> ApiResult<Response> {
             body: Bytes::new(),
         };
         admit(&sub, Operation::Delete, None, Some(object.clone()), &mut warnings).await?;
-        let registry = req.shared.registry.read();
-        if let Ok(d) = req
-            .shared
-            .store
-            .lock()
-            .delete(&registry, req.rt(), &ns, &name, &options)
-        {
+        let result = {
+            let registry = req.shared.registry.read();
+            req.shared
+                .store
+                .lock()
+                .delete(&registry, req.rt(), &ns, &name, &options)
+        };
+        // Already gone, or a precondition failed: a collection delete goes on with the others.
+        if let Ok(d) = result {
+            after_delete(&sub, &d);
             deleted.push(at_version(&d, req.rt()));
         }
     }

@@ -770,3 +770,43 @@ async fn pod_count_quotas_are_admitted_and_reported_as_the_api_server_does() {
         201
     );
 }
+
+#[tokio::test]
+async fn deleting_crds_as_a_collection_stops_serving_them_too() {
+    let server = server().await;
+    server.install_bulkhead_crds().unwrap();
+    let client = admin(&server).await;
+    assert_eq!(
+        raw(
+            &client,
+            "GET",
+            "/apis/bulkhead.dev/v1alpha1/tenants",
+            "application/json",
+            Vec::new()
+        )
+        .await
+        .0,
+        200
+    );
+    let (code, _) = raw(
+        &client,
+        "DELETE",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        raw(
+            &client,
+            "GET",
+            "/apis/bulkhead.dev/v1alpha1/tenants",
+            "application/json",
+            Vec::new()
+        )
+        .await
+        .0,
+        404
+    );
+}

@@ -150,7 +150,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             labels: ns.labels().clone(),
         })
         .collect();
-    let usage = quota_usage(cache.resource_quotas().store(), &name);
+    let usage = quota_usage(cache.resource_quotas(), &name);
     ctx.metrics.observe_quota(tenant, &usage);
     let desired = desired::desired_state(tenant, &namespaces, &usage);
 
@@ -234,22 +234,17 @@ fn lowered_first(desired: &[ResourceQuota], store: &Store<ResourceQuota>) -> Vec
 }
 
 /// What each namespace's quota for each item reports as used.
-fn quota_usage(store: &Store<ResourceQuota>, tenant: &str) -> QuotaUsage {
+fn quota_usage(cached: &KindCache<ResourceQuota, ByTenant>, tenant: &str) -> QuotaUsage {
+    let prefix = format!("bulkhead-{tenant}-");
+    let owned = cached.read_index(|index| index.of(tenant).cloned().unwrap_or_default());
     let mut usage = QuotaUsage::new();
-    for quota in store.state() {
-        if quota.labels().get(labels::TENANT).map(String::as_str) != Some(tenant) {
-            continue;
-        }
-        let prefix = format!("bulkhead-{tenant}-");
-        let Some(index) = quota
-            .name_any()
-            .strip_prefix(&prefix)
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
+    for (ns, name) in owned {
+        let Some(index) = name.strip_prefix(&prefix).and_then(|i| i.parse::<usize>().ok()) else {
             continue;
         };
-        if let Some(used) = quota.status.as_ref().and_then(|s| s.used.clone()) {
-            usage.insert((quota.namespace().unwrap_or_default(), index), used);
+        let quota = cached.store().get(&ObjectRef::new(&name).within(&ns));
+        if let Some(used) = quota.and_then(|q| q.status.as_ref().and_then(|s| s.used.clone())) {
+            usage.insert((ns, index), used);
         }
     }
     usage

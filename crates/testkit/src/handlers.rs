@@ -51,6 +51,20 @@ impl Request {
         self.target.name.as_deref().unwrap_or("")
     }
 
+    /// The object the path names, as stored now.
+    fn current(&self) -> Option<Arc<Value>> {
+        self.shared
+            .store
+            .lock()
+            .get(&self.rt().group_resource(), self.namespace(), self.name())
+    }
+
+    /// The object the path names, or the API server's 404.
+    fn existing(&self) -> ApiResult<Arc<Value>> {
+        self.current()
+            .ok_or_else(|| ApiError::not_found(self.rt(), self.name()))
+    }
+
     fn selectors(&self) -> ApiResult<(LabelSelector, FieldSelector)> {
         Ok((
             LabelSelector::parse(&self.query.label_selector)?,
@@ -120,12 +134,7 @@ fn object_response(code: StatusCode, object: &Value, rt: &ResourceType, warnings
 
 /// GET of one object.
 pub fn get(req: Request) -> ApiResult<Response> {
-    let object = req
-        .shared
-        .store
-        .lock()
-        .get(&req.rt().group_resource(), req.namespace(), req.name());
-    let object = object.ok_or_else(|| ApiError::not_found(req.rt(), req.name()))?;
+    let object = req.existing()?;
     if wants_table(&req.headers) {
         let rv = req.shared.store.lock().resource_version();
         return Ok(json_response(
@@ -414,12 +423,7 @@ pub async fn update(req: Request) -> ApiResult<Response> {
     }
     let mut object = req.body_object()?;
     check_identity(&req, &mut object)?;
-    let old = req
-        .shared
-        .store
-        .lock()
-        .get(&req.rt().group_resource(), req.namespace(), req.name());
-    let old = old.ok_or_else(|| ApiError::not_found(req.rt(), req.name()))?;
+    let old = req.existing()?;
     let mut warnings = decode_custom(&req, &mut object)?;
     write(&req, object, old, &mut warnings).await
 }
@@ -469,7 +473,7 @@ pub async fn patch(req: Request) -> ApiResult<Response> {
         details: None,
     })?;
     let gr = req.rt().group_resource();
-    let old = req.shared.store.lock().get(&gr, req.namespace(), req.name());
+    let old = req.current();
     if patch_type == PatchType::Apply {
         let manager = req.query.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
             ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
@@ -579,12 +583,7 @@ pub async fn delete(req: Request) -> ApiResult<Response> {
         return Err(ApiError::bad_request("dryRun is not supported by the testkit"));
     }
     let options = delete_options(&req)?;
-    let old = req
-        .shared
-        .store
-        .lock()
-        .get(&req.rt().group_resource(), req.namespace(), req.name());
-    let old = old.ok_or_else(|| ApiError::not_found(req.rt(), req.name()))?;
+    let old = req.existing()?;
     let mut warnings = Vec::new();
     admit(&req, Operation::Delete, None, Some(old), &mut warnings).await?;
     let deleted = {

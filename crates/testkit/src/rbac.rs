@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::auth::UserInfo;
-use crate::registry::GroupResource;
+use crate::registry::{GroupResource, RESOURCE_VERBS};
 use crate::selector::{labels_of, selector_value_matches};
 use crate::store::Store;
 
@@ -274,16 +274,6 @@ fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
     names.is_empty() || attrs.name.as_ref().is_some_and(|n| names.contains(n))
 }
 
-const ALL: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
 const READ: &[&str] = &["get", "list", "watch"];
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> Value {
@@ -368,14 +358,14 @@ pub fn default_rbac() -> Vec<Value> {
         ),
         rule(&["events.k8s.io"], &["events"], READ),
     ];
-    let mut edit = workloads(ALL);
+    let mut edit = workloads(RESOURCE_VERBS);
     edit.push(rule(&[""], &["serviceaccounts/token"], &["create"]));
     edit.extend(namespace_reads.clone());
     let mut admin = edit.clone();
     admin.push(rule(
         &["rbac.authorization.k8s.io"],
         &["roles", "rolebindings"],
-        ALL,
+        RESOURCE_VERBS,
     ));
     admin.push(rule(
         &["authorization.k8s.io"],

@@ -9,6 +9,18 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use serde_json::{Value, json};
 
+/// Every verb a stored resource serves (discovery lists them; RBAC's broad roles grant them).
+pub const RESOURCE_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
 /// A group and resource: the key of a store bucket (all versions of a resource share one bucket).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupResource {
@@ -85,16 +97,7 @@ impl ResourceType {
         if self.virtual_create {
             vec!["create"]
         } else {
-            vec![
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch",
-            ]
+            RESOURCE_VERBS.to_vec()
         }
     }
 }

@@ -2,6 +2,7 @@
 //! no async, no clock. The webhook, the proxy, the controller and the offline `check` command call the
 //! same functions, so they can never disagree.
 
+pub mod admission;
 pub mod desired;
 pub mod identity;
 pub mod quota;

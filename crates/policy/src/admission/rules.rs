@@ -1,0 +1,278 @@
+//! The guard rails that are not about one workload kind: cordoned tenants, objects Bulkhead manages,
+//! node metadata, and the Tenant objects themselves.
+
+use std::collections::BTreeMap;
+
+use bulkhead_api::common::{AllowedList, ClassAllowedList, ForbiddenList};
+use bulkhead_api::owner::{OwnerKind, SERVICE_ACCOUNT_PREFIX};
+use bulkhead_api::{Tenant, labels};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::lists::{is_forbidden, pattern_matches};
+use super::workload::cidr_contains;
+use super::{Operation, Request, Verdict, join_or_none};
+use crate::identity::CallerClass;
+
+/// While a tenant is cordoned, its users may not create, change or delete anything in its namespaces.
+/// `what` names the object, e.g. `` deployment `web` ``.
+pub fn cordoned(req: &Request<'_>, tenant: &Tenant, what: &str) -> Verdict {
+    let t = tenant.metadata.name.as_deref().unwrap_or_default();
+    let writes = matches!(
+        req.operation,
+        Operation::Create | Operation::Update | Operation::Delete
+    );
+    if writes && tenant.spec.cordoned && req.class == CallerClass::TenantUser {
+        return Verdict::deny(
+            Some(t),
+            format!(
+                "{what} cannot be {}: tenant `{t}` is cordoned, nothing in it can be created, changed or deleted",
+                match req.operation {
+                    Operation::Create => "created",
+                    Operation::Delete => "deleted",
+                    _ => "changed",
+                }
+            ),
+        );
+    }
+    Verdict::allow()
+}
+
+fn managed(meta: Option<&ObjectMeta>) -> Option<&ObjectMeta> {
+    meta.filter(|m| {
+        m.labels
+            .as_ref()
+            .and_then(|l| l.get(labels::MANAGED_BY))
+            .is_some_and(|v| v == labels::MANAGED_BY_VALUE)
+    })
+}
+
+/// Objects Bulkhead manages (RoleBindings, ResourceQuotas, LimitRanges, NetworkPolicies, replicated
+/// objects: labelled `app.kubernetes.io/managed-by=bulkhead`) are changed only by Bulkhead and
+/// administrators. A tenant user can neither change or delete them nor create objects that pose as them.
+/// `kind` is the lower-case kind for the message.
+pub fn managed_object(
+    req: &Request<'_>,
+    kind: &str,
+    object: Option<&ObjectMeta>,
+    old: Option<&ObjectMeta>,
+) -> Verdict {
+    if req.class != CallerClass::TenantUser || req.operation == Operation::Connect {
+        return Verdict::allow();
+    }
+    let Some(meta) = managed(old).or(managed(object)) else {
+        return Verdict::allow();
+    };
+    let name = meta.name.as_deref().unwrap_or_default();
+    let tenant = meta.labels.as_ref().and_then(|l| l.get(labels::TENANT));
+    let verb = match req.operation {
+        Operation::Create => "created",
+        Operation::Delete => "deleted",
+        _ => "changed",
+    };
+    let whose = tenant.map(|t| format!(" for tenant `{t}`")).unwrap_or_default();
+    Verdict::deny(
+        tenant.map(String::as_str),
+        format!(
+            "{kind} `{name}` is managed by Bulkhead{whose} and cannot be {verb} by tenant users; change the Tenant instead"
+        ),
+    )
+}
+
+/// Tenant users may not add, change or remove the node labels and annotations the configuration's
+/// `nodeMetadata` forbids.
+pub fn node(req: &Request<'_>, object: Option<&Node>, old: Option<&Node>) -> Verdict {
+    if req.class != CallerClass::TenantUser || req.operation != Operation::Update {
+        return Verdict::allow();
+    }
+    let Some(rules) = req.config.node_metadata.as_ref() else {
+        return Verdict::allow();
+    };
+    let (Some(new), Some(old)) = (object, old) else {
+        return Verdict::allow();
+    };
+    let name = new.metadata.name.as_deref().unwrap_or_default();
+    let kinds = [
+        (
+            "label",
+            old.metadata.labels.as_ref(),
+            new.metadata.labels.as_ref(),
+            rules.forbidden_labels.as_ref(),
+        ),
+        (
+            "annotation",
+            old.metadata.annotations.as_ref(),
+            new.metadata.annotations.as_ref(),
+            rules.forbidden_annotations.as_ref(),
+        ),
+    ];
+    for (noun, before, after, list) in kinds {
+        let Some(list) = list else { continue };
+        let empty = BTreeMap::new();
+        let (before, after) = (before.unwrap_or(&empty), after.unwrap_or(&empty));
+        let changed = after
+            .iter()
+            .filter(|(k, v)| before.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .chain(before.keys().filter(|k| !after.contains_key(*k)));
+        for key in changed {
+            if is_forbidden(list, key) {
+                return Verdict::deny(
+                    None,
+                    format!("{noun} `{key}` of node `{name}` is forbidden to tenant users"),
+                );
+            }
+        }
+    }
+    Verdict::allow()
+}
+
+/// Validates a Tenant beyond its schema: regular expressions compile, owners are well formed, CIDRs
+/// parse; `preventDeletion` denies deletion. Applies to every caller.
+pub fn tenant(req: &Request<'_>, object: Option<&Tenant>, old: Option<&Tenant>) -> Verdict {
+    match req.operation {
+        Operation::Delete => {
+            let Some(old) = old else {
+                return Verdict::allow();
+            };
+            let t = old.metadata.name.as_deref().unwrap_or_default();
+            if old.spec.prevent_deletion {
+                return Verdict::deny(
+                    Some(t),
+                    format!(
+                        "tenant `{t}` has preventDeletion set: set it to false before deleting the tenant"
+                    ),
+                );
+            }
+            Verdict::allow()
+        }
+        Operation::Create | Operation::Update => match object {
+            Some(tenant) => match tenant_problems(tenant).first() {
+                Some(problem) => Verdict::deny(
+                    tenant.metadata.name.as_deref(),
+                    format!(
+                        "tenant `{}` is invalid: {problem}",
+                        tenant.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                ),
+                None => Verdict::allow(),
+            },
+            None => Verdict::allow(),
+        },
+        Operation::Connect => Verdict::allow(),
+    }
+}
+
+/// Everything wrong with a Tenant that its schema cannot express, as sentences naming the field.
+pub fn tenant_problems(tenant: &Tenant) -> Vec<String> {
+    let spec = &tenant.spec;
+    let mut problems = Vec::new();
+    let mut regex = |field: &str, pattern: Option<&str>| {
+        if let Some(p) = pattern.filter(|p| !p.is_empty())
+            && let Err(e) = pattern_matches(p, "")
+        {
+            problems.push(format!("{field}: {e}"));
+        }
+    };
+    fn allowed(l: Option<&AllowedList>) -> Option<&str> {
+        l.and_then(|l| l.allowed_regex.as_deref())
+    }
+    fn class(l: Option<&ClassAllowedList>) -> Option<&str> {
+        l.and_then(|l| l.allowed_regex.as_deref())
+    }
+    fn denied(l: Option<&ForbiddenList>) -> Option<&str> {
+        l.and_then(|l| l.denied_regex.as_deref())
+    }
+    let ns = spec.namespace_options.as_ref();
+    let svc = spec.service_options.as_ref();
+    let ing = spec.ingress_options.as_ref();
+    regex(
+        "containerRegistries.allowedRegex",
+        allowed(spec.container_registries.as_ref()),
+    );
+    regex(
+        "storageClasses.allowedRegex",
+        class(spec.storage_classes.as_ref()),
+    );
+    regex(
+        "priorityClasses.allowedRegex",
+        class(spec.priority_classes.as_ref()),
+    );
+    regex(
+        "runtimeClasses.allowedRegex",
+        class(spec.runtime_classes.as_ref()),
+    );
+    regex("deviceClasses.allowedRegex", class(spec.device_classes.as_ref()));
+    regex(
+        "ingressOptions.allowedClasses.allowedRegex",
+        class(ing.and_then(|i| i.allowed_classes.as_ref())),
+    );
+    regex(
+        "ingressOptions.allowedHostnames.allowedRegex",
+        allowed(ing.and_then(|i| i.allowed_hostnames.as_ref())),
+    );
+    regex(
+        "gatewayOptions.allowedClasses.allowedRegex",
+        class(
+            spec.gateway_options
+                .as_ref()
+                .and_then(|g| g.allowed_classes.as_ref()),
+        ),
+    );
+    regex(
+        "namespaceOptions.forbiddenLabels.deniedRegex",
+        denied(ns.and_then(|n| n.forbidden_labels.as_ref())),
+    );
+    regex(
+        "namespaceOptions.forbiddenAnnotations.deniedRegex",
+        denied(ns.and_then(|n| n.forbidden_annotations.as_ref())),
+    );
+    regex(
+        "serviceOptions.forbiddenLabels.deniedRegex",
+        denied(svc.and_then(|s| s.forbidden_labels.as_ref())),
+    );
+    regex(
+        "serviceOptions.forbiddenAnnotations.deniedRegex",
+        denied(svc.and_then(|s| s.forbidden_annotations.as_ref())),
+    );
+    if let Some(required) = ns.and_then(|n| n.required_metadata.as_ref()) {
+        for (key, pattern) in required.labels.iter().chain(&required.annotations) {
+            regex(
+                &format!("namespaceOptions.requiredMetadata `{key}`"),
+                Some(pattern),
+            );
+        }
+    }
+    for owner in &spec.owners {
+        if owner.effective_kind() == OwnerKind::ServiceAccount {
+            let ok = owner
+                .name
+                .strip_prefix(SERVICE_ACCOUNT_PREFIX)
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'));
+            if !ok {
+                problems.push(format!(
+                    "owner `{}` of kind ServiceAccount must be named `{SERVICE_ACCOUNT_PREFIX}<namespace>:<name>`",
+                    owner.name
+                ));
+            }
+        }
+        if owner.name.trim().is_empty() {
+            problems.push("an owner has an empty name".to_owned());
+        }
+    }
+    for cidr in svc
+        .and_then(|s| s.external_ips.as_ref())
+        .map(|e| e.allowed.as_slice())
+        .unwrap_or_default()
+    {
+        let address = cidr.split_once('/').map_or(cidr.as_str(), |(a, _)| a);
+        if !cidr_contains(cidr, address) {
+            problems.push(format!(
+                "serviceOptions.externalIPs.allowed: `{cidr}` is not an IP address or CIDR (allowed are addresses such as {})",
+                join_or_none(["10.0.0.0/8", "192.0.2.10"])
+            ));
+        }
+    }
+    problems
+}

@@ -1,0 +1,1007 @@
+//! Admission decisions, one behaviour per test; each security invariant of DESIGN.md is here by name.
+
+use std::collections::BTreeMap;
+
+use bulkhead_api::config::BulkheadConfigurationSpec;
+use bulkhead_api::{Tenant, labels};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::identity::{Caller, CallerClass};
+
+fn tenant(yaml: &str) -> Tenant {
+    let mut t: Tenant = serde_saphyr::from_str(yaml).unwrap();
+    let name = t.metadata.name.clone().unwrap();
+    t.metadata.uid = Some(format!("uid-{name}"));
+    t
+}
+
+fn obj<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+fn namespace_obj(name: &str, labels: Value) -> Namespace {
+    obj(json!({"metadata": {"name": name, "labels": labels}}))
+}
+
+fn tenant_namespace(name: &str, tenant: &str) -> Namespace {
+    obj(
+        json!({"metadata": {"name": name, "labels": {labels::TENANT: tenant},
+        "ownerReferences": [{"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "name": tenant,
+            "uid": format!("uid-{tenant}"), "controller": true, "blockOwnerDeletion": true}]}}),
+    )
+}
+
+/// Two tenants: `solar` (owned by alice and the group `solar-devs`) and `solar-eu` (owned by alice),
+/// and `wind` owned by bob. `solar` has most rules set.
+fn world() -> Snapshot {
+    let mut s = Snapshot::new();
+    s.add_tenant(tenant(
+        r#"
+metadata: {name: solar}
+spec:
+  owners: [{kind: User, name: alice}, {kind: Group, name: solar-devs}]
+  namespaceOptions:
+    quota: 3
+    forbiddenLabels: {denied: [team], deniedRegex: "^internal\\."}
+    forbiddenAnnotations: {denied: [billing]}
+    additionalMetadata: {labels: {cost-center: solar}}
+  nodeSelector: {pool: solar}
+  containerRegistries: {allowed: [docker.io, quay.io], allowedRegex: "\\.solar\\.corp$"}
+  imagePullPolicies: [Always, IfNotPresent]
+  priorityClasses: {allowed: [high], default: normal}
+  runtimeClasses: {allowed: [gvisor]}
+  storageClasses: {allowed: [silver, bronze], default: bronze}
+  serviceOptions:
+    allowedServices: {nodePort: false, externalName: false, loadBalancer: true}
+    externalIPs: {allowed: [10.20.0.0/16]}
+    forbiddenLabels: {denied: [exposed]}
+    additionalMetadata: {labels: {stamped: "yes"}, annotations: {owner: solar}}
+  podOptions:
+    additionalMetadata: {labels: {tenant-pod: solar}}
+  ingressOptions:
+    allowedClasses: {allowed: [nginx], default: nginx}
+    allowedHostnames: {allowed: [solar.example.com], allowedRegex: "^.*\\.solar\\.example\\.com$"}
+    hostnameCollisionScope: Cluster
+"#,
+    ));
+    s.add_tenant(tenant(
+        "metadata: {name: solar-eu}\nspec: {owners: [{kind: User, name: alice}]}",
+    ));
+    s.add_tenant(tenant(
+        "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob}], ingressOptions: {hostnameCollisionScope: Tenant}}",
+    ));
+    for (ns, t) in [
+        ("solar-one", "solar"),
+        ("solar-two", "solar"),
+        ("wind-one", "wind"),
+        ("wind-two", "wind"),
+    ] {
+        s.add_namespace(&tenant_namespace(ns, t));
+    }
+    s.add_namespace(&namespace_obj("kube-system", json!({})));
+    s.add_class(
+        ClassKind::Priority,
+        "normal",
+        ClassInfo {
+            labels: BTreeMap::new(),
+            value: Some(1000),
+        },
+    );
+    s
+}
+
+fn config() -> BulkheadConfigurationSpec {
+    BulkheadConfigurationSpec {
+        user_groups: vec!["tenants".into()],
+        protected_namespace_regex: Some("^(kube|bulkhead)-".into()),
+        ..Default::default()
+    }
+}
+
+struct Who {
+    caller: Caller,
+    class: CallerClass,
+}
+
+fn user(name: &str) -> Who {
+    Who {
+        caller: Caller::new(name, ["tenants"]),
+        class: CallerClass::TenantUser,
+    }
+}
+
+fn admin() -> Who {
+    Who {
+        caller: Caller::new("root", ["system:masters"]),
+        class: CallerClass::Administrator,
+    }
+}
+
+fn request<'a>(who: &'a Who, config: &'a BulkheadConfigurationSpec, op: Operation) -> Request<'a> {
+    Request {
+        operation: op,
+        subresource: None,
+        caller: &who.caller,
+        class: who.class,
+        config,
+    }
+}
+
+fn create_ns(s: &Snapshot, who: &Who, ns: &Namespace) -> Verdict {
+    let c = config();
+    namespace(&request(who, &c, Operation::Create), s, Some(ns), None)
+}
+
+fn update_ns(s: &Snapshot, who: &Who, sub: Option<&str>, old: &Namespace, new: &Namespace) -> Verdict {
+    let c = config();
+    let mut r = request(who, &c, Operation::Update);
+    r.subresource = sub;
+    namespace(&r, s, Some(new), Some(old))
+}
+
+fn denied_with(v: &Verdict, needle: &str) {
+    let message = v
+        .message()
+        .unwrap_or_else(|| panic!("allowed, expected a denial with {needle:?}: {v:?}"));
+    assert!(
+        message.contains(needle),
+        "{message:?} does not contain {needle:?}"
+    );
+}
+
+fn patch_of(v: &Verdict) -> &[Value] {
+    match v {
+        Verdict::Allow(p) => p,
+        Verdict::Deny(d) => panic!("denied: {}", d.message),
+    }
+}
+
+/// Applies a verdict's patch to `object`, as the API server would.
+fn patched<T: serde::Serialize + serde::de::DeserializeOwned>(object: &T, v: &Verdict) -> T {
+    let mut value = serde_json::to_value(object).unwrap();
+    for op in patch_of(v) {
+        let path = op["path"].as_str().unwrap();
+        let parts: Vec<String> = path[1..]
+            .split('/')
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let mut target = &mut value;
+        for part in &parts[..parts.len() - 1] {
+            target = target.get_mut(part.as_str()).unwrap();
+        }
+        let last = parts.last().unwrap();
+        match (target, last.as_str()) {
+            (Value::Array(a), "-") => a.push(op["value"].clone()),
+            (Value::Object(m), key) => {
+                m.insert(key.to_owned(), op["value"].clone());
+            }
+            other => panic!("cannot apply {op} at {other:?}"),
+        }
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+// ---- namespace assignment ----
+
+#[test]
+fn the_single_owned_tenant_gets_the_namespace_with_label_metadata_and_owner_reference() {
+    let s = world();
+    let bob = user("bob");
+    let ns = namespace_obj("team-a", json!({"app": "x"}));
+    let v = create_ns(&s, &bob, &ns);
+    let ns = patched(&ns, &v);
+    let l = ns.metadata.labels.unwrap();
+    assert_eq!(l[labels::TENANT], "wind");
+    assert_eq!(l["app"], "x");
+    let refs = ns.metadata.owner_references.unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(
+        (refs[0].name.as_str(), refs[0].uid.as_str(), refs[0].controller),
+        ("wind", "uid-wind", Some(true))
+    );
+}
+
+#[test]
+fn several_owned_tenants_pick_the_longest_prefix_or_deny() {
+    let s = world();
+    let alice = user("alice");
+    let eu = patched(
+        &namespace_obj("solar-eu-web", json!({})),
+        &create_ns(&s, &alice, &namespace_obj("solar-eu-web", json!({}))),
+    );
+    assert_eq!(eu.metadata.labels.unwrap()[labels::TENANT], "solar-eu");
+    let plain = patched(
+        &namespace_obj("solar-web", json!({})),
+        &create_ns(&s, &alice, &namespace_obj("solar-web", json!({}))),
+    );
+    let l = plain.metadata.labels.unwrap();
+    assert_eq!(l[labels::TENANT], "solar");
+    assert_eq!(l["cost-center"], "solar", "managed metadata is stamped at once");
+    assert_eq!(
+        plain.metadata.annotations.unwrap()[labels::NODE_SELECTOR_ANNOTATION],
+        "pool=solar"
+    );
+    denied_with(
+        &create_ns(&s, &alice, &namespace_obj("web", json!({}))),
+        "you own several tenants (`solar`, `solar-eu`)",
+    );
+    // The label decides among owned tenants, whatever the name.
+    let labelled = namespace_obj("web", json!({labels::TENANT: "solar-eu"}));
+    assert!(create_ns(&s, &alice, &labelled).is_allowed());
+}
+
+#[test]
+fn a_user_with_no_tenant_is_told_so() {
+    let s = world();
+    let v = create_ns(&s, &user("mallory"), &namespace_obj("m-one", json!({})));
+    denied_with(
+        &v,
+        "no tenant assigned to you: `mallory` (groups `tenants`) is not an owner of any Tenant",
+    );
+}
+
+#[test]
+fn group_membership_makes_an_owner() {
+    let s = world();
+    let dev = Who {
+        caller: Caller::new("carol", ["tenants", "solar-devs"]),
+        class: CallerClass::TenantUser,
+    };
+    let ns = namespace_obj("anything", json!({}));
+    assert_eq!(
+        patched(&ns, &create_ns(&s, &dev, &ns)).metadata.labels.unwrap()[labels::TENANT],
+        "solar"
+    );
+}
+
+#[test]
+fn a_label_naming_a_tenant_the_caller_does_not_own_is_denied() {
+    let s = world();
+    let v = create_ns(
+        &s,
+        &user("bob"),
+        &namespace_obj("x", json!({labels::TENANT: "solar"})),
+    );
+    denied_with(
+        &v,
+        "you are not an owner of tenant `solar`: you may create namespaces in `wind`",
+    );
+}
+
+#[test]
+fn the_namespace_over_quota_is_denied() {
+    let mut s = world();
+    let alice = user("alice");
+    assert!(create_ns(&s, &alice, &namespace_obj("solar-three", json!({}))).is_allowed());
+    s.add_namespace(&tenant_namespace("solar-three", "solar"));
+    denied_with(
+        &create_ns(&s, &alice, &namespace_obj("solar-four", json!({}))),
+        "namespace `solar-four` is over the namespace quota of tenant `solar`: it has 3 of 3 namespaces",
+    );
+}
+
+#[test]
+fn forced_prefix_globally_or_per_tenant() {
+    let s = world();
+    let mut c = config();
+    c.force_tenant_prefix = true;
+    let bob = user("bob");
+    let v = namespace(
+        &request(&bob, &c, Operation::Create),
+        &s,
+        Some(&namespace_obj("prod", json!({}))),
+        None,
+    );
+    denied_with(
+        &v,
+        "namespace `prod` must be named `wind-<name>`: tenant `wind` requires its prefix",
+    );
+    let v = namespace(
+        &request(&bob, &c, Operation::Create),
+        &s,
+        Some(&namespace_obj("wind-prod", json!({}))),
+        None,
+    );
+    assert!(v.is_allowed());
+    // A tenant's own false wins over the global true.
+    let mut s2 = world();
+    s2.add_tenant(tenant(
+        "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob}], forceTenantPrefix: false}",
+    ));
+    let v = namespace(
+        &request(&bob, &c, Operation::Create),
+        &s2,
+        Some(&namespace_obj("prod", json!({}))),
+        None,
+    );
+    assert!(v.is_allowed());
+}
+
+#[test]
+fn protected_names_are_denied_to_tenant_users_but_not_administrators() {
+    let s = world();
+    denied_with(
+        &create_ns(&s, &user("bob"), &namespace_obj("kube-extra", json!({}))),
+        "namespace name `kube-extra` is protected: it matches `^(kube|bulkhead)-`",
+    );
+    assert_eq!(
+        create_ns(&s, &admin(), &namespace_obj("kube-extra", json!({}))),
+        Verdict::allow()
+    );
+}
+
+#[test]
+fn forbidden_namespace_metadata_is_denied_and_managed_keys_are_exempt() {
+    let s = world();
+    let alice = user("alice");
+    denied_with(
+        &create_ns(&s, &alice, &namespace_obj("solar-x", json!({"team": "a"}))),
+        "label `team` is forbidden on the namespaces of tenant `solar` (forbidden: `team`; keys matching `^internal\\.`)",
+    );
+    denied_with(
+        &create_ns(
+            &s,
+            &alice,
+            &namespace_obj("solar-x", json!({"internal.solar/x": "1"})),
+        ),
+        "label `internal.solar/x` is forbidden",
+    );
+    let managed = namespace_obj("solar-x", json!({"cost-center": "other"}));
+    assert!(create_ns(&s, &alice, &managed).is_allowed());
+    let old = tenant_namespace("solar-one", "solar");
+    let mut new = old.clone();
+    new.metadata.annotations = Some([("billing".to_owned(), "x".to_owned())].into());
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &new),
+        "annotation `billing` is forbidden",
+    );
+}
+
+#[test]
+fn the_node_selector_annotation_is_locked() {
+    let s = world();
+    let alice = user("alice");
+    let mut old = tenant_namespace("solar-one", "solar");
+    old.metadata.annotations = Some(
+        [(
+            labels::NODE_SELECTOR_ANNOTATION.to_owned(),
+            "pool=solar".to_owned(),
+        )]
+        .into(),
+    );
+    let mut new = old.clone();
+    new.metadata.annotations =
+        Some([(labels::NODE_SELECTOR_ANNOTATION.to_owned(), "pool=gpu".to_owned())].into());
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &new),
+        "annotation `scheduler.alpha.kubernetes.io/node-selector` of namespace `solar-one` is set by Bulkhead",
+    );
+    new.metadata.annotations = None;
+    denied_with(&update_ns(&s, &alice, None, &old, &new), "is set by Bulkhead");
+}
+
+#[test]
+fn required_metadata_must_be_present_and_match() {
+    let mut s = world();
+    s.add_tenant(tenant(
+        "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob}], namespaceOptions: {requiredMetadata: {labels: {env: '^(dev|prod)$'}}}}",
+    ));
+    let bob = user("bob");
+    denied_with(
+        &create_ns(&s, &bob, &namespace_obj("wind-x", json!({}))),
+        "namespace `wind-x` needs the label `env` with a value matching `^(dev|prod)$`",
+    );
+    denied_with(
+        &create_ns(&s, &bob, &namespace_obj("wind-x", json!({"env": "qa"}))),
+        "needs the label `env`",
+    );
+    assert!(create_ns(&s, &bob, &namespace_obj("wind-x", json!({"env": "prod"}))).is_allowed());
+}
+
+#[test]
+fn administrators_create_unmanaged_namespaces_or_assign_one_explicitly() {
+    let s = world();
+    assert_eq!(
+        create_ns(&s, &admin(), &namespace_obj("infra", json!({}))),
+        Verdict::allow()
+    );
+    let ns = namespace_obj("solar-admin", json!({labels::TENANT: "solar"}));
+    let v = create_ns(&s, &admin(), &ns);
+    assert_eq!(
+        patched(&ns, &v).metadata.owner_references.unwrap()[0].name,
+        "solar"
+    );
+    denied_with(
+        &create_ns(
+            &s,
+            &admin(),
+            &namespace_obj("x", json!({labels::TENANT: "ghost"})),
+        ),
+        "names tenant `ghost`, which does not exist",
+    );
+}
+
+// ---- the advisories: ownership can never move ----
+
+#[test]
+fn cve_2022_46167_the_owner_reference_cannot_be_removed_or_changed() {
+    let s = world();
+    let alice = user("alice");
+    let old = tenant_namespace("solar-one", "solar");
+    let mut removed = old.clone();
+    removed.metadata.owner_references = None;
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &removed),
+        "the ownerReference of namespace `solar-one` to its Tenant `solar` cannot be added, changed or removed",
+    );
+    let mut changed = old.clone();
+    if let Some(r) = changed.metadata.owner_references.as_mut() {
+        r[0].uid = "uid-wind".into();
+        r[0].name = "wind".into();
+    }
+    assert!(!update_ns(&s, &alice, None, &old, &changed).is_allowed());
+    let mut added = old.clone();
+    if let Some(r) = added.metadata.owner_references.as_mut() {
+        let mut extra = r[0].clone();
+        extra.name = "solar-eu".into();
+        extra.uid = "uid-solar-eu".into();
+        extra.controller = None;
+        r.push(extra);
+    }
+    assert!(!update_ns(&s, &alice, None, &old, &added).is_allowed());
+    // An unrelated change passes.
+    let mut fine = old.clone();
+    fine.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("app".into(), "web".into());
+    assert_eq!(update_ns(&s, &alice, None, &old, &fine), Verdict::allow());
+}
+
+#[test]
+fn cve_2024_39690_an_unmanaged_namespace_cannot_be_patched_into_a_tenant() {
+    let s = world();
+    let alice = user("alice");
+    let old = namespace_obj("kube-system", json!({}));
+    let by_label = namespace_obj("kube-system", json!({labels::TENANT: "solar"}));
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &by_label),
+        "namespace `kube-system` is not part of a tenant and cannot be moved into tenant `solar`",
+    );
+    let mut by_reference = old.clone();
+    by_reference.metadata.owner_references = tenant_namespace("x", "solar").metadata.owner_references;
+    assert!(!update_ns(&s, &alice, None, &old, &by_reference).is_allowed());
+}
+
+#[test]
+fn cve_2025_55205_the_tenant_label_cannot_be_changed_injected_or_removed() {
+    let s = world();
+    let alice = user("alice");
+    let old = tenant_namespace("solar-one", "solar");
+    let mut moved = old.clone();
+    moved.metadata.labels = Some([(labels::TENANT.to_owned(), "solar-eu".to_owned())].into());
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &moved),
+        "namespace `solar-one` belongs to tenant `solar` and cannot be moved to tenant `solar-eu`",
+    );
+    let mut removed = old.clone();
+    removed.metadata.labels = Some(BTreeMap::new());
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &removed),
+        "the label `bulkhead.dev/tenant` of namespace `solar-one` cannot be removed",
+    );
+    // Creating a namespace labelled into someone else's tenant is the injection at create time.
+    denied_with(
+        &create_ns(&s, &alice, &namespace_obj("x", json!({labels::TENANT: "wind"}))),
+        "you are not an owner of tenant `wind`",
+    );
+    // ...and an ownerReference smuggled in at create time.
+    let mut smuggled = namespace_obj("solar-new", json!({}));
+    smuggled.metadata.owner_references = tenant_namespace("x", "wind").metadata.owner_references;
+    denied_with(
+        &create_ns(&s, &alice, &smuggled),
+        "cannot carry an ownerReference to Tenant `wind`",
+    );
+}
+
+#[test]
+fn cve_2026_30963_status_and_finalize_subresources_get_the_same_checks() {
+    let s = world();
+    let alice = user("alice");
+    let old = tenant_namespace("solar-one", "solar");
+    let mut moved = old.clone();
+    moved.metadata.labels = Some([(labels::TENANT.to_owned(), "solar-eu".to_owned())].into());
+    moved.metadata.owner_references = None;
+    for sub in ["status", "finalize"] {
+        let v = update_ns(&s, &alice, Some(sub), &old, &moved);
+        denied_with(&v, &format!("(through `{sub}`)"));
+    }
+    let unmanaged = namespace_obj("default", json!({}));
+    let into = namespace_obj("default", json!({labels::TENANT: "solar"}));
+    assert!(!update_ns(&s, &alice, Some("finalize"), &unmanaged, &into).is_allowed());
+}
+
+#[test]
+fn a_tenant_user_cannot_touch_another_tenants_namespace_but_administrators_can() {
+    let s = world();
+    let old = tenant_namespace("wind-one", "wind");
+    let mut new = old.clone();
+    new.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("x".into(), "y".into());
+    denied_with(
+        &update_ns(&s, &user("alice"), None, &old, &new),
+        "namespace `wind-one` belongs to tenant `wind`, of which you are not an owner",
+    );
+    let c = config();
+    let del = namespace(
+        &request(&user("alice"), &c, Operation::Delete),
+        &s,
+        None,
+        Some(&old),
+    );
+    assert!(!del.is_allowed());
+    assert!(
+        namespace(
+            &request(&user("bob"), &c, Operation::Delete),
+            &s,
+            None,
+            Some(&old)
+        )
+        .is_allowed()
+    );
+    let mut moved = old.clone();
+    moved.metadata.labels = Some([(labels::TENANT.to_owned(), "solar".to_owned())].into());
+    moved.metadata.owner_references = None;
+    assert_eq!(update_ns(&s, &admin(), None, &old, &moved), Verdict::allow());
+}
+
+#[test]
+fn a_cordoned_tenant_freezes_its_namespaces_and_their_contents() {
+    let mut s = world();
+    s.add_tenant(tenant(
+        "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob}], cordoned: true}",
+    ));
+    let bob = user("bob");
+    denied_with(
+        &create_ns(&s, &bob, &namespace_obj("wind-3", json!({}))),
+        "tenant `wind` is cordoned",
+    );
+    let old = tenant_namespace("wind-one", "wind");
+    let c = config();
+    assert!(!namespace(&request(&bob, &c, Operation::Delete), &s, None, Some(&old)).is_allowed());
+    let t = s.tenant("wind").unwrap();
+    denied_with(
+        &cordoned(&request(&bob, &c, Operation::Create), &t, "deployment `web`"),
+        "deployment `web` cannot be created: tenant `wind` is cordoned",
+    );
+    let controller = Who {
+        caller: Caller::new(
+            "system:serviceaccount:kube-system:replicaset-controller",
+            ["system:serviceaccounts"],
+        ),
+        class: CallerClass::Unmanaged,
+    };
+    assert!(cordoned(&request(&controller, &c, Operation::Delete), &t, "pod `web-1`").is_allowed());
+}
+
+// ---- workloads ----
+
+fn pod_obj(spec: Value) -> Pod {
+    obj(json!({"metadata": {"name": "web", "namespace": "solar-one"}, "spec": spec}))
+}
+
+fn decide_pod(p: &Pod, op: Operation, old: Option<&Pod>) -> Verdict {
+    let s = world();
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    pod(&request(&who, &c, op), &s, &t, p, old)
+}
+
+#[test]
+fn pods_need_fully_qualified_images_from_allowed_registries() {
+    let ok = pod_obj(
+        json!({"containers": [{"name": "a", "image": "quay.io/org/app:1.0"}],
+        "initContainers": [{"name": "i", "image": "builds.solar.corp/init:2", "imagePullPolicy": "IfNotPresent"}]}),
+    );
+    assert!(decide_pod(&ok, Operation::Create, None).is_allowed());
+    denied_with(
+        &decide_pod(
+            &pod_obj(json!({"containers": [{"name": "a", "image": "ghcr.io/evil/miner:1"}]})),
+            Operation::Create,
+            None,
+        ),
+        "registry `ghcr.io` of image `ghcr.io/evil/miner:1` (container `a` in pod `web`) is not allowed in tenant `solar`: allowed are `docker.io`, `quay.io` or names matching `\\.solar\\.corp$`",
+    );
+    denied_with(
+        &decide_pod(
+            &pod_obj(json!({"containers": [{"name": "a", "image": "nginx"}]})),
+            Operation::Create,
+            None,
+        ),
+        "image `nginx` of container `a` in pod `web` does not name its registry",
+    );
+    let init = pod_obj(json!({"containers": [{"name": "a", "image": "quay.io/a:1"}],
+        "initContainers": [{"name": "i", "image": "ghcr.io/x:1"}]}));
+    assert!(!decide_pod(&init, Operation::Create, None).is_allowed());
+    // An ephemeral container added later (pods/ephemeralcontainers) is checked too.
+    let mut debug = ok.clone();
+    debug.spec.as_mut().unwrap().ephemeral_containers = Some(vec![obj(
+        json!({"name": "dbg", "image": "ghcr.io/tools/debug:1"}),
+    )]);
+    denied_with(
+        &decide_pod(&debug, Operation::Update, Some(&ok)),
+        "registry `ghcr.io`",
+    );
+}
+
+#[test]
+fn pull_policies_are_checked_with_the_kubernetes_default_in_mind() {
+    let never =
+        pod_obj(json!({"containers": [{"name": "a", "image": "quay.io/a:1", "imagePullPolicy": "Never"}]}));
+    denied_with(
+        &decide_pod(&never, Operation::Create, None),
+        "image pull policy `Never` of container `a` in pod `web` is not allowed in tenant `solar`: allowed are `Always`, `IfNotPresent`",
+    );
+}
+
+#[test]
+fn pod_priority_and_runtime_classes_are_checked_and_defaults_injected_with_metadata() {
+    let plain = pod_obj(json!({"containers": [{"name": "a", "image": "quay.io/a:1"}]}));
+    let v = decide_pod(&plain, Operation::Create, None);
+    let p = patched(&plain, &v);
+    let spec = p.spec.unwrap();
+    assert_eq!(spec.priority_class_name.as_deref(), Some("normal"));
+    assert_eq!(spec.priority, Some(1000));
+    assert_eq!(spec.runtime_class_name, None, "no runtime default configured");
+    assert_eq!(p.metadata.labels.unwrap()["tenant-pod"], "solar");
+    let bad = pod_obj(
+        json!({"priorityClassName": "system-cluster-critical", "containers": [{"name": "a", "image": "quay.io/a:1"}]}),
+    );
+    denied_with(
+        &decide_pod(&bad, Operation::Create, None),
+        "priority class `system-cluster-critical` of pod `web` is not allowed in tenant `solar`: allowed are `high`, `normal`",
+    );
+    let runc =
+        pod_obj(json!({"runtimeClassName": "runc", "containers": [{"name": "a", "image": "quay.io/a:1"}]}));
+    denied_with(
+        &decide_pod(&runc, Operation::Create, None),
+        "runtime class `runc` of pod `web` is not allowed",
+    );
+}
+
+fn decide(f: impl FnOnce(&Request<'_>, &Snapshot, &Tenant) -> Verdict) -> Verdict {
+    let s = world();
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    f(&request(&who, &c, Operation::Create), &s, &t)
+}
+
+#[test]
+fn claims_get_the_default_class_and_may_not_use_other_classes_or_tenants_volumes() {
+    let plain: PersistentVolumeClaim = obj(json!({"metadata": {"name": "data"}, "spec": {}}));
+    let v = decide(|r, s, t| persistent_volume_claim(r, s, t, &plain));
+    assert_eq!(
+        patched(&plain, &v).spec.unwrap().storage_class_name.as_deref(),
+        Some("bronze")
+    );
+    let gold: PersistentVolumeClaim =
+        obj(json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "gold"}}));
+    denied_with(
+        &decide(|r, s, t| persistent_volume_claim(r, s, t, &gold)),
+        "storage class `gold` of persistent volume claim `data` is not allowed in tenant `solar`: allowed are `silver`, `bronze`",
+    );
+    let mut s = world();
+    let pv: PersistentVolume =
+        obj(json!({"metadata": {"name": "pv-wind", "labels": {labels::TENANT: "wind"}}}));
+    s.add_persistent_volume(&pv);
+    let steal: PersistentVolumeClaim = obj(
+        json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "silver", "volumeName": "pv-wind"}}),
+    );
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    denied_with(
+        &persistent_volume_claim(&request(&who, &c, Operation::Create), &s, &t, &steal),
+        "cannot bind persistent volume `pv-wind`: it belongs to tenant `wind`, not `solar`",
+    );
+    let select: PersistentVolumeClaim = obj(json!({"metadata": {"name": "data"},
+        "spec": {"selector": {"matchLabels": {labels::TENANT: "wind"}}}}));
+    assert!(!persistent_volume_claim(&request(&who, &c, Operation::Create), &s, &t, &select).is_allowed());
+}
+
+#[test]
+fn services_types_external_ips_and_metadata() {
+    let np: Service = obj(json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort"}}));
+    denied_with(
+        &decide(|r, _, t| service(r, t, &np, None)),
+        "service `web` of type `NodePort` is not allowed in tenant `solar`: allowed types are `ClusterIP`, `LoadBalancer`",
+    );
+    let ext: Service =
+        obj(json!({"metadata": {"name": "web"}, "spec": {"externalIPs": ["10.20.1.1", "10.21.0.1"]}}));
+    denied_with(
+        &decide(|r, _, t| service(r, t, &ext, None)),
+        "external IP `10.21.0.1` of service `web` is not allowed in tenant `solar`: allowed are `10.20.0.0/16`",
+    );
+    let labelled: Service =
+        obj(json!({"metadata": {"name": "web", "labels": {"exposed": "true"}}, "spec": {}}));
+    denied_with(
+        &decide(|r, _, t| service(r, t, &labelled, None)),
+        "label `exposed` of service `web` is forbidden",
+    );
+    let lb: Service = obj(
+        json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "externalIPs": ["10.20.3.4"]}}),
+    );
+    let v = decide(|r, _, t| service(r, t, &lb, None));
+    let out = patched(&lb, &v);
+    assert_eq!(out.metadata.labels.unwrap()["stamped"], "yes");
+    assert_eq!(out.metadata.annotations.unwrap()["owner"], "solar");
+}
+
+fn ingress_obj(ns: &str, name: &str, class: Option<&str>, hosts: &[(&str, &str)]) -> Ingress {
+    let rules: Vec<Value> = hosts
+        .iter()
+        .map(|(h, p)| {
+            json!({"host": h, "http": {"paths": [{"path": p, "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}})
+        })
+        .collect();
+    let mut spec = json!({"rules": rules});
+    if let Some(c) = class {
+        spec["ingressClassName"] = json!(c);
+    }
+    obj(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+}
+
+#[test]
+fn ingresses_classes_hostnames_wildcards_and_collisions() {
+    let mut s = world();
+    s.add_ingress(&ingress_obj(
+        "wind-one",
+        "taken",
+        Some("nginx"),
+        &[("api.solar.example.com", "/v1")],
+    ));
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    let check = |i: &Ingress| ingress(&r, &s, &t, "solar-one", i);
+
+    let ok = ingress_obj(
+        "solar-one",
+        "web",
+        None,
+        &[("solar.example.com", "/"), ("api.solar.example.com", "/v2")],
+    );
+    let v = check(&ok);
+    assert_eq!(
+        patched(&ok, &v).spec.unwrap().ingress_class_name.as_deref(),
+        Some("nginx")
+    );
+    denied_with(
+        &check(&ingress_obj(
+            "solar-one",
+            "web",
+            Some("traefik"),
+            &[("solar.example.com", "/")],
+        )),
+        "ingress class `traefik` of ingress `web` is not allowed in tenant `solar`: allowed are `nginx`",
+    );
+    denied_with(
+        &check(&ingress_obj(
+            "solar-one",
+            "web",
+            Some("nginx"),
+            &[("evil.com", "/")],
+        )),
+        "hostname `evil.com` of ingress `web` is not allowed in tenant `solar`: allowed are `solar.example.com` or names matching",
+    );
+    denied_with(
+        &check(&ingress_obj(
+            "solar-one",
+            "web",
+            Some("nginx"),
+            &[("*.solar.example.com", "/")],
+        )),
+        "wildcard hostname `*.solar.example.com` of ingress `web` is not allowed in tenant `solar`",
+    );
+    denied_with(
+        &check(&ingress_obj(
+            "solar-one",
+            "web",
+            Some("nginx"),
+            &[("api.solar.example.com", "/v1")],
+        )),
+        "host `api.solar.example.com` with path `/v1` of ingress `web` is already served by ingress `wind-one/taken` (Cluster scope)",
+    );
+    // Updating the ingress that holds the route is no collision with itself.
+    let own = ingress_obj(
+        "wind-one",
+        "taken",
+        Some("nginx"),
+        &[("api.solar.example.com", "/v1")],
+    );
+    let wind = s.tenant("wind").unwrap();
+    assert!(ingress(&r, &s, &wind, "wind-one", &own).is_allowed());
+}
+
+#[test]
+fn tenant_scope_collisions_only_count_the_tenants_own_namespaces() {
+    let mut s = world();
+    s.add_ingress(&ingress_obj(
+        "solar-one",
+        "a",
+        None,
+        &[("shared.example.com", "/")],
+    ));
+    s.add_ingress(&ingress_obj("wind-two", "b", None, &[("mine.example.com", "/")]));
+    let c = config();
+    let who = user("bob");
+    let wind = s.tenant("wind").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    assert!(
+        ingress(
+            &r,
+            &s,
+            &wind,
+            "wind-one",
+            &ingress_obj("wind-one", "x", None, &[("shared.example.com", "/")])
+        )
+        .is_allowed()
+    );
+    denied_with(
+        &ingress(
+            &r,
+            &s,
+            &wind,
+            "wind-one",
+            &ingress_obj("wind-one", "x", None, &[("mine.example.com", "/")]),
+        ),
+        "already served by ingress `wind-two/b` (Tenant scope)",
+    );
+}
+
+// ---- the other guard rails ----
+
+#[test]
+fn objects_bulkhead_manages_are_off_limits_to_tenant_users_only() {
+    let c = config();
+    let meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+        obj(json!({"name": "bulkhead-admin-alice-1",
+        "labels": {labels::MANAGED_BY: "bulkhead", labels::TENANT: "solar"}}));
+    let alice = user("alice");
+    denied_with(
+        &managed_object(
+            &request(&alice, &c, Operation::Delete),
+            "rolebinding",
+            None,
+            Some(&meta),
+        ),
+        "rolebinding `bulkhead-admin-alice-1` is managed by Bulkhead for tenant `solar` and cannot be deleted by tenant users",
+    );
+    let mut stripped = meta.clone();
+    stripped.labels = None;
+    assert!(
+        !managed_object(
+            &request(&alice, &c, Operation::Update),
+            "rolebinding",
+            Some(&stripped),
+            Some(&meta)
+        )
+        .is_allowed()
+    );
+    assert!(
+        !managed_object(
+            &request(&alice, &c, Operation::Create),
+            "rolebinding",
+            Some(&meta),
+            None
+        )
+        .is_allowed()
+    );
+    let gc = Who {
+        caller: Caller::new(
+            "system:serviceaccount:kube-system:namespace-controller",
+            ["system:serviceaccounts"],
+        ),
+        class: CallerClass::Unmanaged,
+    };
+    assert!(
+        managed_object(
+            &request(&gc, &c, Operation::Delete),
+            "rolebinding",
+            None,
+            Some(&meta)
+        )
+        .is_allowed()
+    );
+    assert!(
+        managed_object(
+            &request(&admin(), &c, Operation::Delete),
+            "rolebinding",
+            None,
+            Some(&meta)
+        )
+        .is_allowed()
+    );
+}
+
+#[test]
+fn node_metadata_rules_bind_tenant_users() {
+    let mut c = config();
+    c.node_metadata =
+        Some(serde_json::from_value(json!({"forbiddenLabels": {"deniedRegex": "^node-role\\."}})).unwrap());
+    let old: Node =
+        obj(json!({"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/worker": ""}}}));
+    let mut new = old.clone();
+    new.metadata.labels = Some(BTreeMap::new());
+    let alice = user("alice");
+    denied_with(
+        &node(&request(&alice, &c, Operation::Update), Some(&new), Some(&old)),
+        "label `node-role.kubernetes.io/worker` of node `n1` is forbidden to tenant users",
+    );
+    assert!(node(&request(&admin(), &c, Operation::Update), Some(&new), Some(&old)).is_allowed());
+}
+
+#[test]
+fn tenants_are_validated_and_prevent_deletion_holds() {
+    let c = config();
+    let who = admin();
+    let bad = tenant(
+        "metadata: {name: bad}\nspec: {owners: [{kind: ServiceAccount, name: robot}], containerRegistries: {allowedRegex: '('}}",
+    );
+    let v = super::tenant(&request(&who, &c, Operation::Create), Some(&bad), None);
+    denied_with(
+        &v,
+        "tenant `bad` is invalid: containerRegistries.allowedRegex: invalid regular expression `(`",
+    );
+    assert_eq!(tenant_problems(&bad).len(), 2, "{:?}", tenant_problems(&bad));
+    let locked = tenant("metadata: {name: locked}\nspec: {preventDeletion: true}");
+    denied_with(
+        &super::tenant(&request(&who, &c, Operation::Delete), None, Some(&locked)),
+        "tenant `locked` has preventDeletion set",
+    );
+}
+
+#[test]
+fn every_capsule_compat_tenant_passes_tenant_validation() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/tests/capsule-compat");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("capsule.clastix.io/v1beta2", "bulkhead.dev/v1alpha1");
+        let t: Tenant = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(tenant_problems(&t), Vec::<String>::new(), "{}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 65);
+}
+
+#[test]
+fn registries_and_cidrs_parse_like_the_container_runtime() {
+    assert_eq!(registry_of("quay.io/a/b:1"), Some("quay.io"));
+    assert_eq!(registry_of("localhost:5000/a"), Some("localhost:5000"));
+    assert_eq!(registry_of("localhost/a"), Some("localhost"));
+    assert_eq!(registry_of("library/nginx"), None);
+    assert_eq!(registry_of("nginx:1.27"), None);
+    assert!(cidr_contains("10.0.0.0/8", "10.255.0.1"));
+    assert!(!cidr_contains("10.0.0.0/8", "11.0.0.1"));
+    assert!(cidr_contains("192.0.2.10", "192.0.2.10"));
+    assert!(cidr_contains("2001:db8::/32", "2001:db8::1"));
+    assert!(!cidr_contains("10.0.0.0/x", "10.0.0.0"));
+    assert!(cidr_contains("0.0.0.0/0", "8.8.8.8"));
+}

@@ -1,0 +1,571 @@
+//! Workload admission in tenant namespaces: Pods, PersistentVolumeClaims, Services and Ingresses.
+//!
+//! These checks apply to every caller, not just tenant users: pods made by a Deployment are created
+//! by the ReplicaSet controller, and they must follow the tenant's rules all the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use bulkhead_api::Tenant;
+use bulkhead_api::common::{AdditionalMetadata, ClassAllowedList, ForbiddenList};
+use bulkhead_api::labels;
+use bulkhead_api::tenant::HostnameCollisionScope;
+use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod, PodSpec, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use super::lists::{AllowedCheck, check_allowed, check_class, is_forbidden};
+use super::{ClassKind, Operation, Request, Verdict, View, join_or_none, metadata_patch};
+
+/// One host + path an Ingress serves, for the collision check.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IngressRoute {
+    /// The Ingress's namespace.
+    pub namespace: String,
+    /// The Ingress's name.
+    pub name: String,
+    /// The host.
+    pub host: String,
+    /// The path (`""` for a rule without paths).
+    pub path: String,
+}
+
+fn tenant_name(tenant: &Tenant) -> &str {
+    tenant.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn object_name(meta: &ObjectMeta) -> &str {
+    meta.name
+        .as_deref()
+        .or(meta.generate_name.as_deref())
+        .unwrap_or_default()
+}
+
+/// Patch operations stamping `additionalMetadata` on an object.
+fn stamp(meta: &ObjectMeta, extra: Option<&AdditionalMetadata>) -> Vec<Value> {
+    let Some(extra) = extra else {
+        return Vec::new();
+    };
+    let mut patch = metadata_patch("labels", meta.labels.as_ref(), &extra.labels);
+    patch.extend(metadata_patch(
+        "annotations",
+        meta.annotations.as_ref(),
+        &extra.annotations,
+    ));
+    patch
+}
+
+/// Checks a class name against the tenant's list, or injects the default when none is named.
+/// Returns the denial, or the patch (if any) that sets the default at `path`.
+fn class_rule(
+    view: &dyn View,
+    tenant: &Tenant,
+    kind: ClassKind,
+    list: Option<&ClassAllowedList>,
+    named: Option<&str>,
+    path: &str,
+    what: &str,
+) -> Result<Vec<Value>, Verdict> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    let t = tenant_name(tenant);
+    match named.filter(|n| !n.is_empty()) {
+        None => match list.default.as_deref() {
+            Some(default) => {
+                let mut patch = vec![json!({"op": "add", "path": path, "value": default})];
+                if kind == ClassKind::Priority
+                    && let Some(value) = view.class(kind, default).and_then(|c| c.value)
+                {
+                    patch.push(json!({"op": "add", "path": "/spec/priority", "value": value}));
+                }
+                Ok(patch)
+            }
+            None => Ok(Vec::new()),
+        },
+        Some(name) => match check_class(list, name, view.class(kind, name).as_ref()) {
+            AllowedCheck::Allowed => Ok(Vec::new()),
+            AllowedCheck::NotAllowed(allowed) => Err(Verdict::deny(
+                Some(t),
+                format!(
+                    "{} `{name}` of {what} is not allowed in tenant `{t}`: allowed are {allowed}",
+                    kind.noun()
+                ),
+            )),
+        },
+    }
+}
+
+/// The registry of an image reference, when it names one (`registry.example.com/app`,
+/// `localhost:5000/app`); `None` for short names such as `nginx` or `library/nginx`.
+pub fn registry_of(image: &str) -> Option<&str> {
+    let (first, _) = image.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// The pull policy Kubernetes defaults to when a container names none.
+fn effective_pull_policy(container_image: &str, policy: Option<&str>) -> String {
+    if let Some(p) = policy.filter(|p| !p.is_empty()) {
+        return p.to_owned();
+    }
+    let last = container_image.rsplit('/').next().unwrap_or_default();
+    let digest = container_image.contains('@');
+    let tag = last.split_once(':').map(|(_, t)| t);
+    if !digest && tag.is_none_or(|t| t == "latest") {
+        "Always".to_owned()
+    } else {
+        "IfNotPresent".to_owned()
+    }
+}
+
+/// Decides a Pod write in a namespace of `tenant`.
+pub fn pod(req: &Request<'_>, view: &dyn View, tenant: &Tenant, pod: &Pod, old: Option<&Pod>) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let t = tenant_name(tenant);
+    let name = object_name(&pod.metadata);
+    let Some(spec) = pod.spec.as_ref() else {
+        return Verdict::allow();
+    };
+    let old_images: BTreeSet<&str> = old
+        .and_then(|o| o.spec.as_ref())
+        .map(|s| all_containers(s).map(|c| c.image).collect())
+        .unwrap_or_default();
+    for container in all_containers(spec) {
+        let image = container.image;
+        if old_images.contains(image) {
+            continue;
+        }
+        if let Some(registries) = tenant.spec.container_registries.as_ref() {
+            let Some(registry) = registry_of(image) else {
+                return Verdict::deny(
+                    Some(t),
+                    format!(
+                        "image `{image}` of container `{}` in pod `{name}` does not name its registry: tenant `{t}` needs a fully qualified image such as `docker.io/library/nginx:1.27`",
+                        container.name
+                    ),
+                );
+            };
+            if let AllowedCheck::NotAllowed(allowed) = check_allowed(registries, registry) {
+                return Verdict::deny(
+                    Some(t),
+                    format!(
+                        "registry `{registry}` of image `{image}` (container `{}` in pod `{name}`) is not allowed in tenant `{t}`: allowed are {allowed}",
+                        container.name
+                    ),
+                );
+            }
+        }
+        if !tenant.spec.image_pull_policies.is_empty() {
+            let policy = effective_pull_policy(image, container.pull_policy);
+            let allowed: Vec<String> = tenant
+                .spec
+                .image_pull_policies
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect();
+            if !allowed.contains(&policy) {
+                return Verdict::deny(
+                    Some(t),
+                    format!(
+                        "image pull policy `{policy}` of container `{}` in pod `{name}` is not allowed in tenant `{t}`: allowed are {}",
+                        container.name,
+                        join_or_none(&allowed)
+                    ),
+                );
+            }
+        }
+    }
+    let mut patch = Vec::new();
+    if req.operation == Operation::Create {
+        let what = format!("pod `{name}`");
+        for (kind, list, named, path) in [
+            (
+                ClassKind::Priority,
+                tenant.spec.priority_classes.as_ref(),
+                spec.priority_class_name.as_deref(),
+                "/spec/priorityClassName",
+            ),
+            (
+                ClassKind::Runtime,
+                tenant.spec.runtime_classes.as_ref(),
+                spec.runtime_class_name.as_deref(),
+                "/spec/runtimeClassName",
+            ),
+        ] {
+            match class_rule(view, tenant, kind, list, named, path, &what) {
+                Ok(p) => patch.extend(p),
+                Err(denial) => return denial,
+            }
+        }
+        patch.extend(stamp(
+            &pod.metadata,
+            tenant
+                .spec
+                .pod_options
+                .as_ref()
+                .and_then(|o| o.additional_metadata.as_ref()),
+        ));
+    }
+    Verdict::Allow(patch)
+}
+
+/// A container, init container or ephemeral container, as the image checks see it.
+struct ContainerRef<'a> {
+    name: &'a str,
+    image: &'a str,
+    pull_policy: Option<&'a str>,
+}
+
+fn all_containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
+    fn plain(c: &Container) -> ContainerRef<'_> {
+        ContainerRef {
+            name: c.name.as_str(),
+            image: c.image.as_deref().unwrap_or_default(),
+            pull_policy: c.image_pull_policy.as_deref(),
+        }
+    }
+    let plain = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(plain);
+    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|e| ContainerRef {
+        name: e.name.as_str(),
+        image: e.image.as_deref().unwrap_or_default(),
+        pull_policy: e.image_pull_policy.as_deref(),
+    });
+    plain.chain(ephemeral)
+}
+
+/// Decides a PersistentVolumeClaim write in a namespace of `tenant`.
+pub fn persistent_volume_claim(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    claim: &PersistentVolumeClaim,
+) -> Verdict {
+    if req.operation != Operation::Create {
+        return Verdict::allow();
+    }
+    let t = tenant_name(tenant);
+    let name = object_name(&claim.metadata);
+    let spec = claim.spec.clone().unwrap_or_default();
+    let patch = match class_rule(
+        view,
+        tenant,
+        ClassKind::Storage,
+        tenant.spec.storage_classes.as_ref(),
+        spec.storage_class_name.as_deref(),
+        "/spec/storageClassName",
+        &format!("persistent volume claim `{name}`"),
+    ) {
+        Ok(p) => p,
+        Err(denial) => return denial,
+    };
+    if let Some(volume) = spec.volume_name.as_deref().filter(|v| !v.is_empty())
+        && let Some(Some(owner)) = view.persistent_volume_tenant(volume)
+        && owner != t
+    {
+        return Verdict::deny(
+            Some(t),
+            format!(
+                "persistent volume claim `{name}` cannot bind persistent volume `{volume}`: it belongs to tenant `{owner}`, not `{t}`"
+            ),
+        );
+    }
+    if let Some(other) = spec
+        .selector
+        .as_ref()
+        .and_then(|s| s.match_labels.as_ref())
+        .and_then(|l| l.get(labels::TENANT))
+        .filter(|other| other.as_str() != t)
+    {
+        return Verdict::deny(
+            Some(t),
+            format!(
+                "persistent volume claim `{name}` cannot select the persistent volumes of tenant `{other}`: it is in tenant `{t}`"
+            ),
+        );
+    }
+    Verdict::Allow(patch)
+}
+
+/// Whether `ip` lies in `cidr` (`10.0.0.0/8`, `2001:db8::/32`, or a single address).
+pub fn cidr_contains(cidr: &str, ip: &str) -> bool {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    let (net, bits) = match cidr.split_once('/') {
+        Some((net, bits)) => match bits.parse::<u32>() {
+            Ok(bits) => (net, Some(bits)),
+            Err(_) => return false,
+        },
+        None => (cidr, None),
+    };
+    let Ok(net) = net.parse::<IpAddr>() else {
+        return false;
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Labels and annotations changed by a write that the list forbids.
+fn forbidden_change(
+    noun: &str,
+    before: Option<&BTreeMap<String, String>>,
+    after: Option<&BTreeMap<String, String>>,
+    list: Option<&ForbiddenList>,
+) -> Option<String> {
+    let list = list?;
+    let after = after.cloned().unwrap_or_default();
+    let before = before.cloned().unwrap_or_default();
+    let changed = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(before.keys().filter(|k| !after.contains_key(*k)));
+    changed
+        .into_iter()
+        .find(|k| is_forbidden(list, k))
+        .map(|k| format!("{noun} `{k}`"))
+}
+
+/// Decides a Service write in a namespace of `tenant`.
+pub fn service(req: &Request<'_>, tenant: &Tenant, svc: &Service, old: Option<&Service>) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let t = tenant_name(tenant);
+    let name = object_name(&svc.metadata);
+    let Some(options) = tenant.spec.service_options.as_ref() else {
+        return Verdict::allow();
+    };
+    let spec = svc.spec.clone().unwrap_or_default();
+    if let Some(allowed) = options.allowed_services.as_ref() {
+        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+        let ok = match kind {
+            "NodePort" => allowed.node_port,
+            "LoadBalancer" => allowed.load_balancer,
+            "ExternalName" => allowed.external_name,
+            _ => true,
+        };
+        if !ok {
+            let mut types = vec!["ClusterIP"];
+            for (yes, kind) in [
+                (allowed.node_port, "NodePort"),
+                (allowed.load_balancer, "LoadBalancer"),
+                (allowed.external_name, "ExternalName"),
+            ] {
+                if yes {
+                    types.push(kind);
+                }
+            }
+            return Verdict::deny(
+                Some(t),
+                format!(
+                    "service `{name}` of type `{kind}` is not allowed in tenant `{t}`: allowed types are {}",
+                    join_or_none(types)
+                ),
+            );
+        }
+    }
+    if let Some(external) = options.external_ips.as_ref() {
+        for ip in spec.external_ips.iter().flatten() {
+            if !external.allowed.iter().any(|cidr| cidr_contains(cidr, ip)) {
+                return Verdict::deny(
+                    Some(t),
+                    format!(
+                        "external IP `{ip}` of service `{name}` is not allowed in tenant `{t}`: allowed are {}",
+                        join_or_none(&external.allowed)
+                    ),
+                );
+            }
+        }
+    }
+    let old_meta = old.map(|o| &o.metadata);
+    for (noun, before, after, list) in [
+        (
+            "label",
+            old_meta.and_then(|m| m.labels.as_ref()),
+            svc.metadata.labels.as_ref(),
+            options.forbidden_labels.as_ref(),
+        ),
+        (
+            "annotation",
+            old_meta.and_then(|m| m.annotations.as_ref()),
+            svc.metadata.annotations.as_ref(),
+            options.forbidden_annotations.as_ref(),
+        ),
+    ] {
+        if let Some(what) = forbidden_change(noun, before, after, list) {
+            return Verdict::deny(
+                Some(t),
+                format!("{what} of service `{name}` is forbidden in tenant `{t}`"),
+            );
+        }
+    }
+    Verdict::Allow(stamp(&svc.metadata, options.additional_metadata.as_ref()))
+}
+
+/// The routes (host + path) an Ingress serves.
+pub fn ingress_routes(ingress: &Ingress) -> Vec<IngressRoute> {
+    let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
+    let name = ingress.metadata.name.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for rule in ingress.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
+        let host = rule.host.clone().unwrap_or_default();
+        let paths: Vec<String> = rule
+            .http
+            .iter()
+            .flat_map(|h| h.paths.iter())
+            .map(|p| p.path.clone().unwrap_or_default())
+            .collect();
+        let paths = if paths.is_empty() {
+            vec![String::new()]
+        } else {
+            paths
+        };
+        for path in paths {
+            out.push(IngressRoute {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                host: host.clone(),
+                path,
+            });
+        }
+    }
+    out
+}
+
+/// Decides an Ingress (networking.k8s.io/v1) write in `namespace` of `tenant`.
+pub fn ingress(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    namespace: &str,
+    ingress: &Ingress,
+) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let t = tenant_name(tenant);
+    let name = object_name(&ingress.metadata);
+    let Some(options) = tenant.spec.ingress_options.as_ref() else {
+        return Verdict::allow();
+    };
+    let spec = ingress.spec.clone().unwrap_or_default();
+    let class = spec.ingress_class_name.clone().or_else(|| {
+        ingress
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
+    });
+    let mut patch = Vec::new();
+    if let Some(list) = options.allowed_classes.as_ref() {
+        if class.is_none() && list.default.is_none() {
+            let allowed = match check_class(list, "", None) {
+                AllowedCheck::NotAllowed(a) => a,
+                AllowedCheck::Allowed => "none".to_owned(),
+            };
+            return Verdict::deny(
+                Some(t),
+                format!("ingress `{name}` names no ingress class: tenant `{t}` allows {allowed}"),
+            );
+        }
+        match class_rule(
+            view,
+            tenant,
+            ClassKind::Ingress,
+            Some(list),
+            class.as_deref(),
+            "/spec/ingressClassName",
+            &format!("ingress `{name}`"),
+        ) {
+            Ok(p) if req.operation == Operation::Create => patch.extend(p),
+            Ok(_) => {}
+            Err(denial) => return denial,
+        }
+    }
+    let mut hosts: Vec<String> = spec
+        .rules
+        .iter()
+        .flatten()
+        .filter_map(|r| r.host.clone())
+        .chain(
+            spec.tls
+                .iter()
+                .flatten()
+                .flat_map(|t| t.hosts.iter().flatten().cloned()),
+        )
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    for host in &hosts {
+        if host.starts_with('*') && !options.allow_wildcard_hostnames {
+            return Verdict::deny(
+                Some(t),
+                format!("wildcard hostname `{host}` of ingress `{name}` is not allowed in tenant `{t}`"),
+            );
+        }
+        if let Some(list) = options.allowed_hostnames.as_ref()
+            && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, host)
+        {
+            return Verdict::deny(
+                Some(t),
+                format!(
+                    "hostname `{host}` of ingress `{name}` is not allowed in tenant `{t}`: allowed are {allowed}"
+                ),
+            );
+        }
+    }
+    let scope = options.hostname_collision_scope;
+    if scope != HostnameCollisionScope::Disabled {
+        for route in ingress_routes(ingress) {
+            if route.host.is_empty() {
+                continue;
+            }
+            let clash = view.ingress_routes(&route.host).into_iter().find(|other| {
+                !(other.namespace == namespace && other.name == name)
+                    && other.path == route.path
+                    && match scope {
+                        HostnameCollisionScope::Cluster => true,
+                        HostnameCollisionScope::Tenant => {
+                            view.tenant_of_namespace(&other.namespace).as_deref() == Some(t)
+                        }
+                        HostnameCollisionScope::Namespace => other.namespace == namespace,
+                        HostnameCollisionScope::Disabled => false,
+                    }
+            });
+            if let Some(other) = clash {
+                let path = if route.path.is_empty() {
+                    "/"
+                } else {
+                    route.path.as_str()
+                };
+                return Verdict::deny(
+                    Some(t),
+                    format!(
+                        "host `{}` with path `{path}` of ingress `{name}` is already served by ingress `{}/{}` ({scope:?} scope)",
+                        route.host, other.namespace, other.name
+                    ),
+                );
+            }
+        }
+    }
+    Verdict::Allow(patch)
+}

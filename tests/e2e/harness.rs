@@ -17,6 +17,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 /// The environment variable naming a real cluster's kubeconfig.
 pub const KUBECONFIG_ENV: &str = "BULKHEAD_E2E_KUBECONFIG";
 
+/// The environment variable naming the address at which the cluster's API server reaches webhooks
+/// running on this machine (default `127.0.0.1`; for kind, the host's address on the kind network).
+pub const WEBHOOK_HOST_ENV: &str = "BULKHEAD_E2E_WEBHOOK_HOST";
+
 /// A cluster to test against.
 pub struct Cluster {
     _server: Option<TestServer>,
@@ -245,12 +249,53 @@ pub struct Bulkhead {
     /// Where its admin server listens.
     pub admin: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// What to delete from a real cluster when it goes (its webhook configurations and Secret).
+    leftovers: Vec<Vec<String>>,
+    kubeconfig: PathBuf,
 }
 
 impl Bulkhead {
     /// Starts `bulkhead run` against the cluster with extra arguments, and waits until it says where
     /// its admin server listens.
+    ///
+    /// Unless `extra` sets `--webhook-tls`, the webhook listens on a free port and is registered by URL
+    /// under names of its own (configurations and Secret), so tests sharing a cluster do not collide;
+    /// on a real cluster they are deleted when this handle goes.
     pub fn start(cluster: &Cluster, extra: &[&str]) -> Bulkhead {
+        let mut webhook_args: Vec<String> = Vec::new();
+        let mut leftovers = Vec::new();
+        if !extra.contains(&"--webhook-tls") {
+            let host = std::env::var(WEBHOOK_HOST_ENV).unwrap_or_else(|_| "127.0.0.1".to_owned());
+            let bind = if host == "127.0.0.1" {
+                "127.0.0.1"
+            } else {
+                "0.0.0.0"
+            };
+            let port = std::net::TcpListener::bind((bind, 0))
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let name = cluster.unique("e2e-webhook");
+            webhook_args.extend([
+                "--namespace".to_owned(),
+                "default".to_owned(),
+                "--webhook-addr".to_owned(),
+                format!("{bind}:{port}"),
+                "--webhook-url".to_owned(),
+                format!("https://{host}:{port}"),
+                "--webhook-configuration".to_owned(),
+                name.clone(),
+                "--webhook-secret".to_owned(),
+                name.clone(),
+            ]);
+            if !cluster.is_testkit() {
+                leftovers = vec![
+                    vec!["mutatingwebhookconfiguration".to_owned(), name.clone()],
+                    vec!["validatingwebhookconfiguration".to_owned(), name.clone()],
+                    vec!["secret".to_owned(), "-n".to_owned(), "default".to_owned(), name],
+                ];
+            }
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
             .args([
                 "run",
@@ -261,6 +306,7 @@ impl Bulkhead {
                 "--kubeconfig",
             ])
             .arg(cluster.kubeconfig())
+            .args(&webhook_args)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -284,6 +330,8 @@ impl Bulkhead {
             child: Some(child),
             admin: "127.0.0.1:1".parse().unwrap(),
             log,
+            leftovers,
+            kubeconfig: cluster.kubeconfig().to_owned(),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => bulkhead.admin = addr.parse().expect("admin address"),
@@ -371,6 +419,13 @@ impl Drop for Bulkhead {
         }
         if std::thread::panicking() {
             eprintln!("---- bulkhead log ----\n{}\n----------------------", self.log());
+        }
+        for what in &self.leftovers {
+            let _ = Command::new("kubectl")
+                .env("KUBECONFIG", &self.kubeconfig)
+                .args(["delete", "--ignore-not-found", "--wait=false"])
+                .args(what)
+                .output();
         }
     }
 }

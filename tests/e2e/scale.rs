@@ -92,6 +92,8 @@ async fn scale_many_tenants_converge() {
         &[
             "--roles",
             "controller",
+            "--webhook-tls",
+            "external",
             "--lease-namespace",
             "default",
             "--lease-name",
@@ -167,6 +169,8 @@ async fn tenant_quota_overshoot_under_concurrent_pod_creation() {
         &[
             "--roles",
             "controller",
+            "--webhook-tls",
+            "external",
             "--lease-namespace",
             "default",
             "--lease-name",

@@ -99,6 +99,8 @@ async fn a_second_replica_takes_over_when_the_leader_stops() {
     let args = [
         "--roles",
         "controller",
+        "--webhook-tls",
+        "external",
         "--lease-namespace",
         "default",
         "--lease-name",

@@ -67,9 +67,91 @@ pub struct RunArgs {
     /// How to reach the cluster.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Bulkhead's own namespace (its Lease, its certificate Secret). Default: the pod's namespace, else
+    /// the kubeconfig context's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Bulkhead's own user name, always treated as an administrator (in a cluster:
+    /// `system:serviceaccount:<namespace>:<service account>`).
+    #[arg(long, env = "BULKHEAD_IDENTITY", default_value = "")]
+    pub identity: String,
     /// Controller role.
     #[command(flatten, next_help_heading = "Controller role")]
     pub controller: ControllerArgs,
+    /// Webhook role.
+    #[command(flatten, next_help_heading = "Webhook role")]
+    pub webhook: WebhookArgs,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WebhookTlsMode {
+    /// The controller role keeps a self-signed CA and certificate in a Secret and registers the webhook
+    /// configurations with that CA; the webhook role serves the Secret's certificate.
+    Managed,
+    /// Certificates come from elsewhere (cert-manager): the webhook serves `--webhook-cert-dir`, and the
+    /// webhook configurations are installed by the chart.
+    External,
+}
+
+/// Flags of the webhook role (and of the controller's TLS manager, which serves it).
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address the webhook's HTTPS server listens on.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Register the webhooks at this URL (`https://HOST:PORT`) instead of the in-cluster Service: for a
+    /// webhook running outside the cluster (development, end-to-end tests).
+    #[arg(long, env = "BULKHEAD_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The Service in front of the webhook (in Bulkhead's namespace).
+    #[arg(long, env = "BULKHEAD_WEBHOOK_SERVICE", default_value = "bulkhead-webhook")]
+    pub webhook_service: String,
+    /// The Service's port.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_SERVICE_PORT", default_value_t = 443)]
+    pub webhook_service_port: u16,
+    /// The name of the Mutating- and ValidatingWebhookConfiguration the controller registers.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_CONFIGURATION", default_value = "bulkhead")]
+    pub webhook_configuration: String,
+    /// Who provides the serving certificate.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_TLS", value_enum, default_value_t = WebhookTlsMode::Managed)]
+    pub webhook_tls: WebhookTlsMode,
+    /// The Secret (in Bulkhead's namespace) the managed certificate lives in.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_SECRET", default_value = "bulkhead-webhook-tls")]
+    pub webhook_secret: String,
+    /// Directory with `tls.crt` and `tls.key`, for `--webhook-tls external`. Reloaded when it changes.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
+}
+
+impl WebhookArgs {
+    /// The names the serving certificate must cover.
+    pub fn certificate_names(&self, namespace: &str) -> Result<Vec<String>, String> {
+        match &self.webhook_url {
+            Some(url) => Ok(vec![url_host(url)?]),
+            None => Ok(vec![
+                format!("{}.{namespace}.svc", self.webhook_service),
+                format!("{}.{namespace}.svc.cluster.local", self.webhook_service),
+            ]),
+        }
+    }
+}
+
+/// The host of an `https://HOST[:PORT][/...]` URL (IPv6 hosts in brackets come out without them).
+pub fn url_host(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("--webhook-url `{url}` must start with https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.is_empty() {
+        return Err(format!("--webhook-url `{url}` names no host"));
+    }
+    Ok(host.to_owned())
 }
 
 /// A role of the bulkhead process.
@@ -195,5 +277,31 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("1d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn webhook_urls_give_the_certificate_name() {
+        assert_eq!(url_host("https://127.0.0.1:9443"), Ok("127.0.0.1".into()));
+        assert_eq!(
+            url_host("https://dev.example.com/x"),
+            Ok("dev.example.com".into())
+        );
+        assert_eq!(url_host("https://[::1]:9443"), Ok("::1".into()));
+        assert!(
+            url_host("http://x")
+                .unwrap_err()
+                .contains("must start with https://")
+        );
+        let cli = Cli::try_parse_from(["bulkhead", "run"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(
+            run.webhook.certificate_names("bulkhead-system").unwrap(),
+            [
+                "bulkhead-webhook.bulkhead-system.svc",
+                "bulkhead-webhook.bulkhead-system.svc.cluster.local"
+            ]
+        );
     }
 }

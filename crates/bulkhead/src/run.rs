@@ -19,8 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::admin::{self, AdminState, RoleState};
-use crate::cli::{ClusterArgs, ControllerArgs, Role, RunArgs};
+use crate::cli::{ClusterArgs, ControllerArgs, Role, RunArgs, WebhookTlsMode};
 use crate::metrics::Metrics;
+use bulkhead_controller::webhook_tls::WebhookTls;
+use bulkhead_policy::webhooks::Endpoint;
+use bulkhead_webhook::CertSource;
 
 /// How long roles get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,16 +47,56 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on --admin-addr {}", args.admin_addr))?;
     let admin_addr = listener.local_addr().unwrap_or(args.admin_addr);
 
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| default_namespace.clone());
+    let webhook_listener = if roles.contains(&Role::Webhook) {
+        if args.webhook.webhook_tls == WebhookTlsMode::External && args.webhook.webhook_cert_dir.is_none() {
+            bail!("--webhook-tls external needs --webhook-cert-dir");
+        }
+        let addr = args.webhook.webhook_addr;
+        Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --webhook-addr {addr}"))?,
+        )
+    } else {
+        None
+    };
+    let webhook_tls = match args.webhook.webhook_tls {
+        WebhookTlsMode::External => None,
+        WebhookTlsMode::Managed => Some(WebhookTls {
+            namespace: namespace.clone(),
+            secret: args.webhook.webhook_secret.clone(),
+            endpoint: match &args.webhook.webhook_url {
+                Some(url) => Endpoint::Url(url.clone()),
+                None => Endpoint::Service {
+                    namespace: namespace.clone(),
+                    name: args.webhook.webhook_service.clone(),
+                    port: i32::from(args.webhook.webhook_service_port),
+                },
+            },
+            names: args
+                .webhook
+                .certificate_names(&namespace)
+                .map_err(|e| anyhow!(e))?,
+            configuration_name: args.webhook.webhook_configuration.clone(),
+        }),
+    };
+
     let shutdown = CancellationToken::new();
     let needs = bulkhead_cache::Needs {
         owned_objects: roles.contains(&Role::Controller),
         configuration: true,
+        admission: roles.contains(&Role::Webhook),
     };
     let cache = Cache::start(client.clone(), needs, shutdown.clone());
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let mut tasks = JoinSet::new();
     let mut role_states = Vec::new();
     let mut leading = None;
+    let mut webhook_listener = webhook_listener;
     for role in &roles {
         let (up_tx, up_rx) = watch::channel(false);
         role_states.push(RoleState {
@@ -64,7 +107,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Role::Controller => {
                 let (lead_tx, lead_rx) = watch::channel(false);
                 leading = Some(lead_rx);
-                let config = controller_config(&args.controller, &default_namespace);
+                let config = controller_config(&args.controller, &namespace, webhook_tls.clone());
                 let controller_metrics = bulkhead_controller::ControllerMetrics::register(metrics.registry())
                     .context("cannot register the controller's metrics")?;
                 let task = bulkhead_controller::run(
@@ -79,7 +122,31 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 tasks.spawn(task.instrument(info_span!("role", role = "controller")));
             }
             Role::Webhook => {
-                let task = bulkhead_webhook::run(cache.clone(), up_tx, shutdown.clone());
+                let Some(listener) = webhook_listener.take() else {
+                    bail!("the webhook listener is missing");
+                };
+                let settings = bulkhead_webhook::Settings {
+                    listener,
+                    own_identity: args.identity.clone(),
+                    cert_source: match (&args.webhook.webhook_cert_dir, args.webhook.webhook_tls) {
+                        (Some(dir), WebhookTlsMode::External) => CertSource::Dir(dir.clone()),
+                        _ => CertSource::Secret {
+                            namespace: namespace.clone(),
+                            name: args.webhook.webhook_secret.clone(),
+                        },
+                    },
+                    reload_every: Duration::from_secs(10),
+                };
+                let webhook_metrics = bulkhead_webhook::AdmissionMetrics::register(metrics.registry())
+                    .context("cannot register the webhook's metrics")?;
+                let task = bulkhead_webhook::run(
+                    client.clone(),
+                    cache.clone(),
+                    settings,
+                    webhook_metrics,
+                    up_tx,
+                    shutdown.clone(),
+                );
                 tasks.spawn(task.instrument(info_span!("role", role = "webhook")));
             }
             Role::Proxy => {
@@ -178,7 +245,11 @@ async fn check_cluster(client: &Client, server: &str, timeout: Duration) -> Resu
     }
 }
 
-fn controller_config(args: &ControllerArgs, default_namespace: &str) -> ControllerConfig {
+fn controller_config(
+    args: &ControllerArgs,
+    default_namespace: &str,
+    webhook_tls: Option<WebhookTls>,
+) -> ControllerConfig {
     let lease = args.leader_elect.then(|| LeaseSettings {
         namespace: args
             .lease_namespace
@@ -189,7 +260,7 @@ fn controller_config(args: &ControllerArgs, default_namespace: &str) -> Controll
         lease_duration: args.lease_duration,
         retry_period: args.lease_retry_period,
     });
-    ControllerConfig { lease }
+    ControllerConfig { lease, webhook_tls }
 }
 
 fn default_identity() -> String {

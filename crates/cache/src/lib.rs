@@ -4,6 +4,7 @@
 //! Index logic is pure: an [`index::Indexed`] is fed watcher events and answers queries, with no server
 //! involved, so it is unit-tested on its own. [`Cache::start`] is the only place that talks to the API.
 
+pub mod admission;
 pub mod index;
 pub mod kind;
 pub mod namespaces;
@@ -15,14 +16,19 @@ use std::sync::Arc;
 
 use bulkhead_api::{BulkheadConfiguration, Tenant, labels};
 use bulkhead_policy::Caller;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use bulkhead_policy::admission::{ClassInfo, ClassKind, IngressRoute, View};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume, ResourceQuota};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{HostIndex, NoIndex};
 use crate::kind::KindCache;
 use crate::namespaces::NamespaceIndex;
 use crate::owned::ByTenant;
@@ -42,6 +48,12 @@ struct Inner {
     resource_quotas: KindCache<ResourceQuota, ByTenant>,
     limit_ranges: KindCache<LimitRange, ByTenant>,
     network_policies: KindCache<NetworkPolicy, ByTenant>,
+    storage_classes: KindCache<StorageClass, NoIndex>,
+    ingress_classes: KindCache<IngressClass, NoIndex>,
+    priority_classes: KindCache<PriorityClass, NoIndex>,
+    runtime_classes: KindCache<RuntimeClass, NoIndex>,
+    persistent_volumes: KindCache<PersistentVolume, NoIndex>,
+    ingresses: KindCache<Ingress, HostIndex>,
     started: std::sync::Mutex<Vec<&'static str>>,
 }
 
@@ -53,7 +65,20 @@ pub struct Needs {
     pub owned_objects: bool,
     /// The BulkheadConfiguration.
     pub configuration: bool,
+    /// What admission checks read: StorageClasses, IngressClasses, PriorityClasses, RuntimeClasses,
+    /// PersistentVolumes and Ingresses.
+    pub admission: bool,
 }
+
+/// The kinds [`Needs::admission`] adds.
+const ADMISSION_KINDS: [&str; 6] = [
+    "StorageClass",
+    "IngressClass",
+    "PriorityClass",
+    "RuntimeClass",
+    "PersistentVolume",
+    "Ingress",
+];
 
 /// How one kind's store is doing, for `/readyz` and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +104,12 @@ impl Cache {
                 resource_quotas: KindCache::new("ResourceQuota"),
                 limit_ranges: KindCache::new("LimitRange"),
                 network_policies: KindCache::new("NetworkPolicy"),
+                storage_classes: KindCache::new("StorageClass"),
+                ingress_classes: KindCache::new("IngressClass"),
+                priority_classes: KindCache::new("PriorityClass"),
+                runtime_classes: KindCache::new("RuntimeClass"),
+                persistent_volumes: KindCache::new("PersistentVolume"),
+                ingresses: KindCache::new("Ingress"),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
             }),
         }
@@ -99,6 +130,9 @@ impl Cache {
         if needs.owned_objects {
             started.extend(["RoleBinding", "ResourceQuota", "LimitRange", "NetworkPolicy"]);
         }
+        if needs.admission {
+            started.extend(ADMISSION_KINDS);
+        }
     }
 
     /// Starts one watch per kind against the API server: Tenants and Namespaces always, the rest as
@@ -117,7 +151,29 @@ impl Cache {
         if needs.configuration {
             inner
                 .configurations
-                .spawn_watch(kube::Api::all(client.clone()), all, shutdown.clone());
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+        }
+        if needs.admission {
+            let c = &client;
+            let s = &shutdown;
+            inner
+                .storage_classes
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .ingress_classes
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .priority_classes
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .runtime_classes
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .persistent_volumes
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .ingresses
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
         }
         if needs.owned_objects {
             let managed = watcher::Config::default().labels(&format!(
@@ -244,6 +300,12 @@ impl Cache {
             inner.resource_quotas.status(),
             inner.limit_ranges.status(),
             inner.network_policies.status(),
+            inner.storage_classes.status(),
+            inner.ingress_classes.status(),
+            inner.priority_classes.status(),
+            inner.runtime_classes.status(),
+            inner.persistent_volumes.status(),
+            inner.ingresses.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -278,5 +340,113 @@ impl Cache {
             inner.limit_ranges.wait_synced().await;
             inner.network_policies.wait_synced().await;
         }
+        if started.contains(&"Ingress") {
+            inner.storage_classes.wait_synced().await;
+            inner.ingress_classes.wait_synced().await;
+            inner.priority_classes.wait_synced().await;
+            inner.runtime_classes.wait_synced().await;
+            inner.persistent_volumes.wait_synced().await;
+            inner.ingresses.wait_synced().await;
+        }
+    }
+
+    /// A class object's labels (and a PriorityClass's value), if the class exists.
+    pub fn class(&self, kind: ClassKind, name: &str) -> Option<ClassInfo> {
+        fn info(
+            labels: Option<&std::collections::BTreeMap<String, String>>,
+            value: Option<i32>,
+        ) -> ClassInfo {
+            ClassInfo {
+                labels: labels.cloned().unwrap_or_default(),
+                value,
+            }
+        }
+        let inner = &self.inner;
+        match kind {
+            ClassKind::Storage => inner
+                .storage_classes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|c| info(c.metadata.labels.as_ref(), None)),
+            ClassKind::Ingress => inner
+                .ingress_classes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|c| info(c.metadata.labels.as_ref(), None)),
+            ClassKind::Priority => inner
+                .priority_classes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|c| info(c.metadata.labels.as_ref(), Some(c.value))),
+            ClassKind::Runtime => inner
+                .runtime_classes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|c| info(c.metadata.labels.as_ref(), None)),
+        }
+    }
+
+    /// The tenant label of a PersistentVolume: `None` when unknown, `Some(None)` when it has none.
+    pub fn persistent_volume_tenant(&self, name: &str) -> Option<Option<String>> {
+        self.inner
+            .persistent_volumes
+            .store()
+            .get(&ObjectRef::new(name))
+            .map(|pv| {
+                pv.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::TENANT))
+                    .cloned()
+            })
+    }
+
+    /// The Ingress routes that serve `host`.
+    pub fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
+        self.inner
+            .ingresses
+            .read_index(|index| index.routes(host).to_vec())
+    }
+
+    /// Where Ingress watch events go; for tests.
+    pub fn ingresses_feed(&self) -> &KindCache<Ingress, HostIndex> {
+        &self.inner.ingresses
+    }
+
+    /// Where PersistentVolume watch events go; for tests.
+    pub fn persistent_volumes_feed(&self) -> &KindCache<PersistentVolume, NoIndex> {
+        &self.inner.persistent_volumes
+    }
+}
+
+impl View for Cache {
+    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        Cache::tenant(self, name)
+    }
+
+    fn tenants_owned_by(&self, caller: &Caller) -> BTreeSet<String> {
+        Cache::tenants_owned_by(self, caller)
+    }
+
+    fn namespace_count(&self, tenant: &str) -> usize {
+        self.inner
+            .namespaces
+            .read_index(|index| index.namespaces_of(tenant).map_or(0, BTreeSet::len))
+    }
+
+    fn tenant_of_namespace(&self, namespace: &str) -> Option<String> {
+        Cache::tenant_of_namespace(self, namespace)
+    }
+
+    fn class(&self, kind: ClassKind, name: &str) -> Option<ClassInfo> {
+        Cache::class(self, kind, name)
+    }
+
+    fn persistent_volume_tenant(&self, name: &str) -> Option<Option<String>> {
+        Cache::persistent_volume_tenant(self, name)
+    }
+
+    fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
+        Cache::ingress_routes(self, host)
     }
 }

@@ -4,6 +4,7 @@
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod webhook_tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub use metrics::ControllerMetrics;
 pub struct ControllerConfig {
     /// Leader election; `None` runs without a Lease (one replica only).
     pub lease: Option<LeaseSettings>,
+    /// The webhook's TLS manager; `None` when certificates come from elsewhere (cert-manager).
+    pub webhook_tls: Option<webhook_tls::WebhookTls>,
 }
 
 /// The default time a Lease is valid without renewal.
@@ -61,6 +64,7 @@ pub async fn run(
         }
     };
     let ctx = Arc::new(reconcile::Context::new(client, cache, metrics, instance));
+    let webhook_tls = config.webhook_tls;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -81,7 +85,13 @@ pub async fn run(
             })
         };
         ctx.cache.wait_synced().await;
+        let tls = webhook_tls
+            .clone()
+            .map(|settings| tokio::spawn(webhook_tls::keep(ctx.clone(), settings, lost.clone())));
         lead(ctx.clone(), lost.clone()).await;
+        if let Some(tls) = tls {
+            tls.abort();
+        }
         watch_lost.abort();
         if shutdown.is_cancelled() {
             break;
@@ -207,7 +217,7 @@ async fn keep_cluster_objects(ctx: Arc<reconcile::Context>, stop: CancellationTo
     }
 }
 
-fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
+pub(crate) fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
     value["apiVersion"] = serde_json::json!(K::api_version(&()));
     value["kind"] = serde_json::json!(K::kind(&()));

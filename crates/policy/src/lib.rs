@@ -7,5 +7,6 @@ pub mod desired;
 pub mod identity;
 pub mod quota;
 pub mod selector;
+pub mod webhooks;
 
 pub use identity::{Caller, CallerClass, classify};

@@ -1,17 +1,163 @@
 //! The webhook role: admission for tenant users, in the shape decode -> look up the tenant in the
 //! shared cache -> call a pure `bulkhead-policy` function -> encode.
 //!
-//! This build wires the role into the process (its readiness is part of `/readyz`); the HTTPS server
-//! and its routes are not in this build yet.
+//! Served over HTTPS with a certificate that is reloaded when it changes: from a Secret the controller
+//! role keeps (see [`certs`]), or from a directory (cert-manager, or any mounted certificate).
+
+pub mod certs;
+pub mod decide;
+pub mod events;
+pub mod metrics;
+pub mod review;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bulkhead_cache::Cache;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info, warn};
 
-/// Runs the webhook role until `shutdown` is cancelled.
-pub async fn run(_cache: Cache, up: watch::Sender<bool>, shutdown: CancellationToken) {
-    info!("webhook role started (no admission routes in this build)");
-    up.send_replace(true);
-    shutdown.cancelled().await;
+pub use decide::{Check, Context, decide};
+pub use events::Denials;
+pub use metrics::AdmissionMetrics;
+pub use server::{AppState, ReloadableCert, router};
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// `tls.crt` and `tls.key` in a directory (a mounted Secret, cert-manager).
+    Dir(PathBuf),
+    /// The Secret the controller role keeps.
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// How the webhook role runs.
+pub struct Settings {
+    /// The bound listener (bound at start-up, so a taken port fails fast).
+    pub listener: TcpListener,
+    /// Bulkhead's own user name (always an administrator).
+    pub own_identity: String,
+    /// Where the certificate comes from.
+    pub cert_source: CertSource,
+    /// How often to look for a changed certificate once one is loaded.
+    pub reload_every: Duration,
+}
+
+/// Runs the webhook role until `shutdown` is cancelled. It reports up once a certificate is loaded.
+pub async fn run(
+    client: Client,
+    cache: Cache,
+    settings: Settings,
+    metrics: AdmissionMetrics,
+    up: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let cert = Arc::new(ReloadableCert::default());
+    let config = match server::server_config(cert.clone()) {
+        Ok(c) => c,
+        Err(error) => {
+            error!(%error, "cannot configure TLS; the webhook does not serve");
+            shutdown.cancelled().await;
+            return;
+        }
+    };
+    let state = Arc::new(AppState {
+        cache: cache.clone(),
+        own_identity: settings.own_identity,
+        metrics,
+        denials: Denials::start(client.clone(), cache, shutdown.clone()),
+    });
+    let reload = keep_loaded(
+        client,
+        settings.cert_source,
+        cert,
+        settings.reload_every,
+        up,
+        shutdown.clone(),
+    );
+    tokio::join!(
+        server::serve_tls(settings.listener, config, router(state), shutdown.clone()),
+        reload
+    );
+}
+
+/// Reads the certificate now and then; serves each new one from the next handshake.
+async fn keep_loaded(
+    client: Client,
+    source: CertSource,
+    cert: Arc<ReloadableCert>,
+    every: Duration,
+    up: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut complained = false;
+    loop {
+        match read(&client, &source).await {
+            Ok(Some(pair)) if current.as_ref() != Some(&pair) => match certs::certified_key(&pair.0, &pair.1)
+            {
+                Ok(key) => {
+                    cert.set(key);
+                    info!(source = ?source, "serving certificate loaded");
+                    current = Some(pair);
+                    up.send_replace(true);
+                }
+                Err(e) => warn!(source = ?source, error = %e, "the serving certificate is unusable"),
+            },
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if !complained {
+                    info!(source = ?source, "waiting for the serving certificate");
+                    complained = true;
+                }
+            }
+            Err(e) => warn!(source = ?source, error = %e, "cannot read the serving certificate"),
+        }
+        let wait = if cert.is_loaded() {
+            every
+        } else {
+            Duration::from_millis(500)
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn read(client: &Client, source: &CertSource) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+    match source {
+        CertSource::Dir(dir) => {
+            let cert = tokio::fs::read(dir.join(certs::TLS_CERT)).await;
+            let key = tokio::fs::read(dir.join(certs::TLS_KEY)).await;
+            match (cert, key) {
+                (Ok(c), Ok(k)) => Ok(Some((c, k))),
+                (Err(e), _) | (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                (Err(e), _) | (_, Err(e)) => Err(format!("{}: {e}", dir.display())),
+            }
+        }
+        CertSource::Secret { namespace, name } => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let secret = api
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("secret {namespace}/{name}: {e}"))?;
+            let data = secret.and_then(|s| s.data).unwrap_or_default();
+            match (data.get(certs::TLS_CERT), data.get(certs::TLS_KEY)) {
+                (Some(c), Some(k)) => Ok(Some((c.0.clone(), k.0.clone()))),
+                _ => Ok(None),
+            }
+        }
+    }
 }

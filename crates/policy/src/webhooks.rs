@@ -1,0 +1,410 @@
+//! The webhook configurations Bulkhead registers: which requests reach which check.
+//!
+//! Availability before all: webhooks for namespaced objects select tenant namespaces only, so a
+//! Bulkhead outage never touches kube-system or Bulkhead's own namespace. The Namespace webhooks see
+//! every namespace (a tenant user must not label kube-system into a tenant), but their match
+//! conditions pass only requests from possible tenant users (members of the user groups and service
+//! accounts), so an outage affects tenant users only. Workload checks match every caller, because
+//! controllers create the pods of a tenant's Deployments.
+
+use std::collections::BTreeMap;
+
+use bulkhead_api::labels;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+
+/// The default name of both configurations.
+pub const CONFIGURATION_NAME: &str = "bulkhead";
+
+/// Where the API server reaches the webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A URL (`https://host:port`), for a webhook running outside the cluster.
+    Url(String),
+    /// The in-cluster Service.
+    Service {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Its port.
+        port: i32,
+    },
+}
+
+impl Endpoint {
+    fn client_config(&self, path: &str, ca_bundle: &str) -> WebhookClientConfig {
+        let ca_bundle = Some(ByteString(ca_bundle.as_bytes().to_vec()));
+        match self {
+            Endpoint::Url(base) => WebhookClientConfig {
+                url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+                ca_bundle,
+                service: None,
+            },
+            Endpoint::Service {
+                namespace,
+                name,
+                port,
+            } => WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    path: Some(path.to_owned()),
+                    port: Some(*port),
+                }),
+                ca_bundle,
+                url: None,
+            },
+        }
+    }
+}
+
+struct Hook {
+    check: &'static str,
+    rules: Vec<RuleWithOperations>,
+    tenant_namespaces_only: bool,
+    tenant_users_only: bool,
+    object_selector: Option<LabelSelector>,
+}
+
+fn rule(
+    groups: &[&str],
+    versions: &[&str],
+    resources: &[&str],
+    operations: &[&str],
+    scope: &str,
+) -> RuleWithOperations {
+    let strings = |v: &[&str]| Some(v.iter().map(|s| (*s).to_owned()).collect());
+    RuleWithOperations {
+        api_groups: strings(groups),
+        api_versions: strings(versions),
+        resources: strings(resources),
+        operations: strings(operations),
+        scope: Some(scope.to_owned()),
+    }
+}
+
+fn tenant_namespaces() -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: labels::TENANT.to_owned(),
+            operator: "Exists".to_owned(),
+            values: None,
+        }]),
+        match_labels: None,
+    }
+}
+
+/// The CEL condition passing only requests from possible tenant users.
+pub fn tenant_users_condition(user_groups: &[String]) -> MatchCondition {
+    let groups: Vec<String> = user_groups
+        .iter()
+        .map(|g| format!("'{}'", g.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    MatchCondition {
+        name: "tenant-users".to_owned(),
+        expression: format!(
+            "request.userInfo.username.startsWith('system:serviceaccount:') || request.userInfo.groups.exists(g, g in [{}])",
+            groups.join(", ")
+        ),
+    }
+}
+
+const CUD: &[&str] = &["CREATE", "UPDATE", "DELETE"];
+const CU: &[&str] = &["CREATE", "UPDATE"];
+const C: &[&str] = &["CREATE"];
+
+fn mutating_hooks() -> Vec<Hook> {
+    let workload = |check, rules| Hook {
+        check,
+        rules,
+        tenant_namespaces_only: true,
+        tenant_users_only: false,
+        object_selector: None,
+    };
+    vec![
+        Hook {
+            check: "namespaces",
+            rules: vec![rule(&[""], &["v1"], &["namespaces"], C, "Cluster")],
+            tenant_namespaces_only: false,
+            tenant_users_only: true,
+            object_selector: None,
+        },
+        workload("pods", vec![rule(&[""], &["v1"], &["pods"], C, "Namespaced")]),
+        workload(
+            "persistentvolumeclaims",
+            vec![rule(&[""], &["v1"], &["persistentvolumeclaims"], C, "Namespaced")],
+        ),
+        workload(
+            "services",
+            vec![rule(&[""], &["v1"], &["services"], CU, "Namespaced")],
+        ),
+        workload(
+            "ingresses",
+            vec![rule(
+                &["networking.k8s.io"],
+                &["v1"],
+                &["ingresses"],
+                CU,
+                "Namespaced",
+            )],
+        ),
+    ]
+}
+
+fn validating_hooks() -> Vec<Hook> {
+    let mut hooks = mutating_hooks();
+    hooks[0].rules = vec![rule(
+        &[""],
+        &["v1"],
+        &["namespaces", "namespaces/status", "namespaces/finalize"],
+        CUD,
+        "Cluster",
+    )];
+    hooks[1].rules = vec![rule(
+        &[""],
+        &["v1"],
+        &["pods", "pods/ephemeralcontainers"],
+        CU,
+        "Namespaced",
+    )];
+    hooks.extend([
+        Hook {
+            check: "nodes",
+            rules: vec![rule(&[""], &["v1"], &["nodes"], &["UPDATE"], "Cluster")],
+            tenant_namespaces_only: false,
+            tenant_users_only: true,
+            object_selector: None,
+        },
+        Hook {
+            check: "tenants",
+            rules: vec![rule(
+                &["bulkhead.dev"],
+                &["v1alpha1"],
+                &["tenants"],
+                CUD,
+                "Cluster",
+            )],
+            tenant_namespaces_only: false,
+            tenant_users_only: false,
+            object_selector: None,
+        },
+        Hook {
+            check: "cordoned",
+            rules: vec![rule(&["*"], &["*"], &["*"], CUD, "Namespaced")],
+            tenant_namespaces_only: true,
+            tenant_users_only: true,
+            object_selector: None,
+        },
+        Hook {
+            check: "managed",
+            rules: vec![
+                rule(
+                    &["rbac.authorization.k8s.io"],
+                    &["v1"],
+                    &["rolebindings"],
+                    CUD,
+                    "Namespaced",
+                ),
+                rule(
+                    &[""],
+                    &["v1"],
+                    &["resourcequotas", "limitranges"],
+                    CUD,
+                    "Namespaced",
+                ),
+                rule(
+                    &["networking.k8s.io"],
+                    &["v1"],
+                    &["networkpolicies"],
+                    CUD,
+                    "Namespaced",
+                ),
+            ],
+            tenant_namespaces_only: true,
+            tenant_users_only: true,
+            object_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_VALUE.to_owned(),
+                )])),
+                match_expressions: None,
+            }),
+        },
+    ]);
+    hooks
+}
+
+fn metadata(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some(BTreeMap::from([(
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_VALUE.to_owned(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The mutating and validating configurations (both called `name`) for `endpoint`, trusting
+/// `ca_bundle` (PEM).
+pub fn configurations(
+    name: &str,
+    endpoint: &Endpoint,
+    ca_bundle: &str,
+    user_groups: &[String],
+) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
+    let condition = tenant_users_condition(user_groups);
+    let common = |hook: &Hook, mode: &str| {
+        (
+            format!("{}.{mode}.bulkhead.dev", hook.check),
+            endpoint.client_config(&format!("/{mode}/{}", hook.check), ca_bundle),
+            hook.tenant_namespaces_only.then(tenant_namespaces),
+            hook.tenant_users_only.then(|| vec![condition.clone()]),
+        )
+    };
+    let mutating = MutatingWebhookConfiguration {
+        metadata: metadata(name),
+        webhooks: Some(
+            mutating_hooks()
+                .into_iter()
+                .map(|hook| {
+                    let (hook_name, client_config, namespace_selector, match_conditions) =
+                        common(&hook, "mutate");
+                    MutatingWebhook {
+                        name: hook_name,
+                        client_config,
+                        namespace_selector,
+                        match_conditions,
+                        object_selector: hook.object_selector,
+                        rules: Some(hook.rules),
+                        admission_review_versions: vec!["v1".to_owned()],
+                        side_effects: "NoneOnDryRun".to_owned(),
+                        failure_policy: Some("Fail".to_owned()),
+                        match_policy: Some("Equivalent".to_owned()),
+                        reinvocation_policy: Some("IfNeeded".to_owned()),
+                        timeout_seconds: Some(5),
+                    }
+                })
+                .collect(),
+        ),
+    };
+    let validating = ValidatingWebhookConfiguration {
+        metadata: metadata(name),
+        webhooks: Some(
+            validating_hooks()
+                .into_iter()
+                .map(|hook| {
+                    let (hook_name, client_config, namespace_selector, match_conditions) =
+                        common(&hook, "validate");
+                    ValidatingWebhook {
+                        name: hook_name,
+                        client_config,
+                        namespace_selector,
+                        match_conditions,
+                        object_selector: hook.object_selector,
+                        rules: Some(hook.rules),
+                        admission_review_versions: vec!["v1".to_owned()],
+                        side_effects: "NoneOnDryRun".to_owned(),
+                        failure_policy: Some("Fail".to_owned()),
+                        match_policy: Some("Equivalent".to_owned()),
+                        timeout_seconds: Some(5),
+                    }
+                })
+                .collect(),
+        ),
+    };
+    (mutating, validating)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaced_hooks_select_tenant_namespaces_and_namespace_hooks_only_tenant_users() {
+        let (m, v) = configurations(
+            CONFIGURATION_NAME,
+            &Endpoint::Url("https://127.0.0.1:9443/".into()),
+            "CA",
+            &["bulkhead.dev".into(), "it's".into()],
+        );
+        let validating = v.webhooks.unwrap();
+        let ns = validating
+            .iter()
+            .find(|w| w.name == "namespaces.validate.bulkhead.dev")
+            .unwrap();
+        assert!(ns.namespace_selector.is_none(), "kube-system must be seen");
+        let rules = ns.rules.as_ref().unwrap();
+        assert_eq!(
+            rules[0].resources.as_deref().unwrap(),
+            ["namespaces", "namespaces/status", "namespaces/finalize"]
+        );
+        assert_eq!(
+            ns.match_conditions.as_ref().unwrap()[0].expression,
+            r"request.userInfo.username.startsWith('system:serviceaccount:') || request.userInfo.groups.exists(g, g in ['bulkhead.dev', 'it\'s'])"
+        );
+        assert_eq!(
+            ns.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/validate/namespaces")
+        );
+        for hook in validating.iter().filter(|w| {
+            !w.name.starts_with("namespaces.")
+                && !w.name.starts_with("nodes.")
+                && !w.name.starts_with("tenants.")
+        }) {
+            assert_eq!(
+                hook.namespace_selector,
+                Some(tenant_namespaces()),
+                "{}",
+                hook.name
+            );
+            assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+            assert!(hook.timeout_seconds.unwrap() <= 5);
+        }
+        let pods = validating
+            .iter()
+            .find(|w| w.name == "pods.validate.bulkhead.dev")
+            .unwrap();
+        assert!(pods.match_conditions.is_none(), "controllers create pods too");
+        let mutating = m.webhooks.unwrap();
+        assert_eq!(mutating.len(), 5);
+        assert_eq!(mutating[0].client_config.ca_bundle.as_ref().unwrap().0, b"CA");
+    }
+
+    #[test]
+    fn the_service_endpoint_names_a_path_per_check() {
+        let (_, v) = configurations(
+            "bulkhead-e2e",
+            &Endpoint::Service {
+                namespace: "bulkhead-system".into(),
+                name: "bulkhead-webhook".into(),
+                port: 443,
+            },
+            "CA",
+            &[],
+        );
+        assert_eq!(v.metadata.name.as_deref(), Some("bulkhead-e2e"));
+        let hooks = v.webhooks.unwrap();
+        let managed = hooks
+            .iter()
+            .find(|w| w.name == "managed.validate.bulkhead.dev")
+            .unwrap();
+        let service = managed.client_config.service.as_ref().unwrap();
+        assert_eq!(service.path.as_deref(), Some("/validate/managed"));
+        assert_eq!(
+            managed
+                .object_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[labels::MANAGED_BY],
+            "bulkhead"
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! From a decoded request to a verdict: pick the check, read the objects, find the tenant, ask policy.
+
+use bulkhead_api::Tenant;
+use bulkhead_api::config::BulkheadConfigurationSpec;
+use bulkhead_policy::Caller;
+use bulkhead_policy::admission::{self as policy, Request, Verdict, View, classify_caller};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::review::{AdmissionRequest, typed};
+
+/// The check families, one route each (`/validate/<check>`, `/mutate/<check>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// Namespace assignment and ownership.
+    Namespaces,
+    /// Pod images, pull policies, classes, metadata.
+    Pods,
+    /// Claim storage classes and volumes.
+    PersistentVolumeClaims,
+    /// Service types, external IPs, metadata.
+    Services,
+    /// Ingress classes, hostnames, collisions.
+    Ingresses,
+    /// Node metadata.
+    Nodes,
+    /// Tenant validation and preventDeletion.
+    Tenants,
+    /// Any write in a cordoned tenant.
+    Cordoned,
+    /// Objects Bulkhead manages.
+    Managed,
+}
+
+impl Check {
+    /// Every check, in route order.
+    pub const ALL: [Check; 9] = [
+        Check::Namespaces,
+        Check::Pods,
+        Check::PersistentVolumeClaims,
+        Check::Services,
+        Check::Ingresses,
+        Check::Nodes,
+        Check::Tenants,
+        Check::Cordoned,
+        Check::Managed,
+    ];
+
+    /// The route segment, also the `webhook` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Namespaces => "namespaces",
+            Check::Pods => "pods",
+            Check::PersistentVolumeClaims => "persistentvolumeclaims",
+            Check::Services => "services",
+            Check::Ingresses => "ingresses",
+            Check::Nodes => "nodes",
+            Check::Tenants => "tenants",
+            Check::Cordoned => "cordoned",
+            Check::Managed => "managed",
+        }
+    }
+
+    /// The check a route segment names.
+    pub fn parse(segment: &str) -> Option<Check> {
+        Check::ALL.into_iter().find(|c| c.as_str() == segment)
+    }
+
+    /// Whether the check can mutate (has a `/mutate/` route).
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Check::Namespaces
+                | Check::Pods
+                | Check::PersistentVolumeClaims
+                | Check::Services
+                | Check::Ingresses
+        )
+    }
+
+    /// The checks that apply to an object of this kind (API group, kind), in the order the API server
+    /// would call them; used by `bulkhead check`.
+    pub fn for_kind(group: &str, kind: &str) -> Vec<Check> {
+        let mut checks = Vec::new();
+        match (group, kind) {
+            ("", "Namespace") => return vec![Check::Namespaces],
+            ("", "Node") => return vec![Check::Nodes],
+            ("bulkhead.dev", "Tenant") => return vec![Check::Tenants],
+            ("", "Pod") => checks.push(Check::Pods),
+            ("", "PersistentVolumeClaim") => checks.push(Check::PersistentVolumeClaims),
+            ("", "Service") => checks.push(Check::Services),
+            ("networking.k8s.io", "Ingress") => checks.push(Check::Ingresses),
+            _ => {}
+        }
+        checks.push(Check::Managed);
+        checks.push(Check::Cordoned);
+        checks
+    }
+}
+
+/// What a decision reads besides the request.
+pub struct Context<'a> {
+    /// The cluster as the check sees it.
+    pub view: &'a dyn View,
+    /// The cluster configuration.
+    pub config: &'a BulkheadConfigurationSpec,
+    /// Bulkhead's own user name (an administrator).
+    pub own_identity: &'a str,
+}
+
+fn tenant_of(ctx: &Context<'_>, namespace: Option<&str>) -> Option<std::sync::Arc<Tenant>> {
+    let name = ctx.view.tenant_of_namespace(namespace?)?;
+    ctx.view.tenant(&name)
+}
+
+/// Decides one request. `Err` means the objects in it cannot be read (a 400).
+pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Result<Verdict, String> {
+    let caller = Caller::new(
+        request.user_info.username.clone(),
+        request.user_info.groups.clone(),
+    );
+    let class = classify_caller(ctx.view, ctx.config, ctx.own_identity, &caller);
+    let req = Request {
+        operation: request.operation()?,
+        subresource: request.sub_resource.as_deref().filter(|s| !s.is_empty()),
+        caller: &caller,
+        class,
+        config: ctx.config,
+    };
+    let object = request.object.as_deref();
+    let old = request.old_object.as_deref();
+    let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
+    Ok(match check {
+        Check::Namespaces => policy::namespace(
+            &req,
+            ctx.view,
+            typed(object, "namespace")?.as_ref(),
+            typed(old, "old namespace")?.as_ref(),
+        ),
+        Check::Nodes => policy::node(
+            &req,
+            typed(object, "node")?.as_ref(),
+            typed(old, "old node")?.as_ref(),
+        ),
+        Check::Tenants => policy::tenant(
+            &req,
+            typed(object, "tenant")?.as_ref(),
+            typed(old, "old tenant")?.as_ref(),
+        ),
+        Check::Managed => {
+            let meta = |raw, what| -> Result<Option<ObjectMeta>, String> {
+                typed::<serde_json::Value>(raw, what)?
+                    .and_then(|v| v.get("metadata").cloned())
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| format!("the {what}'s metadata cannot be read: {e}"))
+            };
+            let kind = request.kind.kind.to_lowercase();
+            policy::managed_object(
+                &req,
+                &kind,
+                meta(object, "object")?.as_ref(),
+                meta(old, "old object")?.as_ref(),
+            )
+        }
+        Check::Cordoned => match tenant_of(ctx, namespace) {
+            Some(tenant) => {
+                let what = format!("{} `{}`", request.kind.kind.to_lowercase(), request.name);
+                policy::cordoned(&req, &tenant, &what)
+            }
+            None => Verdict::allow(),
+        },
+        Check::Pods | Check::PersistentVolumeClaims | Check::Services | Check::Ingresses => {
+            let Some(tenant) = tenant_of(ctx, namespace) else {
+                return Ok(Verdict::allow());
+            };
+            if !matches!(
+                req.operation,
+                policy::Operation::Create | policy::Operation::Update
+            ) {
+                return Ok(Verdict::allow());
+            }
+            match check {
+                Check::Pods => match typed(object, "pod")? {
+                    Some(pod) => policy::pod(&req, ctx.view, &tenant, &pod, typed(old, "old pod")?.as_ref()),
+                    None => Verdict::allow(),
+                },
+                Check::PersistentVolumeClaims => match typed(object, "persistent volume claim")? {
+                    Some(claim) => policy::persistent_volume_claim(&req, ctx.view, &tenant, &claim),
+                    None => Verdict::allow(),
+                },
+                Check::Services => match typed(object, "service")? {
+                    Some(svc) => policy::service(&req, &tenant, &svc, typed(old, "old service")?.as_ref()),
+                    None => Verdict::allow(),
+                },
+                _ => match typed(object, "ingress")? {
+                    Some(ing) => {
+                        policy::ingress(&req, ctx.view, &tenant, namespace.unwrap_or_default(), &ing)
+                    }
+                    None => Verdict::allow(),
+                },
+            }
+        }
+    })
+}

@@ -1,0 +1,227 @@
+//! The webhook router without sockets: real AdmissionReviews in, responses out.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test file: failing loudly is the point
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use bulkhead_api::{Tenant, labels};
+use bulkhead_cache::Cache;
+use bulkhead_webhook::{AdmissionMetrics, AppState, Denials, router};
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::runtime::watcher::Event;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn state() -> (Arc<AppState>, prometheus::Registry) {
+    let cache = Cache::detached();
+    let tenant: Tenant = serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "solar", "uid": "uid-solar"},
+        "spec": {"owners": [{"kind": "User", "name": "alice"}],
+                 "containerRegistries": {"allowed": ["quay.io"]}}
+    }))
+    .unwrap();
+    let feed = cache.tenants_feed();
+    feed.apply(Event::Init);
+    feed.apply(Event::InitApply(tenant));
+    feed.apply(Event::InitDone);
+    let ns: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "solar-one", "labels": {labels::TENANT: "solar"}}}),
+    )
+    .unwrap();
+    let feed = cache.namespaces_feed();
+    feed.apply(Event::Init);
+    feed.apply(Event::InitApply(ns));
+    feed.apply(Event::InitDone);
+    let registry = prometheus::Registry::new();
+    let metrics = AdmissionMetrics::register(&registry).unwrap();
+    (
+        Arc::new(AppState {
+            cache,
+            own_identity: "system:serviceaccount:bulkhead-system:bulkhead".into(),
+            metrics,
+            denials: Denials::discard(),
+        }),
+        registry,
+    )
+}
+
+fn review(
+    operation: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    user: &str,
+    object: Value,
+    old: Value,
+) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "3f1c", "kind": {"group": "", "version": "v1", "kind": kind},
+            "resource": {"group": "", "version": "v1", "resource": "x"},
+            "name": object["metadata"]["name"].as_str().or(old["metadata"]["name"].as_str()).unwrap_or_default(),
+            "namespace": namespace, "operation": operation,
+            "userInfo": {"username": user, "groups": ["bulkhead.dev", "system:authenticated"]},
+            "object": object, "oldObject": old
+        }
+    })
+}
+
+async fn post(state: Arc<AppState>, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let response = router(state)
+        .oneshot(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(body.into())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_owner_creating_a_namespace_gets_the_tenant_label_and_owner_reference_patched_in() {
+    let (s, registry) = state();
+    let body = review(
+        "CREATE",
+        "Namespace",
+        None,
+        "alice",
+        json!({"metadata": {"name": "web"}}),
+        Value::Null,
+    );
+    let (status, out) = post(s, "/mutate/namespaces", body.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &out["response"];
+    assert_eq!(response["uid"], "3f1c");
+    assert_eq!(response["allowed"], true);
+    let patch: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["path"] == "/metadata/labels" && op["value"][labels::TENANT] == "solar"),
+        "{patch}"
+    );
+    assert!(
+        patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["path"] == "/metadata/ownerReferences" && op["value"][0]["uid"] == "uid-solar"),
+        "{patch}"
+    );
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"bulkhead_admission_requests_total{allowed="true",operation="CREATE",webhook="namespaces"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn removing_the_tenant_label_is_denied_with_a_message_and_never_patched() {
+    let (s, _) = state();
+    let old = json!({"metadata": {"name": "solar-one", "labels": {labels::TENANT: "solar"}}});
+    let new = json!({"metadata": {"name": "solar-one", "labels": {}}});
+    let (status, out) = post(
+        s,
+        "/validate/namespaces",
+        review("UPDATE", "Namespace", None, "alice", new, old).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(out["response"]["allowed"], false);
+    assert_eq!(
+        out["response"]["status"]["message"],
+        "the label `bulkhead.dev/tenant` of namespace `solar-one` cannot be removed: it belongs to tenant `solar`"
+    );
+    assert!(out["response"].get("patch").is_none());
+}
+
+#[tokio::test]
+async fn pods_in_tenant_namespaces_are_checked_and_others_are_not() {
+    let (s, _) = state();
+    let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a", "image": "ghcr.io/x/y:1"}]}});
+    let (_, out) = post(
+        s.clone(),
+        "/validate/pods",
+        review(
+            "CREATE",
+            "Pod",
+            Some("solar-one"),
+            "system:serviceaccount:kube-system:replicaset-controller",
+            pod.clone(),
+            Value::Null,
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(
+        out["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry `ghcr.io`")
+    );
+    let (_, out) = post(
+        s,
+        "/validate/pods",
+        review("CREATE", "Pod", Some("elsewhere"), "alice", pod, Value::Null).to_string(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_misrouted_requests_get_clear_errors() {
+    let (s, _) = state();
+    let (status, out) = post(s.clone(), "/validate/namespaces", "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body is not an AdmissionReview")
+    );
+    let huge = vec![b' '; bulkhead_webhook::review::MAX_BODY + 10];
+    let (status, out) = post(s.clone(), "/validate/namespaces", huge).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(out["message"].as_str().unwrap().contains("larger than"));
+    let bad_object = review(
+        "CREATE",
+        "Pod",
+        Some("solar-one"),
+        "alice",
+        json!({"metadata": {"name": 7}}),
+        Value::Null,
+    );
+    let (status, out) = post(s.clone(), "/validate/pods", bad_object.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("the pod cannot be read")
+    );
+    let (status, _) = post(s.clone(), "/validate/secrets", "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(s, "/mutate/nodes", "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,466 @@
+//! The webhook role end to end: tenant users drive plain kubectl, the API server calls Bulkhead's
+//! webhook over TLS with the CA the controller issued, and the answers reach the user.
+
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::harness::{Bulkhead, Cluster, Kubectl, eventually};
+
+/// The group tenant users belong to (the default `userGroups`).
+const USERS: &str = "bulkhead.dev";
+
+fn apply_as(k: &Kubectl, yaml: &str) -> Result<String, String> {
+    with_stdin(k, "apply", yaml)
+}
+
+/// `kubectl create -f -`: for users who may create but not read (namespaces).
+fn create_as(k: &Kubectl, yaml: &str) -> Result<String, String> {
+    with_stdin(k, "create", yaml)
+}
+
+fn with_stdin(k: &Kubectl, verb: &str, yaml: &str) -> Result<String, String> {
+    let out = k.run_with_input(&[verb, "-f", "-"], Some(yaml));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn denied(result: Result<String, String>, needle: &str) {
+    match result {
+        Ok(out) => panic!("allowed, expected a denial with {needle:?}: {out}"),
+        Err(e) => assert!(e.contains(needle), "{e:?} does not contain {needle:?}"),
+    }
+}
+
+/// Waits until the owner's RoleBinding in `ns` exists, so RBAC lets the owner act there.
+async fn owner_can_act(cluster: &Cluster, ns: &str) {
+    eventually(Duration::from_secs(20), || async {
+        let out = cluster
+            .kubectl()
+            .run(&["get", "rolebindings", "-n", ns, "-o", "name"]);
+        let names = String::from_utf8_lossy(&out.stdout).into_owned();
+        names.contains("bulkhead-admin-").then_some(()).ok_or(names)
+    })
+    .await;
+}
+
+async fn start(cluster: &Cluster) -> Bulkhead {
+    let lease = cluster.unique("e2e-wh-lease");
+    let bulkhead = Bulkhead::start(cluster, &["--lease-namespace", "default", "--lease-name", &lease]);
+    bulkhead.wait_ready().await;
+    bulkhead
+}
+
+#[tokio::test]
+async fn owners_create_namespaces_in_their_tenant_and_the_rules_hold() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-wh");
+    let other = cluster.unique("e2e-wh-other");
+    let alice = cluster.unique("alice");
+    let bulkhead = start(&cluster).await;
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n  forceTenantPrefix: true\n  namespaceOptions: {{quota: 2, forbiddenLabels: {{denied: [team]}}}}\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {other}}}\nspec:\n  owners: [{{kind: User, name: someone-else}}]\n"
+    ));
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    let one = format!("{t}-one");
+    cluster.clean_up(&["namespace", &one]);
+    // The provisioner binding for the user group may take a moment after the controller starts.
+    eventually(Duration::from_secs(20), || async {
+        let out = k.run(&["create", "namespace", &one]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    let got = cluster.kubectl().ok(&[
+        "get",
+        "namespace",
+        &one,
+        "-o",
+        "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}|{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}|{.metadata.ownerReferences[0].controller}",
+    ]);
+    assert_eq!(got, format!("{t}|Tenant/{t}|true"));
+
+    // Prefix, forbidden labels, quota, and a user without a tenant.
+    let wrong = k.fails(&["create", "namespace", &cluster.unique("noprefix")]);
+    assert!(
+        wrong.contains(&format!(
+            "must be named `{t}-<name>`: tenant `{t}` requires its prefix"
+        )),
+        "{wrong}"
+    );
+    denied(
+        create_as(
+            &k,
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {t}-x, labels: {{team: a}}}}\n"),
+        ),
+        &format!("label `team` is forbidden on the namespaces of tenant `{t}`"),
+    );
+    let two = format!("{t}-two");
+    cluster.clean_up(&["namespace", &two]);
+    k.ok(&["create", "namespace", &two]);
+    eventually(Duration::from_secs(10), || async {
+        let out = k.run(&["create", "namespace", &format!("{t}-three")]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.contains(&format!(
+            "is over the namespace quota of tenant `{t}`: it has 2 of 2 namespaces"
+        ))
+        .then_some(())
+        .ok_or(err)
+    })
+    .await;
+    let nobody = cluster.kubectl_as(&cluster.unique("mallory"), &[USERS]);
+    let err = nobody.fails(&["create", "namespace", &cluster.unique("m")]);
+    assert!(err.contains("no tenant assigned to you"), "{err}");
+
+    // The Tenant records denials as Events (repeats fold into the first one's series, as Kubernetes
+    // aggregates Events).
+    let events: Api<Event> = Api::namespaced(cluster.admin.clone(), "default");
+    eventually(Duration::from_secs(10), || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(t.as_str())
+                    && e.reason.as_deref() == Some("Denied")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("requires its prefix"))
+            })
+            .then_some(())
+            .ok_or_else(|| "no Denied event on the tenant yet".to_owned())
+    })
+    .await;
+    let denials = bulkhead
+        .metric(
+            r#"bulkhead_admission_requests_total{allowed="false",operation="CREATE",webhook="namespaces"}"#,
+        )
+        .unwrap_or(0.0);
+    assert!(denials >= 3.0, "{denials}");
+}
+
+#[tokio::test]
+async fn every_advisory_scenario_is_denied_and_administrators_keep_control() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-cve");
+    let other = cluster.unique("e2e-cve-other");
+    let alice = cluster.unique("alice");
+    let _bulkhead = start(&cluster).await;
+    // Alice may patch namespaces cluster-wide (as in the advisories): only the webhook stands between.
+    let role = cluster.unique("e2e-ns-patcher");
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {other}}}\nspec:\n  owners: [{{kind: User, name: {alice}-not}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {role}}}\nrules: [{{apiGroups: [''], resources: [namespaces, namespaces/status, namespaces/finalize], verbs: [get, list, patch, update]}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {role}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {alice}}}]\n"
+    ));
+    let ns = format!("{t}-app");
+    let free = cluster.unique("e2e-unmanaged");
+    cluster.clean_up(&["namespace", &ns]);
+    cluster.clean_up(&["namespace", &free]);
+    cluster.kubectl().ok(&["create", "namespace", &free]);
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    eventually(Duration::from_secs(20), || async {
+        let out = k.run(&["create", "namespace", &ns]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+
+    // CVE-2022-46167: removing the ownerReference.
+    let err = k.fails(&[
+        "patch",
+        "namespace",
+        &ns,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/ownerReferences"}]"#,
+    ]);
+    assert!(
+        err.contains(&format!(
+            "the ownerReference of namespace `{ns}` to its Tenant `{t}` cannot be added, changed or removed"
+        )),
+        "{err}"
+    );
+    // CVE-2024-39690: patching an unmanaged namespace into a tenant.
+    let label = format!("bulkhead.dev/tenant={t}");
+    let err = k.fails(&["label", "namespace", &free, &label]);
+    assert!(
+        err.contains(&format!(
+            "namespace `{free}` is not part of a tenant and cannot be moved into tenant `{t}`"
+        )),
+        "{err}"
+    );
+    // CVE-2025-55205: moving the namespace to another tenant by its label, or removing the label.
+    let err = k.fails(&[
+        "label",
+        "namespace",
+        &ns,
+        &format!("bulkhead.dev/tenant={other}"),
+        "--overwrite",
+    ]);
+    assert!(
+        err.contains(&format!("cannot be moved to tenant `{other}`")),
+        "{err}"
+    );
+    let err = k.fails(&["label", "namespace", &ns, "bulkhead.dev/tenant-"]);
+    assert!(err.contains("cannot be removed"), "{err}");
+    // CVE-2026-30963: the same through the status and finalize subresources.
+    let move_label = format!(r#"{{"metadata":{{"labels":{{"bulkhead.dev/tenant":"{other}"}}}}}}"#);
+    let err = k.fails(&[
+        "patch",
+        "namespace",
+        &ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &move_label,
+    ]);
+    assert!(err.contains("(through `status`)"), "{err}");
+    let current = cluster.kubectl().ok(&["get", "namespace", &ns, "-o", "json"]);
+    let mut moved: serde_json::Value = serde_json::from_str(&current).unwrap();
+    moved["metadata"]["labels"]["bulkhead.dev/tenant"] = serde_json::json!(other);
+    let out = k.run_with_input(
+        &[
+            "replace",
+            "--raw",
+            &format!("/api/v1/namespaces/{ns}/finalize"),
+            "-f",
+            "-",
+        ],
+        Some(&moved.to_string()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && err.contains("(through `finalize`)"),
+        "{err}"
+    );
+    let unmanaged = cluster.kubectl().ok(&["get", "namespace", &free, "-o", "json"]);
+    let mut into: serde_json::Value = serde_json::from_str(&unmanaged).unwrap();
+    into["metadata"]["labels"]["bulkhead.dev/tenant"] = serde_json::json!(t);
+    let out = k.run_with_input(
+        &[
+            "replace",
+            "--raw",
+            &format!("/api/v1/namespaces/{free}/finalize"),
+            "-f",
+            "-",
+        ],
+        Some(&into.to_string()),
+    );
+    assert!(
+        !out.status.success(),
+        "finalize moved an unmanaged namespace into a tenant"
+    );
+
+    // Nothing moved.
+    let got = cluster.kubectl().ok(&[
+        "get",
+        "namespace",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}|{.metadata.ownerReferences[0].name}",
+    ]);
+    assert_eq!(got, format!("{t}|{t}"));
+    // Harmless changes by the owner still pass; the administrator can still manage namespaces.
+    k.ok(&["label", "namespace", &ns, "app=web"]);
+    cluster.kubectl().ok(&["label", "namespace", &free, &label]);
+    cluster
+        .kubectl()
+        .ok(&["label", "namespace", &free, "bulkhead.dev/tenant-"]);
+}
+
+#[tokio::test]
+async fn workloads_follow_the_tenants_rules_with_defaults_injected() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-wl");
+    let alice = cluster.unique("alice");
+    let _bulkhead = start(&cluster).await;
+    let host = format!("{t}.apps.example.com");
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {t}}}
+spec:
+  owners: [{{kind: User, name: {alice}}}]
+  containerRegistries: {{allowed: [quay.io]}}
+  priorityClasses: {{allowed: [tenant-high]}}
+  storageClasses: {{allowed: [silver], default: silver}}
+  serviceOptions:
+    allowedServices: {{nodePort: false}}
+    additionalMetadata: {{labels: {{stamped-by: bulkhead}}}}
+  podOptions:
+    additionalMetadata: {{labels: {{tenant-pod: "yes"}}}}
+  ingressOptions:
+    allowedClasses: {{allowed: [nginx]}}
+    allowedHostnames: {{allowedRegex: '^.*\.apps\.example\.com$'}}
+    hostnameCollisionScope: Tenant
+"#
+    ));
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    let ns = format!("{t}-a");
+    let ns2 = format!("{t}-b");
+    cluster.clean_up(&["namespace", &ns]);
+    cluster.clean_up(&["namespace", &ns2]);
+    eventually(Duration::from_secs(20), || async {
+        let out = k.run(&["create", "namespace", &ns]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    k.ok(&["create", "namespace", &ns2]);
+    owner_can_act(&cluster, &ns).await;
+    owner_can_act(&cluster, &ns2).await;
+
+    // Pods: registries and priority classes; metadata stamped.
+    let err = k.fails(&[
+        "run",
+        "miner",
+        "-n",
+        &ns,
+        "--image=ghcr.io/evil/miner:1",
+        "--restart=Never",
+    ]);
+    assert!(err.contains(&format!("registry `ghcr.io` of image `ghcr.io/evil/miner:1` (container `miner` in pod `miner`) is not allowed in tenant `{t}`: allowed are `quay.io`")), "{err}");
+    k.ok(&[
+        "run",
+        "web",
+        "-n",
+        &ns,
+        "--image=quay.io/org/web:1.0",
+        "--restart=Never",
+    ]);
+    let labels = cluster.kubectl().ok(&[
+        "get",
+        "pod",
+        "web",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.labels.tenant-pod}",
+    ]);
+    assert_eq!(labels, "yes");
+    denied(
+        apply_as(
+            &k,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: vip, namespace: {ns}}}\nspec:\n  priorityClassName: system-cluster-critical\n  containers: [{{name: a, image: quay.io/a/b:1}}]\n"
+            ),
+        ),
+        "priority class `system-cluster-critical` of pod `vip` is not allowed",
+    );
+
+    // Services.
+    let err = k.fails(&["create", "service", "nodeport", "np", "-n", &ns, "--tcp=80:80"]);
+    assert!(
+        err.contains("service `np` of type `NodePort` is not allowed"),
+        "{err}"
+    );
+    k.ok(&["create", "service", "clusterip", "web", "-n", &ns, "--tcp=80:80"]);
+    let stamped = cluster.kubectl().ok(&[
+        "get",
+        "service",
+        "web",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.labels.stamped-by}",
+    ]);
+    assert_eq!(stamped, "bulkhead");
+
+    // Claims: the default class is injected; another class is refused.
+    apply_as(&k, &format!("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: data, namespace: {ns}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n")).unwrap();
+    let class = cluster.kubectl().ok(&[
+        "get",
+        "pvc",
+        "data",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.storageClassName}",
+    ]);
+    assert_eq!(class, "silver");
+    denied(
+        apply_as(
+            &k,
+            &format!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: gold, namespace: {ns}}}\nspec:\n  storageClassName: gold\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+            ),
+        ),
+        &format!(
+            "storage class `gold` of persistent volume claim `gold` is not allowed in tenant `{t}`: allowed are `silver`"
+        ),
+    );
+
+    // Ingresses: class, hostnames, wildcards, collisions within the tenant.
+    let ingress = |name: &str, ns: &str, class: &str, host: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ingressClassName: {class}\n  rules:\n  - host: '{host}'\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+        )
+    };
+    denied(
+        apply_as(&k, &ingress("bad-class", &ns, "traefik", &host)),
+        "ingress class `traefik` of ingress `bad-class` is not allowed",
+    );
+    denied(
+        apply_as(&k, &ingress("bad-host", &ns, "nginx", "evil.com")),
+        "hostname `evil.com` of ingress `bad-host` is not allowed",
+    );
+    denied(
+        apply_as(&k, &ingress("wild", &ns, "nginx", "*.apps.example.com")),
+        "wildcard hostname `*.apps.example.com` of ingress `wild` is not allowed",
+    );
+    apply_as(&k, &ingress("web", &ns, "nginx", &host)).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        match apply_as(&k, &ingress("copy", &ns2, "nginx", &host)) {
+            Err(e) if e.contains(&format!("host `{host}` with path `/` of ingress `copy` is already served by ingress `{ns}/web` (Tenant scope)")) => Ok(()),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let _ = cluster.kubectl().run(&["delete", "ingress", "copy", "-n", &ns2]);
+                Err(format!("the colliding ingress was admitted (cache not caught up?): {out}"))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_are_validated_at_the_door() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-badtenant");
+    let _bulkhead = start(&cluster).await;
+    let out = cluster.kubectl().run_with_input(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: a}}]\n  containerRegistries: {{allowedRegex: '(unclosed'}}\n"
+        )),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "an invalid regex was admitted");
+    assert!(err.contains(&format!("tenant `{t}` is invalid: containerRegistries.allowedRegex: invalid regular expression `(unclosed`")), "{err}");
+    cluster.clean_up(&["tenant", &t]);
+    cluster.apply(&format!("apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  preventDeletion: true\n"));
+    let err = cluster.kubectl().fails(&["delete", "tenant", &t]);
+    assert!(
+        err.contains(&format!("tenant `{t}` has preventDeletion set")),
+        "{err}"
+    );
+    cluster.kubectl().ok(&[
+        "patch",
+        "tenant",
+        &t,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"preventDeletion":false}}"#,
+    ]);
+}

@@ -57,12 +57,20 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     println!("An in-memory cluster runs at https://{ADDR} with Bulkhead's CRDs. In another shell:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl apply -f examples/tenant-full.yaml && kubectl get tenants");
+    println!("  kubectl create namespace solar-dev --as alice --as-group bulkhead.dev");
     println!("  curl -s localhost:8080/readyz; curl -s localhost:8080/metrics | grep bulkhead_");
     println!("Starting bulkhead (Ctrl-C stops everything)...\n");
     let status = Command::new(target.join("debug/bulkhead"))
         .args(["run", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["--lease-namespace", "default", "--admin-addr", "127.0.0.1:8080"])
+        .args(["--namespace", "default", "--admin-addr", "127.0.0.1:8080"])
+        // The testkit calls webhooks by URL: register this process's webhook at its address.
+        .args([
+            "--webhook-addr",
+            "127.0.0.1:9443",
+            "--webhook-url",
+            "https://127.0.0.1:9443",
+        ])
         .args(extra)
         .status()
         .context("starting bulkhead")?;

@@ -25,8 +25,30 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print Bulkhead's CustomResourceDefinitions as YAML (for `kubectl apply -f -`).
     Crds,
+    /// Evaluate manifests offline with the webhook's rules: Tenants, the BulkheadConfiguration,
+    /// namespaces labelled with a tenant and class objects are the cluster; every other object is
+    /// checked as if created, in order. Exit 0 when all are allowed (or as each object's
+    /// `check.bulkhead.dev/expect` annotation says), 1 otherwise, 2 on unreadable input.
+    Check(CheckArgs),
     /// Print the version.
     Version,
+}
+
+/// Flags of `bulkhead check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files or directories (searched recursively for .yaml, .yml and .json).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// More files or directories, as kubectl spells it.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// The user objects are created as (an object's `check.bulkhead.dev/as` annotation wins).
+    #[arg(long = "as", value_name = "USER")]
+    pub user: Option<String>,
+    /// The user's groups, repeatable (default: the configuration's userGroups).
+    #[arg(long = "as-group", value_name = "GROUP")]
+    pub groups: Vec<String>,
 }
 
 /// Logging flags.

@@ -2,6 +2,7 @@
 //! over one shared informer cache.
 
 mod admin;
+mod check;
 mod cli;
 mod logging;
 mod metrics;
@@ -18,6 +19,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Version => write_stdout(&format!("bulkhead {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Crds => print_crds(),
+        Command::Check(args) => {
+            let caller = check::Caller {
+                user: args.user,
+                groups: args.groups,
+            };
+            let paths: Vec<_> = args.paths.into_iter().chain(args.files).collect();
+            match check::run(&paths, &caller) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(error) => {
+                    eprintln!("bulkhead: {error:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         Command::Run(args) => logging::init(&cli.logging).and_then(|()| {
             // kube's TLS stack is rustls; pick its crypto provider once, for every client in the process.
             let _ = rustls::crypto::ring::default_provider().install_default();

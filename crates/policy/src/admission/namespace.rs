@@ -120,18 +120,6 @@ fn create(req: &Request<'_>, view: &dyn View, ns: &Namespace) -> Verdict {
     if tenant.spec.cordoned {
         return cordoned_denial(t, &format!("namespace `{name}` cannot be created"));
     }
-    let options = tenant.spec.namespace_options.as_ref();
-    if let Some(quota) = options.and_then(|o| o.quota) {
-        let count = view.namespace_count(t);
-        if count >= usize::try_from(quota).unwrap_or(0) {
-            return Verdict::deny(
-                Some(t),
-                format!(
-                    "namespace `{name}` is over the namespace quota of tenant `{t}`: it has {count} of {quota} namespaces"
-                ),
-            );
-        }
-    }
     let prefix = format!("{t}-");
     if tenant
         .spec
@@ -159,6 +147,18 @@ fn create(req: &Request<'_>, view: &dyn View, ns: &Namespace) -> Verdict {
                 );
             }
             Err(e) => return Verdict::deny(Some(t), format!("protectedNamespaceRegex: {e}")),
+        }
+    }
+    let options = tenant.spec.namespace_options.as_ref();
+    if let Some(quota) = options.and_then(|o| o.quota) {
+        let count = view.namespace_count(t);
+        if count >= usize::try_from(quota).unwrap_or(0) {
+            return Verdict::deny(
+                Some(t),
+                format!(
+                    "namespace `{name}` is over the namespace quota of tenant `{t}`: it has {count} of {quota} namespaces"
+                ),
+            );
         }
     }
     if let Some(denial) = foreign_references(&tenant, ns) {

@@ -12,7 +12,8 @@ mod test;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  crds [--check]   write charts/bulkhead/crds/ from crates/api (--check: fail if it differs)
+  crds [--check]   write charts/bulkhead/crds/ from crates/api and files/webhooks.json from crates/policy
+                   (--check: fail if they differ)
   dev [ARGS...]    run Bulkhead against an in-memory cluster (the testkit); ARGS go to `bulkhead run`
   bench-controller the controller at scale (release build): BULKHEAD_BENCH_TENANTS (1000) tenants x
                    BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
@@ -24,7 +25,10 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("crds") => crds(args.get(1).map(String::as_str) == Some("--check")),
+        Some("crds") => {
+            let check = args.get(1).map(String::as_str) == Some("--check");
+            crds(check).and_then(|()| webhooks(check))
+        }
         Some("test") => test::run(&args[1..]),
         Some("dev") => dev::run(&args[1..]),
         Some("bench-controller") => bench("scale_many_tenants_converge"),
@@ -109,6 +113,69 @@ fn crds(check: bool) -> Result<()> {
     }
     println!("wrote {} CRDs to {}", expected.len(), dir.display());
     Ok(())
+}
+
+/// The chart's copy of the webhook configurations, from the same function the controller applies,
+/// with placeholders the chart fills in (`__NAME__`, `__NAMESPACE__`, `__SERVICE__`, `"__PORT__"`,
+/// `'__USER_GROUPS__'`) and no caBundle (the controller or cert-manager adds it).
+fn webhooks_json() -> Result<String> {
+    use bulkhead_policy::webhooks::{Endpoint, configurations};
+    let endpoint = Endpoint::Service {
+        namespace: "__NAMESPACE__".into(),
+        name: "__SERVICE__".into(),
+        port: 443,
+    };
+    let (mutating, validating) = configurations("__NAME__", &endpoint, "", &["__USER_GROUPS__".to_owned()]);
+    let mut objects = Vec::new();
+    for (api, kind, mut object) in [
+        (
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            serde_json::to_value(&mutating)?,
+        ),
+        (
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            serde_json::to_value(&validating)?,
+        ),
+    ] {
+        for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
+            if let Some(config) = hook["clientConfig"].as_object_mut() {
+                config.remove("caBundle");
+            }
+            hook["clientConfig"]["service"]["port"] = serde_json::json!("__PORT__");
+        }
+        let mut typed = serde_json::json!({"apiVersion": api, "kind": kind});
+        if let (Some(out), Some(fields)) = (typed.as_object_mut(), object.as_object()) {
+            out.extend(fields.clone());
+        }
+        objects.push(typed);
+    }
+    Ok(serde_json::to_string_pretty(&objects)? + "\n")
+}
+
+/// Writes (or, with `check`, compares) `charts/bulkhead/files/webhooks.json`.
+fn webhooks(check: bool) -> Result<()> {
+    let path = root().join("charts/bulkhead/files/webhooks.json");
+    let expected = webhooks_json()?;
+    if check {
+        match std::fs::read_to_string(&path) {
+            Ok(current) if current == expected => {
+                println!("charts/bulkhead/files/webhooks.json matches crates/policy");
+                Ok(())
+            }
+            _ => bail!(
+                "charts/bulkhead/files/webhooks.json is out of date with crates/policy; run `cargo xtask crds`"
+            ),
+        }
+    } else {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, expected).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+        Ok(())
+    }
 }
 
 /// Runs one of the ignored benchmark tests of the e2e suite in a release build.

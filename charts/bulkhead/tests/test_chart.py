@@ -147,6 +147,13 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("rbac.authorization.k8s.io",), ("clusterroles", "clusterrolebindings"), (), ("create",)),
         (("rbac.authorization.k8s.io",), ("clusterroles",), own, ("escalate", "get", "patch", "update")),
         (("rbac.authorization.k8s.io",), ("clusterrolebindings",), ("bulkhead-namespace-provisioner",), ("get", "patch", "update")),
+        (("",), ("persistentvolumes",), (), ("get", "list", "watch")),
+        (("storage.k8s.io",), ("storageclasses",), (), ("get", "list", "watch")),
+        (("networking.k8s.io",), ("ingressclasses", "ingresses"), (), ("get", "list", "watch")),
+        (("scheduling.k8s.io",), ("priorityclasses",), (), ("get", "list", "watch")),
+        (("node.k8s.io",), ("runtimeclasses",), (), ("get", "list", "watch")),
+        (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), (), ("create",)),
+        (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), ("bulkhead",), ("get", "patch", "update")),
     ])
     # Namespaces may be labelled and annotated, never created or deleted by Bulkhead itself.
     ns_verbs = {v for r in role["rules"] if "namespaces" in r["resources"] for v in r["verbs"]}
@@ -163,8 +170,76 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         assert rule["resources"] == ["leases"]
         if rule["verbs"] != ["create"]:
             assert rule["resourceNames"] == ["bulkhead-controller"]
-    for r in role["rules"] + lease_role["rules"]:
+    tls_role = by_name(objects, "Role", "bulkhead-webhook-tls")
+    assert sorted((tuple(r.get("resourceNames", [])), tuple(r["verbs"])) for r in tls_role["rules"]) == sorted([
+        (("bulkhead-webhook-tls",), ("get",)),
+        ((), ("create",)),
+        (("bulkhead-webhook-tls",), ("patch", "update")),
+    ])
+    assert all(r["resources"] == ["secrets"] for r in tls_role["rules"])
+    for r in role["rules"] + lease_role["rules"] + tls_role["rules"]:
         assert "*" not in r["verbs"] + r["resources"] + r["apiGroups"]
+
+
+def test_webhook_configurations_come_from_the_generated_file_and_point_at_the_service():
+    objects = render({"configuration": {"userGroups": ["tenants", "it's"]}, "services": {"webhook": {"port": 8443}}})
+    (mutating,) = of_kind(objects, "MutatingWebhookConfiguration")
+    (validating,) = of_kind(objects, "ValidatingWebhookConfiguration")
+    generated = {o["kind"]: o for o in __import__("json").loads((CHART / "files/webhooks.json").read_text())}
+    for config in (mutating, validating):
+        assert config["metadata"]["name"] == "bulkhead"
+        assert config["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "bulkhead"
+        assert "annotations" not in config["metadata"]
+        assert [w["name"] for w in config["webhooks"]] == [w["name"] for w in generated[config["kind"]]["webhooks"]]
+        for hook in config["webhooks"]:
+            service = hook["clientConfig"]["service"]
+            assert (service["name"], service["namespace"], service["port"]) == ("bulkhead-webhook", NAMESPACE, 8443)
+            assert "caBundle" not in hook["clientConfig"]
+            assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] <= 5
+            for condition in hook.get("matchConditions", []):
+                assert condition["expression"].endswith("g in ['tenants', 'it\\'s'])"), condition
+    names = {w["name"] for w in validating["webhooks"]}
+    assert {"namespaces.validate.bulkhead.dev", "pods.validate.bulkhead.dev", "tenants.validate.bulkhead.dev",
+            "cordoned.validate.bulkhead.dev", "managed.validate.bulkhead.dev"} <= names
+    (combined,) = of_kind(objects, "Deployment")
+    args = container(combined)["args"]
+    assert "--webhook-tls=managed" in args
+    assert "--webhook-service-port=8443" in args
+    assert "--identity=system:serviceaccount:bulkhead-system:bulkhead" in args
+    assert of_kind(objects, "Certificate") == []
+
+
+@pytest.mark.parametrize("mode", ["combined", "split"])
+def test_cert_manager_issues_the_certificate_and_injects_the_ca(mode):
+    objects = render({"mode": mode, "webhook": {"tls": "certManager"}})
+    (cert,) = of_kind(objects, "Certificate")
+    assert cert["spec"]["secretName"] == "bulkhead-webhook-tls"
+    assert cert["spec"]["dnsNames"][0] == f"bulkhead-webhook.{NAMESPACE}.svc"
+    assert cert["spec"]["issuerRef"] == {"kind": "Issuer", "name": "bulkhead-selfsigned"}
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        (config,) = of_kind(objects, kind)
+        assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NAMESPACE}/bulkhead-webhook"}
+    for d in of_kind(objects, "Deployment"):
+        args = container(d)["args"]
+        roles = next(a for a in args if a.startswith("--roles=")).split("=", 1)[1].split(",")
+        if "webhook" in roles:
+            assert "--webhook-tls=external" in args and "--webhook-cert-dir=/var/run/bulkhead/webhook-tls" in args
+            assert d["spec"]["template"]["spec"]["volumes"] == [{"name": "webhook-tls", "secret": {"secretName": "bulkhead-webhook-tls"}}]
+        if "controller" in roles:
+            assert "--webhook-tls=external" in args, "the controller must not manage certificates cert-manager issues"
+    role = by_name(objects, "ClusterRole", "bulkhead")
+    assert not [r for r in role["rules"] if "admissionregistration.k8s.io" in r["apiGroups"]]
+    tls_role = by_name(objects, "Role", "bulkhead-webhook-tls")
+    assert [r["verbs"] for r in tls_role["rules"]] == [["get"]]
+    objects = render({"webhook": {"tls": "certManager", "certManager": {"issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}}})
+    assert of_kind(objects, "Issuer") == []
+    (cert,) = of_kind(objects, "Certificate")
+    assert cert["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "corp-ca"}
+
+
+def test_an_unknown_webhook_tls_mode_is_refused():
+    with pytest.raises(Exception, match="webhook.tls must be managed or certManager"):
+        render({"webhook": {"tls": "vault"}})
 
 
 def test_service_monitor_only_when_enabled():

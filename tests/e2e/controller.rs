@@ -11,7 +11,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::harness::{Bulkhead, Cluster, eventually};
+use crate::harness::{Bulkhead, Cluster, event_notes, eventually};
 
 /// (cluster role, subject kind, subject name) of every RoleBinding Bulkhead made in a namespace.
 async fn bindings(cluster: &Cluster, ns: &str) -> BTreeSet<(String, String, String)> {
@@ -276,19 +276,11 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
         (got.len() == 2).then_some(()).ok_or(format!("{got:?}"))
     })
     .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.admin.clone(), "default");
     eventually(Duration::from_secs(10), || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .find(|e| {
-                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tenant.as_str())
-                    && e.reason.as_deref() == Some("InvalidSpec")
-            })
-            .map(|e| assert_eq!(e.note.as_deref(), Some(message)))
+        let notes = event_notes(&cluster, &tenant, "InvalidSpec").await?;
+        notes
+            .first()
+            .map(|note| assert_eq!(note, message))
             .ok_or_else(|| "no InvalidSpec event yet".to_owned())
     })
     .await;

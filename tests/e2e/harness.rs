@@ -430,6 +430,25 @@ impl Drop for Bulkhead {
     }
 }
 
+/// The notes of the Events with this reason about the cluster-scoped object `name` (a Tenant), which
+/// Kubernetes keeps in `default`.
+pub async fn event_notes(cluster: &Cluster, name: &str, reason: &str) -> Result<Vec<String>, String> {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(cluster.admin.clone(), "default");
+    let list = events
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.reason.as_deref() == Some(reason)
+        })
+        .map(|e| e.note.unwrap_or_default())
+        .collect())
+}
+
 /// Retries `check` until it returns `Ok`, failing the test with the last error after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
 where

@@ -3,11 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
-use kube::Api;
-use kube::api::ListParams;
-
-use crate::harness::{Bulkhead, Cluster, Kubectl, eventually};
+use crate::harness::{Bulkhead, Cluster, Kubectl, event_notes, eventually};
 
 /// The group tenant users belong to (the default `userGroups`).
 const USERS: &str = "bulkhead.dev";
@@ -49,6 +45,19 @@ async fn owner_can_act(cluster: &Cluster, ns: &str) {
     .await;
 }
 
+/// Creates a namespace as `k`, retrying while Bulkhead is still setting up (the provisioner binding
+/// for the user group comes with the controller's first pass).
+async fn create_namespace(k: &Kubectl, ns: &str) {
+    eventually(Duration::from_secs(20), || async {
+        let out = k.run(&["create", "namespace", ns]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+}
+
 async fn start(cluster: &Cluster) -> Bulkhead {
     let lease = cluster.unique("e2e-wh-lease");
     let bulkhead = Bulkhead::start(cluster, &["--lease-namespace", "default", "--lease-name", &lease]);
@@ -70,14 +79,7 @@ async fn owners_create_namespaces_in_their_tenant_and_the_rules_hold() {
     let one = format!("{t}-one");
     cluster.clean_up(&["namespace", &one]);
     // The provisioner binding for the user group may take a moment after the controller starts.
-    eventually(Duration::from_secs(20), || async {
-        let out = k.run(&["create", "namespace", &one]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    create_namespace(&k, &one).await;
     let got = cluster.kubectl().ok(&[
         "get",
         "namespace",
@@ -121,23 +123,13 @@ async fn owners_create_namespaces_in_their_tenant_and_the_rules_hold() {
 
     // The Tenant records denials as Events (repeats fold into the first one's series, as Kubernetes
     // aggregates Events).
-    let events: Api<Event> = Api::namespaced(cluster.admin.clone(), "default");
     eventually(Duration::from_secs(10), || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
+        let notes = event_notes(&cluster, &t, "Denied").await?;
+        notes
             .iter()
-            .any(|e| {
-                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(t.as_str())
-                    && e.reason.as_deref() == Some("Denied")
-                    && e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains("requires its prefix"))
-            })
+            .any(|n| n.contains("requires its prefix"))
             .then_some(())
-            .ok_or_else(|| "no Denied event on the tenant yet".to_owned())
+            .ok_or_else(|| format!("no Denied event on the tenant yet: {notes:?}"))
     })
     .await;
     let denials = bulkhead
@@ -166,14 +158,7 @@ async fn every_advisory_scenario_is_denied_and_administrators_keep_control() {
     cluster.clean_up(&["namespace", &free]);
     cluster.kubectl().ok(&["create", "namespace", &free]);
     let k = cluster.kubectl_as(&alice, &[USERS]);
-    eventually(Duration::from_secs(20), || async {
-        let out = k.run(&["create", "namespace", &ns]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    create_namespace(&k, &ns).await;
 
     // CVE-2022-46167: removing the ownerReference.
     let err = k.fails(&[
@@ -310,14 +295,7 @@ spec:
     let ns2 = format!("{t}-b");
     cluster.clean_up(&["namespace", &ns]);
     cluster.clean_up(&["namespace", &ns2]);
-    eventually(Duration::from_secs(20), || async {
-        let out = k.run(&["create", "namespace", &ns]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    create_namespace(&k, &ns).await;
     k.ok(&["create", "namespace", &ns2]);
     owner_can_act(&cluster, &ns).await;
     owner_can_act(&cluster, &ns2).await;

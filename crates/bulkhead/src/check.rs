@@ -31,6 +31,14 @@ pub struct Document {
     pub object: Value,
 }
 
+impl Document {
+    /// API group, kind and name.
+    fn identity(&self) -> (String, String, String) {
+        let name = self.object["metadata"]["name"].as_str().unwrap_or_default();
+        (group_of(&self.object).to_owned(), kind_of(&self.object).to_owned(), name.to_owned())
+    }
+}
+
 /// Reads every YAML or JSON document in `paths` (directories recursively, in name order).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>> {
     let mut files = Vec::new();
@@ -155,12 +163,7 @@ pub fn split(docs: Vec<Document>) -> Result<(Snapshot, BulkheadConfigurationSpec
     let mut config = BulkheadConfigurationSpec::default();
     let mut evaluate = Vec::new();
     for mut doc in docs {
-        let group = group_of(&doc.object).to_owned();
-        let kind = kind_of(&doc.object).to_owned();
-        let name = doc.object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let (group, kind, name) = doc.identity();
         let labels_of =
             |o: &Value| serde_json::from_value(o["metadata"]["labels"].clone()).unwrap_or_default();
         match (group.as_str(), kind.as_str()) {
@@ -225,12 +228,7 @@ pub fn evaluate(
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::new();
     for (n, doc) in docs.iter().enumerate() {
-        let group = group_of(&doc.object).to_owned();
-        let kind = kind_of(&doc.object).to_owned();
-        let name = doc.object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let (group, kind, name) = doc.identity();
         let namespace = doc.object["metadata"]["namespace"].as_str().map(str::to_owned);
         let user = annotation(&doc.object, AS_ANNOTATION)
             .map(str::to_owned)

@@ -443,7 +443,8 @@ pub async fn event_notes(cluster: &Cluster, name: &str, reason: &str) -> Result<
         .items
         .into_iter()
         .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name) && e.reason.as_deref() == Some(reason)
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
         })
         .map(|e| e.note.unwrap_or_default())
         .collect())

@@ -35,7 +35,11 @@ impl Document {
     /// API group, kind and name.
     fn identity(&self) -> (String, String, String) {
         let name = self.object["metadata"]["name"].as_str().unwrap_or_default();
-        (group_of(&self.object).to_owned(), kind_of(&self.object).to_owned(), name.to_owned())
+        (
+            group_of(&self.object).to_owned(),
+            kind_of(&self.object).to_owned(),
+            name.to_owned(),
+        )
     }
 }
 

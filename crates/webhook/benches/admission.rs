@@ -79,7 +79,13 @@ fn review(operation: &str, kind: &str, namespace: Option<&str>, user: &str, obje
 }
 
 fn namespace_review() -> Vec<u8> {
-    review("CREATE", "Namespace", None, "user-512", json!({"metadata": {"name": "tenant-512-new", "labels": {"app": "web"}}}))
+    review(
+        "CREATE",
+        "Namespace",
+        None,
+        "user-512",
+        json!({"metadata": {"name": "tenant-512-new", "labels": {"app": "web"}}}),
+    )
 }
 
 fn pod_review() -> Vec<u8> {
@@ -97,8 +103,15 @@ fn pod_review() -> Vec<u8> {
 
 fn percentiles(cache: &Cache) {
     let config = cache.configuration();
-    let ctx = Context { view: cache, config: &config, own_identity: "system:serviceaccount:bulkhead-system:bulkhead" };
-    for (name, check, body) in [("namespace create", Check::Namespaces, namespace_review()), ("pod create", Check::Pods, pod_review())] {
+    let ctx = Context {
+        view: cache,
+        config: &config,
+        own_identity: "system:serviceaccount:bulkhead-system:bulkhead",
+    };
+    for (name, check, body) in [
+        ("namespace create", Check::Namespaces, namespace_review()),
+        ("pod create", Check::Pods, pod_review()),
+    ] {
         let (_, request) = decode(&body).unwrap();
         assert!(decide(check, &request, &ctx).unwrap().is_allowed());
         let mut samples: Vec<Duration> = (0..200_000)
@@ -127,9 +140,16 @@ fn bench_decide(c: &mut Criterion) {
     let cache = cache();
     percentiles(&cache);
     let config = cache.configuration();
-    let ctx = Context { view: &cache, config: &config, own_identity: "" };
+    let ctx = Context {
+        view: &cache,
+        config: &config,
+        own_identity: "",
+    };
     let mut group = c.benchmark_group("decide");
-    for (name, check, body) in [("namespace_create", Check::Namespaces, namespace_review()), ("pod_create", Check::Pods, pod_review())] {
+    for (name, check, body) in [
+        ("namespace_create", Check::Namespaces, namespace_review()),
+        ("pod_create", Check::Pods, pod_review()),
+    ] {
         let (_, request) = decode(&body).unwrap();
         group.bench_function(name, |b| b.iter(|| decide(check, &request, &ctx).unwrap()));
         group.bench_function(format!("{name}_with_decode"), |b| {
@@ -177,12 +197,17 @@ async fn batch(client: &Client, url: &str, body: &Bytes, total: usize, in_flight
 
 fn bench_round_trip(c: &mut Criterion) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let names = vec!["127.0.0.1".to_owned()];
     let bundle = issue(None, Plan::NewAuthority, &names, SystemTime::now()).unwrap();
     let (url, client) = runtime.block_on(async {
         let cert = Arc::new(ReloadableCert::default());
-        cert.set(bulkhead_webhook::certs::certified_key(bundle.cert.as_bytes(), bundle.key.as_bytes()).unwrap());
+        cert.set(
+            bulkhead_webhook::certs::certified_key(bundle.cert.as_bytes(), bundle.key.as_bytes()).unwrap(),
+        );
         let registry = prometheus::Registry::new();
         let state = Arc::new(AppState {
             cache: cache(),
@@ -193,20 +218,28 @@ fn bench_round_trip(c: &mut Criterion) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = server_config(cert).unwrap();
-        tokio::spawn(serve_tls(listener, config, router(state), tokio_util::sync::CancellationToken::new()));
+        tokio::spawn(serve_tls(
+            listener,
+            config,
+            router(state),
+            tokio_util::sync::CancellationToken::new(),
+        ));
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls::pki_types::CertificateDer::pem_slice_iter(bundle.ca_cert.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .build();
-        let client: Client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(16)
-            .build(connector);
+        let client: Client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(16)
+                .build(connector);
         (format!("https://{addr}"), client)
     });
     use rustls::pki_types::pem::PemObject;
@@ -214,7 +247,10 @@ fn bench_round_trip(c: &mut Criterion) {
     const IN_FLIGHT: usize = 8;
     let mut group = c.benchmark_group("round_trip");
     group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, path, body) in [("pod_create", "/mutate/pods", pod_review()), ("namespace_create", "/mutate/namespaces", namespace_review())] {
+    for (name, path, body) in [
+        ("pod_create", "/mutate/pods", pod_review()),
+        ("namespace_create", "/mutate/namespaces", namespace_review()),
+    ] {
         let url = format!("{url}{path}");
         let body = Bytes::from(body);
         // A plain throughput figure first: reviews per second over three seconds.
@@ -232,7 +268,10 @@ fn bench_round_trip(c: &mut Criterion) {
             "round trip over TLS, {name}: {:.0} reviews/s ({n} in {elapsed:.2?}, {IN_FLIGHT} in flight, keep-alive)",
             n as f64 / elapsed.as_secs_f64()
         );
-        group.bench_function(name, |b| b.to_async(&runtime).iter(|| batch(&client, &url, &body, BATCH, IN_FLIGHT)));
+        group.bench_function(name, |b| {
+            b.to_async(&runtime)
+                .iter(|| batch(&client, &url, &body, BATCH, IN_FLIGHT))
+        });
     }
     group.finish();
 }

@@ -15,7 +15,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn bundle() -> Bundle {
-    issue(None, Plan::NewAuthority, &["127.0.0.1".to_owned()], SystemTime::now()).unwrap()
+    issue(
+        None,
+        Plan::NewAuthority,
+        &["127.0.0.1".to_owned()],
+        SystemTime::now(),
+    )
+    .unwrap()
 }
 
 /// Connects trusting every CA given; returns the leaf certificate the server presented.
@@ -26,9 +32,13 @@ async fn presented(addr: std::net::SocketAddr, cas: &[&Bundle]) -> Result<Certif
             roots.add(c.unwrap()).unwrap();
         }
     }
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
@@ -36,7 +46,10 @@ async fn presented(addr: std::net::SocketAddr, cas: &[&Bundle]) -> Result<Certif
 }
 
 fn leaf(b: &Bundle) -> CertificateDer<'static> {
-    CertificateDer::pem_slice_iter(b.cert.as_bytes()).next().unwrap().unwrap()
+    CertificateDer::pem_slice_iter(b.cert.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -61,7 +74,14 @@ async fn a_certificate_replaced_in_its_directory_is_served_from_the_next_handsha
         reload_every: Duration::from_millis(100),
     };
     let metrics = AdmissionMetrics::register(&prometheus::Registry::new()).unwrap();
-    let task = tokio::spawn(run(client, Cache::detached(), settings, metrics, up_tx, shutdown.clone()));
+    let task = tokio::spawn(run(
+        client,
+        Cache::detached(),
+        settings,
+        metrics,
+        up_tx,
+        shutdown.clone(),
+    ));
 
     // No certificate yet: not up, and handshakes fail.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -69,7 +89,10 @@ async fn a_certificate_replaced_in_its_directory_is_served_from_the_next_handsha
     assert!(presented(addr, &[&first]).await.is_err());
 
     write(&first);
-    tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(presented(addr, &[&first]).await.unwrap(), leaf(&first));
 
     write(&second);
@@ -91,5 +114,8 @@ async fn a_certificate_replaced_in_its_directory_is_served_from_the_next_handsha
     assert_eq!(presented(addr, &[&second]).await.unwrap(), leaf(&second));
 
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -442,3 +442,37 @@ async fn tenants_are_validated_at_the_door() {
         r#"{"spec":{"preventDeletion":false}}"#,
     ]);
 }
+
+#[tokio::test]
+async fn protected_names_are_refused_to_tenant_users_and_not_to_administrators() {
+    let cluster = Cluster::start().await;
+    // The configuration is cluster-wide: on a cluster that already has one, leave it alone.
+    let existing = cluster
+        .kubectl()
+        .run(&["get", "bulkheadconfiguration", "default", "-o", "name"]);
+    if existing.status.success() {
+        eprintln!("skipped: this cluster already has a BulkheadConfiguration `default`");
+        return;
+    }
+    let t = cluster.unique("e2e-prot");
+    let alice = cluster.unique("alice");
+    let prefix = cluster.unique("locked");
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: BulkheadConfiguration\nmetadata: {{name: default}}\nspec:\n  userGroups: [{USERS}]\n  protectedNamespaceRegex: '^{prefix}-'\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n"
+    ));
+    let _bulkhead = start(&cluster).await;
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    let mine = format!("{t}-ok");
+    cluster.clean_up(&["namespace", &mine]);
+    create_namespace(&k, &mine).await;
+    let locked = format!("{prefix}-x");
+    let err = k.fails(&["create", "namespace", &locked]);
+    assert!(
+        err.contains(&format!(
+            "namespace name `{locked}` is protected: it matches `^{prefix}-`"
+        )),
+        "{err}"
+    );
+    cluster.clean_up(&["namespace", &locked]);
+    cluster.kubectl().ok(&["create", "namespace", &locked]);
+}

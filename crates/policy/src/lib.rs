@@ -6,6 +6,7 @@ pub mod admission;
 pub mod desired;
 pub mod identity;
 pub mod quota;
+pub mod replication;
 pub mod selector;
 pub mod webhooks;
 

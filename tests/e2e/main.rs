@@ -9,6 +9,7 @@
 mod controller;
 mod harness;
 mod harness_checks;
+mod replication;
 mod scale;
 mod startup;
 mod webhook;

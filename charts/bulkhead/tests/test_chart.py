@@ -137,7 +137,10 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
     own = ("bulkhead-namespace-provisioner", "bulkhead-namespace-deleter")
     assert rules == sorted([
         (("bulkhead.dev",), ("tenants", "bulkheadconfigurations"), (), ("get", "list", "watch")),
-        (("bulkhead.dev",), ("tenants/status",), (), ("get", "patch", "update")),
+        (("bulkhead.dev",), ("tenants/status", "globaltenantresources/status", "tenantresources/status"), (), ("get", "patch", "update")),
+        (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
+        (("",), ("serviceaccounts",), (), ("impersonate",)),
+        (("",), ("configmaps", "secrets", "serviceaccounts"), (), ("create", "delete", "get", "list", "patch", "update")),
         (("",), ("namespaces",), (), ("get", "list", "patch", "watch")),
         (("",), ("resourcequotas", "limitranges"), (), write),
         (("networking.k8s.io",), ("networkpolicies",), (), write),
@@ -155,6 +158,9 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), (), ("create",)),
         (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), ("bulkhead",), ("get", "patch", "update")),
     ])
+    # Impersonation only of ServiceAccounts: never of users or groups (system:masters).
+    impersonated = {res for r in role["rules"] if "impersonate" in r["verbs"] for res in r["resources"]}
+    assert impersonated == {"serviceaccounts"}
     # Namespaces may be labelled and annotated, never created or deleted by Bulkhead itself.
     ns_verbs = {v for r in role["rules"] if "namespaces" in r["resources"] for v in r["verbs"]}
     assert not ns_verbs & {"create", "delete"}
@@ -282,3 +288,10 @@ def test_every_flag_the_chart_passes_is_one_bulkhead_accepts(mode):
         for arg in args[1:]:
             flag = arg.split("=", 1)[0]
             assert f"{flag} <" in help_text or f"{flag}\n" in help_text or f"{flag} " in help_text, flag
+
+
+def test_replication_extra_rules_extend_the_cluster_role():
+    rule = {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"],
+            "verbs": ["get", "list", "create", "patch", "update", "delete"]}
+    role = by_name(render({"replication": {"extraRules": [rule]}}), "ClusterRole", "bulkhead")
+    assert rule in role["rules"]

@@ -234,6 +234,13 @@ pub struct ControllerArgs {
     /// How often the leader renews the Lease and the others retry.
     #[arg(long, env = "BULKHEAD_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub lease_retry_period: Duration,
+    /// The ServiceAccount (in its own namespace) a TenantResource writes as when it names none.
+    #[arg(
+        long,
+        env = "BULKHEAD_TENANT_RESOURCE_SERVICE_ACCOUNT",
+        default_value = "default"
+    )]
+    pub tenant_resource_service_account: String,
 }
 
 /// Parses `500ms`, `15s`, `2m`, `1h` (a bare number is seconds).

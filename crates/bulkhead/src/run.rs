@@ -38,6 +38,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     config.connect_timeout = Some(args.cluster.connect_timeout);
     let server = config.cluster_url.to_string();
     let default_namespace = config.default_namespace.clone();
+    let kube_config = config.clone();
     let client = Client::try_from(config).context("cannot build a Kubernetes client")?;
     check_cluster(&client, &server, args.cluster.connect_timeout).await?;
 
@@ -107,7 +108,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Role::Controller => {
                 let (lead_tx, lead_rx) = watch::channel(false);
                 leading = Some(lead_rx);
-                let config = controller_config(&args.controller, &namespace, webhook_tls.clone());
+                let config = controller_config(
+                    &args.controller,
+                    &namespace,
+                    webhook_tls.clone(),
+                    kube_config.clone(),
+                );
                 let controller_metrics = bulkhead_controller::ControllerMetrics::register(metrics.registry())
                     .context("cannot register the controller's metrics")?;
                 let task = bulkhead_controller::run(
@@ -249,6 +255,7 @@ fn controller_config(
     args: &ControllerArgs,
     default_namespace: &str,
     webhook_tls: Option<WebhookTls>,
+    kube_config: kube::Config,
 ) -> ControllerConfig {
     let lease = args.leader_elect.then(|| LeaseSettings {
         namespace: args
@@ -260,7 +267,14 @@ fn controller_config(
         lease_duration: args.lease_duration,
         retry_period: args.lease_retry_period,
     });
-    ControllerConfig { lease, webhook_tls }
+    ControllerConfig {
+        lease,
+        webhook_tls,
+        replication: bulkhead_controller::replication::ReplicationSettings {
+            default_service_account: args.tenant_resource_service_account.clone(),
+            kube_config: Some(kube_config),
+        },
+    }
 }
 
 fn default_identity() -> String {

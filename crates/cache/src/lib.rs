@@ -14,7 +14,7 @@ pub mod tenants;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bulkhead_api::{BulkheadConfiguration, Tenant, labels};
+use bulkhead_api::{BulkheadConfiguration, GlobalTenantResource, Tenant, TenantResource, labels};
 use bulkhead_policy::Caller;
 use bulkhead_policy::admission::{ClassInfo, ClassKind, IngressRoute, View};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume, ResourceQuota};
@@ -54,6 +54,8 @@ struct Inner {
     runtime_classes: KindCache<RuntimeClass, NoIndex>,
     persistent_volumes: KindCache<PersistentVolume, NoIndex>,
     ingresses: KindCache<Ingress, HostIndex>,
+    global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
+    tenant_resources: KindCache<TenantResource, NoIndex>,
     started: std::sync::Mutex<Vec<&'static str>>,
 }
 
@@ -110,6 +112,8 @@ impl Cache {
                 runtime_classes: KindCache::new("RuntimeClass"),
                 persistent_volumes: KindCache::new("PersistentVolume"),
                 ingresses: KindCache::new("Ingress"),
+                global_tenant_resources: KindCache::new("GlobalTenantResource"),
+                tenant_resources: KindCache::new("TenantResource"),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
             }),
         }
@@ -128,7 +132,14 @@ impl Cache {
             started.push("BulkheadConfiguration");
         }
         if needs.owned_objects {
-            started.extend(["RoleBinding", "ResourceQuota", "LimitRange", "NetworkPolicy"]);
+            started.extend([
+                "RoleBinding",
+                "ResourceQuota",
+                "LimitRange",
+                "NetworkPolicy",
+                "GlobalTenantResource",
+                "TenantResource",
+            ]);
         }
         if needs.admission {
             started.extend(ADMISSION_KINDS);
@@ -196,7 +207,15 @@ impl Cache {
                 .spawn_watch(kube::Api::all(client.clone()), managed.clone(), shutdown.clone());
             inner
                 .network_policies
-                .spawn_watch(kube::Api::all(client), managed, shutdown);
+                .spawn_watch(kube::Api::all(client.clone()), managed, shutdown.clone());
+            inner.global_tenant_resources.spawn_watch(
+                kube::Api::all(client.clone()),
+                all.clone(),
+                shutdown.clone(),
+            );
+            inner
+                .tenant_resources
+                .spawn_watch(kube::Api::all(client), all, shutdown);
         }
         cache
     }
@@ -306,6 +325,8 @@ impl Cache {
             inner.runtime_classes.status(),
             inner.persistent_volumes.status(),
             inner.ingresses.status(),
+            inner.global_tenant_resources.status(),
+            inner.tenant_resources.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -339,6 +360,8 @@ impl Cache {
             inner.resource_quotas.wait_synced().await;
             inner.limit_ranges.wait_synced().await;
             inner.network_policies.wait_synced().await;
+            inner.global_tenant_resources.wait_synced().await;
+            inner.tenant_resources.wait_synced().await;
         }
         if started.contains(&"Ingress") {
             inner.storage_classes.wait_synced().await;
@@ -406,6 +429,16 @@ impl Cache {
         self.inner
             .ingresses
             .read_index(|index| index.routes(host).to_vec())
+    }
+
+    /// GlobalTenantResources.
+    pub fn global_tenant_resources(&self) -> &KindCache<GlobalTenantResource, NoIndex> {
+        &self.inner.global_tenant_resources
+    }
+
+    /// TenantResources.
+    pub fn tenant_resources(&self) -> &KindCache<TenantResource, NoIndex> {
+        &self.inner.tenant_resources
     }
 
     /// Where Ingress watch events go; for tests.

@@ -4,6 +4,7 @@
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod replication;
 pub mod webhook_tls;
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct ControllerConfig {
     pub lease: Option<LeaseSettings>,
     /// The webhook's TLS manager; `None` when certificates come from elsewhere (cert-manager).
     pub webhook_tls: Option<webhook_tls::WebhookTls>,
+    /// GlobalTenantResource and TenantResource replication.
+    pub replication: replication::ReplicationSettings,
 }
 
 /// The default time a Lease is valid without renewal.
@@ -63,6 +66,11 @@ pub async fn run(
             tokio::spawn(async move { stop.cancelled().await })
         }
     };
+    let replication_ctx = Arc::new(replication::Context::new(
+        client.clone(),
+        cache.clone(),
+        config.replication,
+    ));
     let ctx = Arc::new(reconcile::Context::new(client, cache, metrics, instance));
     let webhook_tls = config.webhook_tls;
     loop {
@@ -88,10 +96,12 @@ pub async fn run(
         let tls = webhook_tls
             .clone()
             .map(|settings| tokio::spawn(webhook_tls::keep(ctx.clone(), settings, lost.clone())));
+        let replicating = tokio::spawn(replication::run(replication_ctx.clone(), lost.clone()));
         lead(ctx.clone(), lost.clone()).await;
         if let Some(tls) = tls {
             tls.abort();
         }
+        let _ = replicating.await;
         watch_lost.abort();
         if shutdown.is_cancelled() {
             break;

@@ -1,0 +1,744 @@
+//! Replication: GlobalTenantResources and TenantResources copied into tenant namespaces.
+//!
+//! One reconciler per kind, fed by the shared cache like the Tenant controller. A reconcile plans the
+//! objects (`bulkhead_policy::replication::plan`), applies them with server-side apply (skipped when
+//! unchanged since the last apply), deletes what it applied before and no longer wants (only objects
+//! carrying its `replicated-by` label), and records every item in the status. A GlobalTenantResource
+//! writes as Bulkhead; a TenantResource writes only into its own tenant's namespaces, and as a
+//! ServiceAccount of the tenant (impersonated), so RBAC limits it exactly as it limits the tenant.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bulkhead_api::labels;
+use bulkhead_api::replication::{NamespacedItem, ProcessedItem, ReplicatedResources, ReplicationStatus};
+use bulkhead_api::{GlobalTenantResource, TenantResource};
+use bulkhead_cache::Cache;
+use bulkhead_cache::kind::Change;
+use bulkhead_policy::desired::TenantNamespace;
+use bulkhead_policy::replication::{Target, key_of, owner_label, plan};
+use bulkhead_policy::selector;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::runtime::Controller;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The finalizer that lets a resource prune what it created (`pruningOnDelete`).
+pub const FINALIZER: &str = "bulkhead.dev/replication-cleanup";
+
+/// How replication runs.
+#[derive(Clone, Debug)]
+pub struct ReplicationSettings {
+    /// The ServiceAccount (in the TenantResource's namespace) a TenantResource writes as when it names none.
+    pub default_service_account: String,
+    /// The connection settings impersonated clients are built from.
+    pub kube_config: Option<kube::Config>,
+}
+
+/// What the replication reconcilers share.
+pub struct Context {
+    client: Client,
+    cache: Cache,
+    settings: ReplicationSettings,
+    recorder: Recorder,
+    discovered: Mutex<HashMap<(String, String), (ApiResource, Scope)>>,
+    impersonated: Mutex<HashMap<String, Client>>,
+    applied: Mutex<HashMap<AppliedKey, u64>>,
+}
+
+/// (owner label, apiVersion, kind, namespace, name) of an applied object.
+type AppliedKey = (String, String, String, String, String);
+
+/// A replication failure (reconciles are retried).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
+
+impl Context {
+    /// A context for both reconcilers.
+    pub fn new(client: Client, cache: Cache, settings: ReplicationSettings) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "bulkhead-replication".into(),
+                instance: None,
+            },
+        );
+        Context {
+            client,
+            cache,
+            settings,
+            recorder,
+            discovered: Mutex::new(HashMap::new()),
+            impersonated: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A client acting as `user` (a ServiceAccount, with the groups the API server gives one).
+    fn client_as(&self, user: &str) -> Result<Client, String> {
+        if let Some(c) = self.impersonated.lock().get(user) {
+            return Ok(c.clone());
+        }
+        let mut config = self
+            .settings
+            .kube_config
+            .clone()
+            .ok_or_else(|| "no connection settings to impersonate with".to_owned())?;
+        config.auth_info.impersonate = Some(user.to_owned());
+        // No groups: for a ServiceAccount the API server adds its groups itself, and Bulkhead needs no
+        // right to impersonate groups (which would let it act as any group).
+        config.auth_info.impersonate_groups = None;
+        let client = Client::try_from(config).map_err(|e| format!("cannot build a client as {user}: {e}"))?;
+        self.impersonated.lock().insert(user.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// The API resource and scope of a kind, from discovery (remembered).
+    async fn discover(&self, api_version: &str, kind: &str) -> Result<(ApiResource, Scope), String> {
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = self.discovered.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| format!("the API server does not serve {api_version} {kind}: {e}"))?;
+        let found = (resource, caps.scope);
+        self.discovered.lock().insert(key, found.clone());
+        Ok(found)
+    }
+}
+
+/// Parses a Go-style duration (`60s`, `5m`, `1h30m`, `500ms`); `None` if it does not parse.
+pub fn parse_period(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value * 60),
+            "h" => Duration::from_secs(value * 3600),
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// What a reconcile works on, for either kind.
+struct Job<'a> {
+    kind: &'static str,
+    namespace: Option<&'a str>,
+    name: String,
+    owner: String,
+    resources: &'a [ReplicatedResources],
+    previous: Vec<ProcessedItem>,
+    /// The client reads and writes go through, and who it is (for messages).
+    client: Client,
+    writer: String,
+}
+
+fn targets_of_tenants(cache: &Cache, tenants: &BTreeSet<String>) -> Vec<Target> {
+    let mut out = Vec::new();
+    for tenant in tenants {
+        for ns in cache.namespaces_of(tenant) {
+            if let Some(n) = cache.namespace(&ns)
+                && n.metadata.deletion_timestamp.is_none()
+            {
+                out.push(Target {
+                    tenant: tenant.clone(),
+                    namespace: TenantNamespace {
+                        name: ns,
+                        labels: n.labels().clone(),
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+async fn list_sources(
+    ctx: &Context,
+    client: &Client,
+    items: &[&NamespacedItem],
+) -> HashMap<usize, Result<Vec<Value>, String>> {
+    let mut out = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let result = async {
+            let (resource, _) = ctx.discover(&item.api_version, &item.kind).await?;
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &item.namespace, &resource);
+            let mut params = ListParams::default();
+            if let Some(sel) = &item.selector {
+                params = params.labels(&selector_string(sel));
+            }
+            let list = api.list(&params).await.map_err(|e| e.to_string())?;
+            Ok(list
+                .items
+                .into_iter()
+                .map(|mut o| {
+                    o.types = Some(kube::core::TypeMeta {
+                        api_version: item.api_version.clone(),
+                        kind: item.kind.clone(),
+                    });
+                    serde_json::to_value(o).unwrap_or_default()
+                })
+                .collect())
+        }
+        .await;
+        out.insert(i, result);
+    }
+    out
+}
+
+/// A label selector as the API's `labelSelector` query string.
+pub fn selector_string(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+    let mut parts: Vec<String> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in s.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+fn hash(value: &Value) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in value.to_string().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Applies the plan, prunes what is no longer wanted; returns the processed items and problems.
+async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<ProcessedItem>, Vec<String>) {
+    let items: Vec<&NamespacedItem> = job
+        .resources
+        .iter()
+        .flat_map(|r| r.namespaced_items.iter())
+        .collect();
+    let listed = list_sources(ctx, &job.client, &items).await;
+    let lookup = |item: &NamespacedItem| {
+        let index = items
+            .iter()
+            .position(|i| std::ptr::eq(*i, item))
+            .unwrap_or(usize::MAX);
+        listed.get(&index).cloned().unwrap_or_else(|| Ok(Vec::new()))
+    };
+    let planned = plan(&job.owner, job.resources, targets, &lookup);
+    let mut problems = planned.problems;
+    let mut processed = Vec::new();
+    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+    for object in &planned.objects {
+        let (api_version, kind, namespace, name) = key_of(object);
+        let tenant = object["metadata"]["labels"][labels::TENANT]
+            .as_str()
+            .map(str::to_owned);
+        let mut item = ProcessedItem {
+            api_version: api_version.clone(),
+            kind: kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            tenant,
+            message: None,
+            applied: false,
+        };
+        let result = async {
+            let (resource, scope) = ctx.discover(&api_version, &kind).await?;
+            if scope != Scope::Namespaced {
+                return Err(format!(
+                    "{kind} is cluster-scoped: replication writes only into tenant namespaces"
+                ));
+            }
+            let key = (
+                job.owner.clone(),
+                api_version.clone(),
+                kind.clone(),
+                namespace.clone(),
+                name.clone(),
+            );
+            let h = hash(object);
+            if ctx.applied.lock().get(&key) == Some(&h) {
+                return Ok(());
+            }
+            let api: Api<DynamicObject> = Api::namespaced_with(job.client.clone(), &namespace, &resource);
+            match api.patch(&name, &params, &Patch::Apply(object)).await {
+                Ok(_) => {
+                    ctx.applied.lock().insert(key, h);
+                    Ok(())
+                }
+                Err(e) => {
+                    ctx.applied.lock().remove(&key);
+                    Err(format!("cannot apply as {}: {}", job.writer, one_line(&e)))
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => item.applied = true,
+            Err(message) => {
+                problems.push(format!("{kind} {namespace}/{name}: {message}"));
+                item.message = Some(message);
+            }
+        }
+        processed.push(item);
+    }
+    // Prune what was applied before and is no longer wanted.
+    let wanted: BTreeSet<(String, String, String, String)> = planned.objects.iter().map(key_of).collect();
+    for old in &job.previous {
+        let key = (
+            old.api_version.clone(),
+            old.kind.clone(),
+            old.namespace.clone(),
+            old.name.clone(),
+        );
+        if !old.applied || wanted.contains(&key) {
+            continue;
+        }
+        if let Err(e) = delete_ours(ctx, &job.client, &job.owner, old).await {
+            problems.push(format!(
+                "{} {}/{}: cannot remove: {e}",
+                old.kind, old.namespace, old.name
+            ));
+        }
+    }
+    processed.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    (processed, problems)
+}
+
+/// Deletes an object this resource created, if it still carries its label.
+async fn delete_ours(
+    ctx: &Context,
+    client: &Client,
+    owner: &str,
+    item: &ProcessedItem,
+) -> Result<(), String> {
+    let (resource, _) = ctx.discover(&item.api_version, &item.kind).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &item.namespace, &resource);
+    let Some(current) = api.get_opt(&item.name).await.map_err(|e| one_line(&e))? else {
+        return Ok(());
+    };
+    if current.labels().get(labels::REPLICATED_BY).map(String::as_str) != Some(owner) {
+        return Ok(()); // not ours (any more): leave it
+    }
+    api.delete(&item.name, &DeleteParams::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| one_line(&e))?;
+    ctx.applied.lock().retain(|k, _| {
+        !(k.0 == owner
+            && k.1 == item.api_version
+            && k.2 == item.kind
+            && k.3 == item.namespace
+            && k.4 == item.name)
+    });
+    Ok(())
+}
+
+fn one_line(error: &dyn std::fmt::Display) -> String {
+    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn ready_condition(problems: &[String], previous: Option<&Condition>) -> Condition {
+    let (status, reason, message) = if problems.is_empty() {
+        ("True", "Replicated", "every item is applied".to_owned())
+    } else {
+        ("False", "ItemsFailed", problems.join("; "))
+    };
+    let transition = previous
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(jiff_now()));
+    Condition {
+        type_: "Ready".to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: transition,
+        observed_generation: None,
+    }
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Writes the status if it differs from what the object has.
+async fn write_status<K>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&ReplicationStatus>,
+    status: ReplicationStatus,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let same = current.is_some_and(|c| {
+        c.processed_items == status.processed_items
+            && c.observed_generation == status.observed_generation
+            && c.conditions
+                .iter()
+                .map(|x| (&x.status, &x.message))
+                .eq(status.conditions.iter().map(|x| (&x.status, &x.message)))
+    });
+    if same {
+        return Ok(());
+    }
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error(format!("cannot write the status of {name}: {}", one_line(&e))))
+}
+
+async fn set_finalizer<K>(api: &Api<K>, object: &K, present: bool) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers: Vec<String> = object.finalizers().to_vec();
+    let has = finalizers.iter().any(|f| f == FINALIZER);
+    if has == present {
+        return Ok(());
+    }
+    let mut next: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+    if present {
+        next.push(FINALIZER.to_owned());
+    }
+    let patch = json!({"metadata": {"finalizers": next, "resourceVersion": object.resource_version()}});
+    api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            Error(format!(
+                "cannot update the finalizers of {}: {}",
+                object.name_any(),
+                one_line(&e)
+            ))
+        })
+}
+
+impl Context {
+    async fn warn<K: Resource<DynamicType = ()>>(&self, object: &K, reason: &str, note: String) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Replicate".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            debug!(%error, "cannot record an Event");
+        }
+    }
+}
+
+/// Reconciles a GlobalTenantResource.
+pub async fn reconcile_global(object: Arc<GlobalTenantResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = object.name_any();
+    let api: Api<GlobalTenantResource> = Api::all(ctx.client.clone());
+    let owner = owner_label("GlobalTenantResource", None, &name);
+    let previous = object.status.clone().unwrap_or_default();
+    let job = |resources, previous| Job {
+        kind: "GlobalTenantResource",
+        namespace: None,
+        name: name.clone(),
+        owner: owner.clone(),
+        resources,
+        previous,
+        client: ctx.client.clone(),
+        writer: "bulkhead".to_owned(),
+    };
+    if object.metadata.deletion_timestamp.is_some() {
+        if object.spec.pruning_on_delete {
+            let (_, problems) = run_job(&ctx, &job(&[], previous.processed_items.clone()), &[]).await;
+            if !problems.is_empty() {
+                return Err(Error(problems.join("; ")));
+            }
+        }
+        set_finalizer(&api, &*object, false).await?;
+        return Ok(Action::await_change());
+    }
+    set_finalizer(&api, &*object, true).await?;
+    let tenants: BTreeSet<String> = ctx
+        .cache
+        .tenants()
+        .state()
+        .iter()
+        .filter(|t| {
+            object
+                .spec
+                .tenant_selector
+                .as_ref()
+                .is_none_or(|s| selector::matches(s, t.labels()))
+        })
+        .map(|t| t.name_any())
+        .collect();
+    let targets = targets_of_tenants(&ctx.cache, &tenants);
+    let j = job(&object.spec.resources, previous.processed_items.clone());
+    let (processed, problems) = run_job(&ctx, &j, &targets).await;
+    finish(
+        &ctx,
+        &*object,
+        &api,
+        &j,
+        previous,
+        processed,
+        problems,
+        &object.spec.resync_period,
+    )
+    .await
+}
+
+/// Reconciles a TenantResource.
+pub async fn reconcile_tenant(object: Arc<TenantResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<TenantResource> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owner = owner_label("TenantResource", Some(&namespace), &name);
+    let previous = object.status.clone().unwrap_or_default();
+    let sa = object
+        .spec
+        .service_account
+        .as_ref()
+        .map_or(ctx.settings.default_service_account.as_str(), |s| s.name.as_str());
+    let writer = format!("system:serviceaccount:{namespace}:{sa}");
+    let client = match ctx.client_as(&writer) {
+        Ok(c) => c,
+        Err(e) => return Err(Error(e)),
+    };
+    let j = Job {
+        kind: "TenantResource",
+        namespace: Some(&namespace),
+        name: name.clone(),
+        owner,
+        resources: &object.spec.resources,
+        previous: previous.processed_items.clone(),
+        client,
+        writer,
+    };
+    if object.metadata.deletion_timestamp.is_some() {
+        if object.spec.pruning_on_delete {
+            let prune = Job { resources: &[], ..j };
+            let (_, problems) = run_job(&ctx, &prune, &[]).await;
+            if !problems.is_empty() {
+                return Err(Error(problems.join("; ")));
+            }
+        }
+        set_finalizer(&api, &*object, false).await?;
+        return Ok(Action::await_change());
+    }
+    set_finalizer(&api, &*object, true).await?;
+    let Some(tenant) = ctx.cache.tenant_of_namespace(&namespace) else {
+        let problems = vec![format!(
+            "namespace `{namespace}` is not part of a tenant: a TenantResource replicates only within its own tenant"
+        )];
+        let (processed, more) = run_job(&ctx, &j, &[]).await; // prunes what it made while it had one
+        let all: Vec<String> = problems.into_iter().chain(more).collect();
+        return finish(
+            &ctx,
+            &*object,
+            &api,
+            &j,
+            previous,
+            processed,
+            all,
+            &object.spec.resync_period,
+        )
+        .await;
+    };
+    let targets = targets_of_tenants(&ctx.cache, &BTreeSet::from([tenant]));
+    let (processed, problems) = run_job(&ctx, &j, &targets).await;
+    finish(
+        &ctx,
+        &*object,
+        &api,
+        &j,
+        previous,
+        processed,
+        problems,
+        &object.spec.resync_period,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish<K>(
+    ctx: &Context,
+    object: &K,
+    api: &Api<K>,
+    job: &Job<'_>,
+    previous: ReplicationStatus,
+    processed: Vec<ProcessedItem>,
+    problems: Vec<String>,
+    resync: &str,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for problem in &problems {
+        ctx.warn(object, "ReplicationFailed", problem.clone()).await;
+    }
+    let condition = ready_condition(&problems, previous.conditions.iter().find(|c| c.type_ == "Ready"));
+    let status = ReplicationStatus {
+        processed_items: processed,
+        observed_generation: object.meta().generation,
+        conditions: vec![condition],
+    };
+    write_status(api, &job.name, Some(&previous), status).await?;
+    debug!(kind = job.kind, namespace = ?job.namespace, name = %job.name, problems = problems.len(), "replicated");
+    Ok(Action::requeue(
+        parse_period(resync).unwrap_or(Duration::from_secs(60)),
+    ))
+}
+
+fn error_policy<K>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(%error, "replication failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn changes<K: Send + Sync + 'static>(
+    rx: tokio::sync::broadcast::Receiver<Change<K>>,
+) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            // After a lag, one trigger stands for everything missed.
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
+/// Runs both reconcilers until `stop`.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let cache = ctx.cache.clone();
+    // Any tenant or namespace change may change which namespaces a resource fills: all are looked at
+    // again (the controller's queue folds bursts).
+    let global_store = cache.global_tenant_resources().store().clone();
+    let tenant_store = cache.tenant_resources().store().clone();
+    let all_global = {
+        let store = global_store.clone();
+        move |()| {
+            futures::stream::iter(
+                store
+                    .state()
+                    .iter()
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let all_tenant = {
+        let store = tenant_store.clone();
+        move |()| {
+            futures::stream::iter(
+                store
+                    .state()
+                    .iter()
+                    .map(|o| ObjectRef::from_obj(&**o))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let global_trigger = futures::stream::select(
+        changes(cache.tenants_feed().subscribe()),
+        changes(cache.namespaces_feed().subscribe()),
+    )
+    .flat_map(all_global);
+    let tenant_trigger = futures::stream::select(
+        changes(cache.tenants_feed().subscribe()),
+        changes(cache.namespaces_feed().subscribe()),
+    )
+    .flat_map(all_tenant);
+    let global_items = resource_stream(cache.global_tenant_resources().subscribe(), global_store.state());
+    let tenant_items = resource_stream(cache.tenant_resources().subscribe(), tenant_store.state());
+    let (s1, s2) = (stop.clone(), stop.clone());
+    let global = Controller::for_stream(global_items, global_store)
+        .reconcile_on(global_trigger)
+        .graceful_shutdown_on(async move { s1.cancelled().await })
+        .run(reconcile_global, error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()));
+    let tenant = Controller::for_stream(tenant_items, tenant_store)
+        .reconcile_on(tenant_trigger)
+        .graceful_shutdown_on(async move { s2.cancelled().await })
+        .run(reconcile_tenant, error_policy, ctx)
+        .for_each(|_| std::future::ready(()));
+    tokio::join!(global, tenant);
+}
+
+/// The current objects, then every change (deletions are seen by the reconcile of the object's
+/// finalizer update).
+fn resource_stream<K: Clone + Send + Sync + 'static>(
+    rx: tokio::sync::broadcast::Receiver<Change<K>>,
+    current: Vec<Arc<K>>,
+) -> impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send {
+    let updates = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(Change::Applied(o, _)) => return Some(((*o).clone(), rx)),
+                Ok(Change::Deleted(_)) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    futures::stream::iter(current.into_iter().map(|o| (*o).clone()))
+        .chain(updates)
+        .map(Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_like_go_durations() {
+        assert_eq!(parse_period("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_period("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_period("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_period("soon"), None);
+        assert_eq!(parse_period(""), None);
+    }
+
+    #[test]
+    fn selectors_become_query_strings() {
+        let s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "x", "operator": "DoesNotExist"}]
+        }))
+        .unwrap_or_default();
+        assert_eq!(selector_string(&s), "app=web,tier in (a,b),!x");
+    }
+}

@@ -93,6 +93,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         admission: roles.contains(&Role::Webhook),
     };
     let cache = Cache::start(client.clone(), needs, shutdown.clone());
+    cache.set_default_replication_account(&args.controller.tenant_resource_service_account);
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let mut tasks = JoinSet::new();
     let mut role_states = Vec::new();

@@ -56,6 +56,7 @@ struct Inner {
     ingresses: KindCache<Ingress, HostIndex>,
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
+    replication_account: parking_lot::RwLock<String>,
     started: std::sync::Mutex<Vec<&'static str>>,
 }
 
@@ -114,6 +115,7 @@ impl Cache {
                 ingresses: KindCache::new("Ingress"),
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
+                replication_account: parking_lot::RwLock::new("default".to_owned()),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
             }),
         }
@@ -138,8 +140,10 @@ impl Cache {
                 "LimitRange",
                 "NetworkPolicy",
                 "GlobalTenantResource",
-                "TenantResource",
             ]);
+        }
+        if needs.owned_objects || needs.admission {
+            started.push("TenantResource");
         }
         if needs.admission {
             started.extend(ADMISSION_KINDS);
@@ -361,6 +365,8 @@ impl Cache {
             inner.limit_ranges.wait_synced().await;
             inner.network_policies.wait_synced().await;
             inner.global_tenant_resources.wait_synced().await;
+        }
+        if started.contains(&"TenantResource") {
             inner.tenant_resources.wait_synced().await;
         }
         if started.contains(&"Ingress") {
@@ -431,6 +437,15 @@ impl Cache {
             .read_index(|index| index.routes(host).to_vec())
     }
 
+    /// Sets the ServiceAccount a TenantResource that names none writes as (`default` unless set).
+    pub fn set_default_replication_account(&self, name: &str) {
+        *self.inner.replication_account.write() = name.to_owned();
+    }
+
+    fn default_replication_account(&self) -> String {
+        self.inner.replication_account.read().clone()
+    }
+
     /// GlobalTenantResources.
     pub fn global_tenant_resources(&self) -> &KindCache<GlobalTenantResource, NoIndex> {
         &self.inner.global_tenant_resources
@@ -481,5 +496,22 @@ impl View for Cache {
 
     fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
         Cache::ingress_routes(self, host)
+    }
+
+    fn replication_writer(&self, owner: &str) -> Option<String> {
+        self.inner.tenant_resources.store().state().iter().find_map(|tr| {
+            let namespace = tr.metadata.namespace.as_deref()?;
+            let name = tr.metadata.name.as_deref()?;
+            if bulkhead_policy::replication::owner_label("TenantResource", Some(namespace), name) != owner {
+                return None;
+            }
+            let account = tr
+                .spec
+                .service_account
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| self.default_replication_account());
+            Some(format!("system:serviceaccount:{namespace}:{account}"))
+        })
     }
 }

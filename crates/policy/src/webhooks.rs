@@ -64,7 +64,9 @@ impl Endpoint {
 }
 
 struct Hook {
+    /// The check (route); also names the hook, unless `name` says otherwise.
     check: &'static str,
+    name: Option<&'static str>,
     rules: Vec<RuleWithOperations>,
     tenant_namespaces_only: bool,
     tenant_users_only: bool,
@@ -121,6 +123,7 @@ const C: &[&str] = &["CREATE"];
 fn mutating_hooks() -> Vec<Hook> {
     let workload = |check, rules| Hook {
         check,
+        name: None,
         rules,
         tenant_namespaces_only: true,
         tenant_users_only: false,
@@ -129,6 +132,7 @@ fn mutating_hooks() -> Vec<Hook> {
     vec![
         Hook {
             check: "namespaces",
+            name: None,
             rules: vec![rule(&[""], &["v1"], &["namespaces"], C, "Cluster")],
             tenant_namespaces_only: false,
             tenant_users_only: true,
@@ -175,6 +179,7 @@ fn validating_hooks() -> Vec<Hook> {
     hooks.extend([
         Hook {
             check: "nodes",
+            name: None,
             rules: vec![rule(&[""], &["v1"], &["nodes"], &["UPDATE"], "Cluster")],
             tenant_namespaces_only: false,
             tenant_users_only: true,
@@ -182,6 +187,7 @@ fn validating_hooks() -> Vec<Hook> {
         },
         Hook {
             check: "tenants",
+            name: None,
             rules: vec![rule(
                 &["bulkhead.dev"],
                 &["v1alpha1"],
@@ -195,6 +201,7 @@ fn validating_hooks() -> Vec<Hook> {
         },
         Hook {
             check: "cordoned",
+            name: None,
             rules: vec![rule(&["*"], &["*"], &["*"], CUD, "Namespaced")],
             tenant_namespaces_only: true,
             tenant_users_only: true,
@@ -202,6 +209,7 @@ fn validating_hooks() -> Vec<Hook> {
         },
         Hook {
             check: "managed",
+            name: None,
             rules: vec![
                 rule(
                     &["rbac.authorization.k8s.io"],
@@ -235,6 +243,21 @@ fn validating_hooks() -> Vec<Hook> {
                 match_expressions: None,
             }),
         },
+        Hook {
+            check: "managed",
+            name: Some("replicated"),
+            rules: vec![rule(&["*"], &["*"], &["*"], CUD, "Namespaced")],
+            tenant_namespaces_only: true,
+            tenant_users_only: true,
+            object_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: labels::REPLICATED_BY.to_owned(),
+                    operator: "Exists".to_owned(),
+                    values: None,
+                }]),
+                match_labels: None,
+            }),
+        },
     ]);
     hooks
 }
@@ -261,7 +284,7 @@ pub fn configurations(
     let condition = tenant_users_condition(user_groups);
     let common = |hook: &Hook, mode: &str| {
         (
-            format!("{}.{mode}.bulkhead.dev", hook.check),
+            format!("{}.{mode}.bulkhead.dev", hook.name.unwrap_or(hook.check)),
             endpoint.client_config(&format!("/{mode}/{}", hook.check), ca_bundle),
             hook.tenant_namespaces_only.then(tenant_namespaces),
             hook.tenant_users_only.then(|| vec![condition.clone()]),

@@ -155,12 +155,13 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
                     .map_err(|e| format!("the {what}'s metadata cannot be read: {e}"))
             };
             let kind = request.kind.kind.to_lowercase();
-            policy::managed_object(
-                &req,
-                &kind,
-                meta(object, "object")?.as_ref(),
-                meta(old, "old object")?.as_ref(),
-            )
+            let (object, old) = (meta(object, "object")?, meta(old, "old object")?);
+            match policy::managed_object(&req, &kind, object.as_ref(), old.as_ref()) {
+                Verdict::Allow(_) => {
+                    policy::replicated_object(&req, ctx.view, &kind, object.as_ref(), old.as_ref())
+                }
+                denied => denied,
+            }
         }
         Check::Cordoned => match tenant_of(ctx, namespace) {
             Some(tenant) => {

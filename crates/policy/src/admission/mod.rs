@@ -24,7 +24,7 @@ use crate::identity::{Caller, CallerClass, classify};
 
 pub use lists::{AllowedCheck, pattern_matches};
 pub use namespace::namespace;
-pub use rules::{cordoned, managed_object, node, tenant, tenant_problems};
+pub use rules::{cordoned, managed_object, node, replicated_object, tenant, tenant_problems};
 pub use snapshot::Snapshot;
 pub use workload::{
     IngressRoute, cidr_contains, ingress, ingress_routes, persistent_volume_claim, pod, registry_of, service,
@@ -118,6 +118,10 @@ pub trait View {
     fn persistent_volume_tenant(&self, name: &str) -> Option<Option<String>>;
     /// The Ingress rules that already serve `host` (any namespace).
     fn ingress_routes(&self, host: &str) -> Vec<IngressRoute>;
+    /// The user a replicating resource writes as, by its `bulkhead.dev/replicated-by` value: the
+    /// ServiceAccount of a TenantResource; `None` for a GlobalTenantResource (it writes as Bulkhead) or
+    /// an unknown resource.
+    fn replication_writer(&self, owner: &str) -> Option<String>;
 }
 
 /// The request as every check sees it.

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::lists::{is_forbidden, pattern_matches};
 use super::workload::cidr_contains;
-use super::{Operation, Request, Verdict, join_or_none};
+use super::{Operation, Request, Verdict, View, join_or_none};
 use crate::identity::CallerClass;
 
 /// While a tenant is cordoned, its users may not create, change or delete anything in its namespaces.
@@ -77,6 +77,47 @@ pub fn managed_object(
             "{kind} `{name}` is managed by Bulkhead{whose} and cannot be {verb} by tenant users; change the Tenant instead"
         ),
     )
+}
+
+/// The `bulkhead.dev/replicated-by` label of an object, if it has one.
+fn replicated_by(meta: Option<&ObjectMeta>) -> Option<(&ObjectMeta, &str)> {
+    let meta = meta?;
+    let owner = meta.labels.as_ref()?.get(labels::REPLICATED_BY)?;
+    Some((meta, owner.as_str()))
+}
+
+/// Objects replication created (labelled `bulkhead.dev/replicated-by`) are changed only by Bulkhead,
+/// administrators, and the ServiceAccount their TenantResource writes as. A tenant user can neither
+/// change or delete them nor create objects that pose as them.
+pub fn replicated_object(
+    req: &Request<'_>,
+    view: &dyn View,
+    kind: &str,
+    object: Option<&ObjectMeta>,
+    old: Option<&ObjectMeta>,
+) -> Verdict {
+    if req.class != CallerClass::TenantUser || req.operation == Operation::Connect {
+        return Verdict::allow();
+    }
+    for (meta, owner) in [replicated_by(old), replicated_by(object)].into_iter().flatten() {
+        if view.replication_writer(owner).as_deref() == Some(req.caller.user.as_str()) {
+            continue;
+        }
+        let name = meta.name.as_deref().unwrap_or_default();
+        let tenant = meta.labels.as_ref().and_then(|l| l.get(labels::TENANT));
+        let verb = match req.operation {
+            Operation::Create => "created",
+            Operation::Delete => "deleted",
+            _ => "changed",
+        };
+        return Verdict::deny(
+            tenant.map(String::as_str),
+            format!(
+                "{kind} `{name}` is replicated by `{owner}` and cannot be {verb} by tenant users; change the replicating resource instead"
+            ),
+        );
+    }
+    Verdict::allow()
 }
 
 /// Tenant users may not add, change or remove the node labels and annotations the configuration's

@@ -19,6 +19,7 @@ pub struct Snapshot {
     classes: BTreeMap<(ClassKind, String), ClassInfo>,
     volumes: BTreeMap<String, Option<String>>,
     routes: Vec<IngressRoute>,
+    writers: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -71,6 +72,11 @@ impl Snapshot {
         self.routes.extend(new);
     }
 
+    /// Records who a replicating resource writes as (its `replicated-by` value and user).
+    pub fn add_replication_writer(&mut self, owner: &str, user: &str) {
+        self.writers.insert(owner.to_owned(), user.to_owned());
+    }
+
     /// The tenants held.
     pub fn tenant_names(&self) -> impl Iterator<Item = &str> {
         self.tenants.keys().map(String::as_str)
@@ -112,5 +118,9 @@ impl View for Snapshot {
 
     fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
         self.routes.iter().filter(|r| r.host == host).cloned().collect()
+    }
+
+    fn replication_writer(&self, owner: &str) -> Option<String> {
+        self.writers.get(owner).cloned()
     }
 }

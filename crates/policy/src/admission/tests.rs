@@ -1005,3 +1005,88 @@ fn registries_and_cidrs_parse_like_the_container_runtime() {
     assert!(!cidr_contains("10.0.0.0/x", "10.0.0.0"));
     assert!(cidr_contains("0.0.0.0/0", "8.8.8.8"));
 }
+
+#[test]
+fn replicated_objects_are_changed_only_by_their_writer() {
+    let c = config();
+    let mut s = world();
+    s.add_replication_writer(
+        "tenantresource.solar-one.pull",
+        "system:serviceaccount:solar-one:replicator",
+    );
+    let copy: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta = obj(json!({"name": "pull",
+        "labels": {labels::REPLICATED_BY: "tenantresource.solar-one.pull", labels::TENANT: "solar"}}));
+    let global: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+        obj(json!({"name": "cluster-info",
+        "labels": {labels::REPLICATED_BY: "globaltenantresource..platform", labels::TENANT: "solar"}}));
+    let alice = user("alice");
+    denied_with(
+        &replicated_object(
+            &request(&alice, &c, Operation::Delete),
+            &s,
+            "configmap",
+            None,
+            Some(&global),
+        ),
+        "configmap `cluster-info` is replicated by `globaltenantresource..platform` and cannot be deleted by tenant users",
+    );
+    assert!(
+        !replicated_object(
+            &request(&alice, &c, Operation::Update),
+            &s,
+            "secret",
+            Some(&copy),
+            Some(&copy)
+        )
+        .is_allowed()
+    );
+    // Posing as a copy is refused too.
+    assert!(
+        !replicated_object(
+            &request(&alice, &c, Operation::Create),
+            &s,
+            "configmap",
+            Some(&global),
+            None
+        )
+        .is_allowed()
+    );
+    let writer = Who {
+        caller: Caller::new(
+            "system:serviceaccount:solar-one:replicator",
+            ["system:serviceaccounts"],
+        ),
+        class: CallerClass::TenantUser,
+    };
+    assert!(
+        replicated_object(
+            &request(&writer, &c, Operation::Update),
+            &s,
+            "secret",
+            Some(&copy),
+            Some(&copy)
+        )
+        .is_allowed()
+    );
+    // ...but the writer of one resource cannot touch another's copies.
+    assert!(
+        !replicated_object(
+            &request(&writer, &c, Operation::Delete),
+            &s,
+            "configmap",
+            None,
+            Some(&global)
+        )
+        .is_allowed()
+    );
+    assert!(
+        replicated_object(
+            &request(&admin(), &c, Operation::Delete),
+            &s,
+            "configmap",
+            None,
+            Some(&global)
+        )
+        .is_allowed()
+    );
+}

@@ -240,3 +240,141 @@ async fn tenant_quota_overshoot_under_concurrent_pod_creation() {
     assert_eq!(total, limit, "the whole budget is usable, however it is spread");
     drop(bulkhead);
 }
+
+/// Writes the testkit served for replication's kinds (copies, and the resource's finalizer and status).
+fn replication_writes(cluster: &Cluster) -> Option<u64> {
+    cluster.testkit().map(|t| {
+        t.writes()
+            .iter()
+            .filter(|((_, r), _)| {
+                [
+                    "configmaps",
+                    "secrets",
+                    "networkpolicies",
+                    "globaltenantresources",
+                ]
+                .iter()
+                .any(|k| r == k || r.starts_with(&format!("{k}.")))
+            })
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    })
+}
+
+#[tokio::test]
+#[ignore = "a benchmark: cargo xtask bench-replication"]
+async fn replication_converges_at_scale_and_idles() {
+    let tenants_n = env("BULKHEAD_BENCH_TENANTS", 200);
+    let per_tenant = env("BULKHEAD_BENCH_NAMESPACES", 5);
+    let cluster = Cluster::start().await;
+    let prefix = cluster.unique("rbench");
+    let mark = format!("bulkhead-bench={prefix}");
+    cluster.clean_up(&["tenants", "-l", &mark]);
+    cluster.clean_up(&["namespaces", "-l", &mark]);
+    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
+    let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
+    let platform = format!("{prefix}-platform");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {platform}, labels: {{bulkhead-bench: {prefix}}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cluster-info, namespace: {platform}, labels: {{share: \"yes\"}}}}\ndata: {{region: eu}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: pull, namespace: {platform}, labels: {{share: \"yes\"}}}}\nstringData: {{token: x}}\n"
+    ));
+    futures::stream::iter(0..tenants_n)
+        .map(|i| {
+            let (tenants, namespaces, prefix) = (tenants.clone(), namespaces.clone(), prefix.clone());
+            let name = format!("{prefix}-t{i}");
+            async move {
+                let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
+                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+                    "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
+                    "spec": {"owners": [{"kind": "User", "name": format!("{name}-owner")}]},
+                }))?;
+                tenants.create(&PostParams::default(), &tenant).await?;
+                for n in 0..per_tenant {
+                    let ns: Namespace =
+                        serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"),
+                        "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
+                    namespaces.create(&PostParams::default(), &ns).await?;
+                }
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let gtr = format!("{prefix}-gtr");
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: GlobalTenantResource
+metadata: {{name: {gtr}}}
+spec:
+  tenantSelector: {{matchLabels: {{bulkhead-bench: {prefix}}}}}
+  resyncPeriod: 2s
+  resources:
+  - namespacedItems:
+    - {{apiVersion: v1, kind: ConfigMap, namespace: {platform}, selector: {{matchLabels: {{share: "yes"}}}}}}
+    - {{apiVersion: v1, kind: Secret, namespace: {platform}, selector: {{matchLabels: {{share: "yes"}}}}}}
+    rawItems:
+    - {{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {{name: deny-all}}, spec: {{podSelector: {{}}, policyTypes: [Ingress]}}}}
+"#
+    ));
+    let items = tenants_n * per_tenant * 3;
+    let before = replication_writes(&cluster);
+    let lease = cluster.unique("rbench-lease");
+    let start = Instant::now();
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &[
+            "--roles",
+            "controller",
+            "--webhook-tls",
+            "external",
+            "--lease-namespace",
+            "default",
+            "--lease-name",
+            &lease,
+            "--log-level",
+            "warn,bulkhead::run=info",
+        ],
+    );
+    let resources: Api<bulkhead_api::GlobalTenantResource> = Api::all(cluster.admin.clone());
+    loop {
+        let r = resources.get(&gtr).await.unwrap();
+        let status = r.status.unwrap_or_default();
+        let applied = status.processed_items.iter().filter(|i| i.applied).count();
+        let ready = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready && applied == items {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{applied}/{items} items after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converged = start.elapsed();
+    let at_convergence = replication_writes(&cluster);
+    // Idle: three resync periods with nothing changing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after_idle = replication_writes(&cluster);
+    let show = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => (a - b).to_string(),
+        _ => "n/a (real cluster)".to_owned(),
+    };
+    let rss = peak_rss_kib(bulkhead.pid())
+        .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a".into());
+    // The fewest writes: one apply per copy, the finalizer, one status write.
+    println!(
+        "BENCH replication tenants={tenants_n} namespaces_per_tenant={per_tenant} items=3 copies={items} converge_seconds={:.2} writes={} minimum_writes={} idle_writes_6s={} peak_rss={rss}",
+        converged.as_secs_f64(),
+        show(at_convergence, before),
+        items + 2,
+        show(after_idle, at_convergence),
+    );
+    if let (Some(a), Some(b)) = (after_idle, at_convergence) {
+        assert_eq!(a, b, "replication wrote while idle");
+    }
+}

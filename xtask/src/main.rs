@@ -19,6 +19,8 @@ commands:
                    BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
   bench-quota      tenant-scope quota overshoot under concurrent pod creation (release build):
                    BULKHEAD_BENCH_QUOTA (20) pods over BULKHEAD_BENCH_QUOTA_NAMESPACES (4) namespaces
+  bench-replication a GlobalTenantResource with 3 items over BULKHEAD_BENCH_TENANTS (200) tenants x
+                   BULKHEAD_BENCH_NAMESPACES (5) namespaces (release build): time, writes, idle writes
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Some("dev") => dev::run(&args[1..]),
         Some("bench-controller") => bench("scale_many_tenants_converge"),
         Some("bench-quota") => bench("tenant_quota_overshoot"),
+        Some("bench-replication") => bench("replication_converges_at_scale"),
         Some("bench-webhook") => run_cmd(
             Command::new("cargo")
                 .args(["bench", "-p", "bulkhead-webhook", "--bench", "admission"])

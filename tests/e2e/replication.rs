@@ -22,7 +22,7 @@ async fn a_global_tenant_resource_fills_selected_tenants_follows_its_source_and_
     let (a, b) = (cluster.unique("e2e-rep-a"), cluster.unique("e2e-rep-b"));
     let platform = cluster.unique("e2e-platform");
     let gtr = cluster.unique("e2e-gtr");
-    let _bulkhead = start(&cluster).await;
+    let bulkhead = start(&cluster).await;
     cluster.apply(&format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -67,7 +67,7 @@ kind: GlobalTenantResource
 metadata: {{name: {gtr}}}
 spec:
   tenantSelector: {{matchLabels: {{env: prod}}}}
-  resyncPeriod: 1s
+  resyncPeriod: 10m  # source edits must arrive through the source watch, not a resync
   resources:
   - additionalMetadata: {{labels: {{copied-by: platform}}}}
     namespacedItems:
@@ -135,8 +135,12 @@ spec:
         ],
     );
     assert_eq!(status, "True|ConfigMap NetworkPolicy ConfigMap NetworkPolicy");
+    let sample = format!(
+        r#"bulkhead_replication_items{{kind="GlobalTenantResource",name="{gtr}",namespace="",state="applied"}}"#
+    );
+    assert_eq!(bulkhead.metric(&sample), Some(4.0));
 
-    // The copies follow their source.
+    // The copies follow their source (at once: the source is watched).
     cluster.kubectl().ok(&[
         "patch",
         "configmap",

@@ -9,6 +9,7 @@ pub mod index;
 pub mod kind;
 pub mod namespaces;
 pub mod owned;
+pub mod sources;
 pub mod tenants;
 
 use std::collections::BTreeSet;

@@ -70,6 +70,7 @@ pub async fn run(
         client.clone(),
         cache.clone(),
         config.replication,
+        metrics.clone(),
     ));
     let ctx = Arc::new(reconcile::Context::new(client, cache, metrics, instance));
     let webhook_tls = config.webhook_tls;

@@ -22,6 +22,11 @@ pub struct ControllerMetrics {
     pub quota_used: GaugeVec,
     /// `bulkhead_tenant_quota_hard{tenant,item,resource}`: the tenant's hard limit.
     pub quota_hard: GaugeVec,
+    /// `bulkhead_replication_reconcile_total{kind,result}`.
+    pub replication_reconciles: IntCounterVec,
+    /// `bulkhead_replication_items{kind,namespace,name,state}`: a replicating resource's items by
+    /// state (`applied`, `failed`).
+    pub replication_items: IntGaugeVec,
 }
 
 impl ControllerMetrics {
@@ -72,7 +77,23 @@ impl ControllerMetrics {
                 ),
                 &["tenant", "item", "resource"],
             )?,
+            replication_reconciles: IntCounterVec::new(
+                Opts::new(
+                    "bulkhead_replication_reconcile_total",
+                    "GlobalTenantResource and TenantResource reconciles, by kind and result.",
+                ),
+                &["kind", "result"],
+            )?,
+            replication_items: IntGaugeVec::new(
+                Opts::new(
+                    "bulkhead_replication_items",
+                    "Items of a replicating resource, by state (applied, failed).",
+                ),
+                &["kind", "namespace", "name", "state"],
+            )?,
         };
+        registry.register(Box::new(m.replication_reconciles.clone()))?;
+        registry.register(Box::new(m.replication_items.clone()))?;
         registry.register(Box::new(m.reconciles.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.tenant_namespaces.clone()))?;
@@ -89,6 +110,29 @@ impl ControllerMetrics {
         match Self::register(&Registry::new()) {
             Ok(m) => m,
             Err(_) => unreachable_registry(),
+        }
+    }
+
+    /// Records a replicating resource's items after a reconcile (`None`: it is gone).
+    pub fn observe_replication(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        counts: Option<(usize, usize)>,
+    ) {
+        for (state, n) in [("applied", counts.map(|c| c.0)), ("failed", counts.map(|c| c.1))] {
+            match n {
+                Some(n) => self
+                    .replication_items
+                    .with_label_values(&[kind, namespace, name, state])
+                    .set(n as i64),
+                None => {
+                    let _ = self
+                        .replication_items
+                        .remove_label_values(&[kind, namespace, name, state]);
+                }
+            }
         }
     }
 

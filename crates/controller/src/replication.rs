@@ -48,6 +48,7 @@ pub struct ReplicationSettings {
 
 /// What the replication reconcilers share.
 pub struct Context {
+    metrics: crate::metrics::ControllerMetrics,
     client: Client,
     cache: Cache,
     settings: ReplicationSettings,
@@ -67,7 +68,12 @@ pub struct Error(String);
 
 impl Context {
     /// A context for both reconcilers.
-    pub fn new(client: Client, cache: Cache, settings: ReplicationSettings) -> Context {
+    pub fn new(
+        client: Client,
+        cache: Cache,
+        settings: ReplicationSettings,
+        metrics: crate::metrics::ControllerMetrics,
+    ) -> Context {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -76,6 +82,7 @@ impl Context {
             },
         );
         Context {
+            metrics,
             client,
             cache,
             settings,
@@ -466,8 +473,29 @@ impl Context {
     }
 }
 
+fn count(ctx: &Context, kind: &str, result: &Result<Action, Error>) {
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics
+        .replication_reconciles
+        .with_label_values(&[kind, outcome])
+        .inc();
+}
+
 /// Reconciles a GlobalTenantResource.
 pub async fn reconcile_global(object: Arc<GlobalTenantResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_global_inner(&object, &ctx).await;
+    count(&ctx, "GlobalTenantResource", &result);
+    result
+}
+
+/// Reconciles a TenantResource.
+pub async fn reconcile_tenant(object: Arc<TenantResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_tenant_inner(&object, &ctx).await;
+    count(&ctx, "TenantResource", &result);
+    result
+}
+
+async fn reconcile_global_inner(object: &GlobalTenantResource, ctx: &Context) -> Result<Action, Error> {
     let name = object.name_any();
     let api: Api<GlobalTenantResource> = Api::all(ctx.client.clone());
     let owner = owner_label("GlobalTenantResource", None, &name);
@@ -484,15 +512,17 @@ pub async fn reconcile_global(object: Arc<GlobalTenantResource>, ctx: Arc<Contex
     };
     if object.metadata.deletion_timestamp.is_some() {
         if object.spec.pruning_on_delete {
-            let (_, problems) = run_job(&ctx, &job(&[], previous.processed_items.clone()), &[]).await;
+            let (_, problems) = run_job(ctx, &job(&[], previous.processed_items.clone()), &[]).await;
             if !problems.is_empty() {
                 return Err(Error(problems.join("; ")));
             }
         }
-        set_finalizer(&api, &*object, false).await?;
+        set_finalizer(&api, object, false).await?;
+        ctx.metrics
+            .observe_replication("GlobalTenantResource", "", &name, None);
         return Ok(Action::await_change());
     }
-    set_finalizer(&api, &*object, true).await?;
+    set_finalizer(&api, object, true).await?;
     let tenants: BTreeSet<String> = ctx
         .cache
         .tenants()
@@ -509,10 +539,10 @@ pub async fn reconcile_global(object: Arc<GlobalTenantResource>, ctx: Arc<Contex
         .collect();
     let targets = targets_of_tenants(&ctx.cache, &tenants);
     let j = job(&object.spec.resources, previous.processed_items.clone());
-    let (processed, problems) = run_job(&ctx, &j, &targets).await;
+    let (processed, problems) = run_job(ctx, &j, &targets).await;
     finish(
-        &ctx,
-        &*object,
+        ctx,
+        object,
         &api,
         &j,
         previous,
@@ -523,8 +553,7 @@ pub async fn reconcile_global(object: Arc<GlobalTenantResource>, ctx: Arc<Contex
     .await
 }
 
-/// Reconciles a TenantResource.
-pub async fn reconcile_tenant(object: Arc<TenantResource>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Result<Action, Error> {
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_default();
     let api: Api<TenantResource> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -553,24 +582,26 @@ pub async fn reconcile_tenant(object: Arc<TenantResource>, ctx: Arc<Context>) ->
     if object.metadata.deletion_timestamp.is_some() {
         if object.spec.pruning_on_delete {
             let prune = Job { resources: &[], ..j };
-            let (_, problems) = run_job(&ctx, &prune, &[]).await;
+            let (_, problems) = run_job(ctx, &prune, &[]).await;
             if !problems.is_empty() {
                 return Err(Error(problems.join("; ")));
             }
         }
-        set_finalizer(&api, &*object, false).await?;
+        set_finalizer(&api, object, false).await?;
+        ctx.metrics
+            .observe_replication("TenantResource", &namespace, &name, None);
         return Ok(Action::await_change());
     }
-    set_finalizer(&api, &*object, true).await?;
+    set_finalizer(&api, object, true).await?;
     let Some(tenant) = ctx.cache.tenant_of_namespace(&namespace) else {
         let problems = vec![format!(
             "namespace `{namespace}` is not part of a tenant: a TenantResource replicates only within its own tenant"
         )];
-        let (processed, more) = run_job(&ctx, &j, &[]).await; // prunes what it made while it had one
+        let (processed, more) = run_job(ctx, &j, &[]).await; // prunes what it made while it had one
         let all: Vec<String> = problems.into_iter().chain(more).collect();
         return finish(
-            &ctx,
-            &*object,
+            ctx,
+            object,
             &api,
             &j,
             previous,
@@ -581,10 +612,10 @@ pub async fn reconcile_tenant(object: Arc<TenantResource>, ctx: Arc<Context>) ->
         .await;
     };
     let targets = targets_of_tenants(&ctx.cache, &BTreeSet::from([tenant]));
-    let (processed, problems) = run_job(&ctx, &j, &targets).await;
+    let (processed, problems) = run_job(ctx, &j, &targets).await;
     finish(
-        &ctx,
-        &*object,
+        ctx,
+        object,
         &api,
         &j,
         previous,
@@ -612,6 +643,13 @@ where
     for problem in &problems {
         ctx.warn(object, "ReplicationFailed", problem.clone()).await;
     }
+    let applied = processed.iter().filter(|i| i.applied).count();
+    ctx.metrics.observe_replication(
+        job.kind,
+        job.namespace.unwrap_or_default(),
+        &job.name,
+        Some((applied, processed.len() - applied)),
+    );
     let condition = ready_condition(&problems, previous.conditions.iter().find(|c| c.type_ == "Ready"));
     let status = ReplicationStatus {
         processed_items: processed,
@@ -642,9 +680,117 @@ fn changes<K: Send + Sync + 'static>(
     })
 }
 
+/// A source of `namespacedItems`: apiVersion, kind, namespace, label selector.
+type SourceKey = (String, String, String, String);
+
+fn source_keys(resources: &[ReplicatedResources]) -> impl Iterator<Item = SourceKey> + '_ {
+    resources.iter().flat_map(|r| r.namespaced_items.iter()).map(|i| {
+        (
+            i.api_version.clone(),
+            i.kind.clone(),
+            i.namespace.clone(),
+            i.selector.as_ref().map(selector_string).unwrap_or_default(),
+        )
+    })
+}
+
+/// Keeps one metadata watch per source the resources name, so that a changed source is copied again
+/// at once rather than at the next resync.
+async fn watch_sources(
+    ctx: Arc<Context>,
+    changes: tokio::sync::broadcast::Sender<SourceKey>,
+    stop: CancellationToken,
+) {
+    let mut running: HashMap<SourceKey, CancellationToken> = HashMap::new();
+    loop {
+        let mut wanted: BTreeSet<SourceKey> = BTreeSet::new();
+        for g in ctx.cache.global_tenant_resources().store().state() {
+            wanted.extend(source_keys(&g.spec.resources));
+        }
+        for t in ctx.cache.tenant_resources().store().state() {
+            wanted.extend(source_keys(&t.spec.resources));
+        }
+        running.retain(|key, token| {
+            let keep = wanted.contains(key);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        for key in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let Ok((resource, Scope::Namespaced)) = ctx.discover(&key.0, &key.1).await else {
+                continue; // reported by the reconcile
+            };
+            let token = stop.child_token();
+            let selector = (!key.3.is_empty()).then(|| key.3.clone());
+            bulkhead_cache::sources::watch_changes(
+                ctx.client.clone(),
+                resource,
+                key.2.clone(),
+                selector,
+                key.clone(),
+                changes.clone(),
+                token.clone(),
+            );
+            running.insert(key, token);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// The resources of a store that read from `key`.
+fn readers<K: Resource<DynamicType = ()> + Clone>(
+    store: &kube::runtime::reflector::Store<K>,
+    key: &SourceKey,
+    resources: impl Fn(&K) -> &[ReplicatedResources],
+) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|o| source_keys(resources(o)).any(|k| &k == key))
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
+}
+
+fn source_changes(
+    rx: tokio::sync::broadcast::Receiver<SourceKey>,
+) -> impl futures::Stream<Item = SourceKey> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(key) => return Some((key, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {} // the resync covers it
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
 /// Runs both reconcilers until `stop`.
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let cache = ctx.cache.clone();
+    let (source_tx, _) = tokio::sync::broadcast::channel::<SourceKey>(1024);
+    let global_sources = {
+        let store = cache.global_tenant_resources().store().clone();
+        source_changes(source_tx.subscribe()).flat_map(move |key| {
+            futures::stream::iter(readers(&store, &key, |g: &GlobalTenantResource| {
+                &g.spec.resources
+            }))
+        })
+    };
+    let tenant_sources = {
+        let store = cache.tenant_resources().store().clone();
+        source_changes(source_tx.subscribe()).flat_map(move |key| {
+            futures::stream::iter(readers(&store, &key, |t: &TenantResource| &t.spec.resources))
+        })
+    };
+    let watcher = tokio::spawn(watch_sources(ctx.clone(), source_tx, stop.clone()));
     // Any tenant or namespace change may change which namespaces a resource fills: all are looked at
     // again (the controller's queue folds bursts).
     let global_store = cache.global_tenant_resources().store().clone();
@@ -687,16 +833,17 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let tenant_items = resource_stream(cache.tenant_resources().subscribe(), tenant_store.state());
     let (s1, s2) = (stop.clone(), stop.clone());
     let global = Controller::for_stream(global_items, global_store)
-        .reconcile_on(global_trigger)
+        .reconcile_on(futures::stream::select(global_trigger, global_sources))
         .graceful_shutdown_on(async move { s1.cancelled().await })
         .run(reconcile_global, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     let tenant = Controller::for_stream(tenant_items, tenant_store)
-        .reconcile_on(tenant_trigger)
+        .reconcile_on(futures::stream::select(tenant_trigger, tenant_sources))
         .graceful_shutdown_on(async move { s2.cancelled().await })
         .run(reconcile_tenant, error_policy, ctx)
         .for_each(|_| std::future::ready(()));
     tokio::join!(global, tenant);
+    watcher.abort();
 }
 
 /// The current objects, then every change (deletions are seen by the reconcile of the object's

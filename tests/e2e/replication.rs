@@ -139,6 +139,66 @@ spec:
         r#"bulkhead_replication_items{{kind="GlobalTenantResource",name="{gtr}",namespace="",state="applied"}}"#
     );
     assert_eq!(bulkhead.metric(&sample), Some(4.0));
+    // The tenant's owner may edit its namespace's ConfigMaps, but not the copies.
+    let a_one = format!("{a}-one");
+    let alice = cluster.kubectl_as("alice", &["bulkhead.dev"]);
+    eventually(Duration::from_secs(20), || async {
+        let out = alice.run(&["delete", "configmap", "cluster-info", "-n", &a_one]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "the owner deleted a replicated ConfigMap");
+        let want = format!(
+            "configmap `cluster-info` is replicated by `globaltenantresource..{gtr}` and cannot be deleted by tenant users"
+        );
+        // Until the owner's RoleBinding exists, RBAC refuses first.
+        err.contains(&want).then_some(()).ok_or(err)
+    })
+    .await;
+
+    // Drift is repaired: a copy deleted or edited by hand comes back as it was.
+    cluster
+        .kubectl()
+        .ok(&["delete", "networkpolicy", "deny-all", "-n", &a_one]);
+    cluster.kubectl().ok(&[
+        "patch",
+        "configmap",
+        "cluster-info",
+        "-n",
+        &a_one,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"region":"tampered"}}"#,
+    ]);
+    eventually(Duration::from_secs(20), || async {
+        let np = get(
+            &cluster,
+            &[
+                "get",
+                "networkpolicy",
+                "deny-all",
+                "-n",
+                &a_one,
+                "-o",
+                "name",
+                "--ignore-not-found",
+            ],
+        );
+        let region = get(
+            &cluster,
+            &[
+                "get",
+                "configmap",
+                "cluster-info",
+                "-n",
+                &a_one,
+                "-o",
+                "jsonpath={.data.region}",
+            ],
+        );
+        (!np.is_empty() && region == "eu-west-1")
+            .then_some(())
+            .ok_or(format!("{np:?} {region:?}"))
+    })
+    .await;
 
     // The copies follow their source (at once: the source is watched).
     cluster.kubectl().ok(&[
@@ -392,6 +452,17 @@ spec:
         ),
         ""
     );
+    // Only the TenantResource's ServiceAccount writes the copies; the tenant's owner cannot edit them.
+    let alice = cluster.kubectl_as("alice", &["bulkhead.dev"]);
+    eventually(Duration::from_secs(20), || async {
+        let out = alice.run(&["label", "configmap", "app-config", "-n", &a_one, "edited=yes"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "the owner changed a replicated ConfigMap");
+        err.contains(&format!("is replicated by `tenantresource.{a_one}.shared`"))
+            .then_some(())
+            .ok_or(err)
+    })
+    .await;
     // The status says why the rest was not done.
     eventually(Duration::from_secs(20), || async {
         let status = get(

@@ -140,7 +140,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("bulkhead.dev",), ("tenants/status", "globaltenantresources/status", "tenantresources/status"), (), ("get", "patch", "update")),
         (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
         (("",), ("serviceaccounts",), (), ("impersonate",)),
-        (("",), ("configmaps", "secrets", "serviceaccounts"), (), ("create", "delete", "get", "list", "patch", "update")),
+        (("",), ("configmaps", "secrets", "serviceaccounts"), (), ("create", "delete", "get", "list", "patch", "update", "watch")),
         (("",), ("namespaces",), (), ("get", "list", "patch", "watch")),
         (("",), ("resourcequotas", "limitranges"), (), write),
         (("networking.k8s.io",), ("networkpolicies",), (), write),

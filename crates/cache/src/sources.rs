@@ -1,7 +1,7 @@
-//! Watches on kinds known only at run time (the sources of replication), as change signals.
+//! Watches on kinds known only at run time (replication's sources and copies), as change signals.
 //!
-//! Only metadata is watched (`PartialObjectMeta`), and nothing is stored: a subscriber is told
-//! that something in (kind, namespace) changed and reads what it needs itself.
+//! Only metadata is watched (`PartialObjectMeta`), and nothing is stored: the caller is told what
+//! changed after the initial list and reads what it needs itself.
 
 use futures::StreamExt;
 use kube::Client;
@@ -9,24 +9,25 @@ use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::core::ApiResource;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-/// Watches one kind in one namespace (optionally by label selector) until `stop`, sending `key` on
-/// `changes` for every change after the initial list. Retries with backoff on errors.
-pub fn watch_changes<T: Clone + Send + 'static>(
+/// Watches the metadata of one kind (in `namespace`, or everywhere) until `stop`, calling `on_change`
+/// with each object added, changed (`false`) or deleted (`true`) after the initial list. Retries with
+/// backoff on errors.
+pub fn watch_metadata(
     client: Client,
     resource: ApiResource,
-    namespace: String,
+    namespace: Option<String>,
     selector: Option<String>,
-    key: T,
-    changes: broadcast::Sender<T>,
     stop: CancellationToken,
+    mut on_change: impl FnMut(&PartialObjectMeta<DynamicObject>, bool) + Send + 'static,
 ) {
     tokio::spawn(async move {
-        // Metadata only: the API server sends no object bodies.
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::namespaced_with(client, &namespace, &resource);
+        let api: Api<PartialObjectMeta<DynamicObject>> = match &namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &resource),
+            None => Api::all_with(client, &resource),
+        };
         let mut config = watcher::Config::default();
         if let Some(s) = &selector {
             config = config.labels(s);
@@ -41,13 +42,11 @@ pub fn watch_changes<T: Clone + Send + 'static>(
             match next {
                 None => return,
                 Some(Ok(Event::InitDone)) => listed = true,
-                Some(Ok(Event::Apply(_) | Event::Delete(_))) if listed => {
-                    // Nobody listening right now is fine.
-                    let _ = changes.send(key.clone());
-                }
+                Some(Ok(Event::Apply(o))) if listed => on_change(&o, false),
+                Some(Ok(Event::Delete(o))) if listed => on_change(&o, true),
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
-                    debug!(%error, kind = %resource.kind, %namespace, "source watch failed; retrying")
+                    debug!(%error, kind = %resource.kind, namespace = ?namespace, "watch failed; retrying")
                 }
             }
         }

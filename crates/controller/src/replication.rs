@@ -55,7 +55,7 @@ pub struct Context {
     recorder: Recorder,
     discovered: Mutex<HashMap<(String, String), (ApiResource, Scope)>>,
     impersonated: Mutex<HashMap<String, Client>>,
-    applied: Mutex<HashMap<AppliedKey, u64>>,
+    applied: Mutex<HashMap<AppliedKey, (u64, Option<String>)>>,
 }
 
 /// (owner label, apiVersion, kind, namespace, name) of an applied object.
@@ -296,13 +296,20 @@ async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<Proce
                 name.clone(),
             );
             let h = hash(object);
-            if ctx.applied.lock().get(&key) == Some(&h) {
+            if ctx
+                .applied
+                .lock()
+                .get(&key)
+                .is_some_and(|(applied, _)| *applied == h)
+            {
                 return Ok(());
             }
             let api: Api<DynamicObject> = Api::namespaced_with(job.client.clone(), &namespace, &resource);
             match api.patch(&name, &params, &Patch::Apply(object)).await {
-                Ok(_) => {
-                    ctx.applied.lock().insert(key, h);
+                Ok(written) => {
+                    ctx.applied
+                        .lock()
+                        .insert(key, (h, written.metadata.resource_version));
                     Ok(())
                 }
                 Err(e) => {
@@ -726,14 +733,17 @@ async fn watch_sources(
             };
             let token = stop.child_token();
             let selector = (!key.3.is_empty()).then(|| key.3.clone());
-            bulkhead_cache::sources::watch_changes(
+            let (changes, signal) = (changes.clone(), key.clone());
+            bulkhead_cache::sources::watch_metadata(
                 ctx.client.clone(),
                 resource,
-                key.2.clone(),
+                Some(key.2.clone()),
                 selector,
-                key.clone(),
-                changes.clone(),
                 token.clone(),
+                move |_, _| {
+                    // Nobody listening right now is fine.
+                    let _ = changes.send(signal.clone());
+                },
             );
             running.insert(key, token);
         }
@@ -742,6 +752,90 @@ async fn watch_sources(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// Watches every kind replication has written, cluster-wide, by the `replicated-by` label: a copy
+/// deleted, or changed by anyone but Bulkhead (its resourceVersion is not the one Bulkhead's apply
+/// returned), is forgotten and its resource reconciled, which puts it back.
+async fn watch_copies(
+    ctx: Arc<Context>,
+    drifted: tokio::sync::broadcast::Sender<String>,
+    stop: CancellationToken,
+) {
+    let mut running: BTreeSet<(String, String)> = BTreeSet::new();
+    loop {
+        let kinds: BTreeSet<(String, String)> = ctx
+            .applied
+            .lock()
+            .keys()
+            .map(|k| (k.1.clone(), k.2.clone()))
+            .collect();
+        for (api_version, kind) in kinds {
+            if running.contains(&(api_version.clone(), kind.clone())) {
+                continue;
+            }
+            let Ok((resource, _)) = ctx.discover(&api_version, &kind).await else {
+                continue;
+            };
+            let (watch_ctx, drifted) = (ctx.clone(), drifted.clone());
+            let (av, k) = (api_version.clone(), kind.clone());
+            bulkhead_cache::sources::watch_metadata(
+                ctx.client.clone(),
+                resource,
+                None,
+                Some(labels::REPLICATED_BY.to_owned()),
+                stop.clone(),
+                move |object, deleted| {
+                    let Some(owner) = object
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(labels::REPLICATED_BY))
+                    else {
+                        return;
+                    };
+                    let key = (
+                        owner.clone(),
+                        av.clone(),
+                        k.clone(),
+                        object.metadata.namespace.clone().unwrap_or_default(),
+                        object.metadata.name.clone().unwrap_or_default(),
+                    );
+                    let mut applied = watch_ctx.applied.lock();
+                    let drift = match applied.get(&key) {
+                        None => false, // not applied by this process (yet)
+                        Some(_) if deleted => true,
+                        Some((_, version)) => {
+                            version.is_some() && *version != object.metadata.resource_version
+                        }
+                    };
+                    if drift {
+                        applied.remove(&key);
+                        drop(applied);
+                        let _ = drifted.send(owner.clone());
+                    }
+                },
+            );
+            running.insert((api_version, kind));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// The resources of a store whose `replicated-by` value is `owner`.
+fn owned_by<K: Resource<DynamicType = ()> + Clone>(
+    store: &kube::runtime::reflector::Store<K>,
+    owner: &str,
+) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|o| owner_label(&K::kind(&()), o.meta().namespace.as_deref(), &o.name_any()) == owner)
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
 }
 
 /// The resources of a store that read from `key`.
@@ -758,9 +852,9 @@ fn readers<K: Resource<DynamicType = ()> + Clone>(
         .collect()
 }
 
-fn source_changes(
-    rx: tokio::sync::broadcast::Receiver<SourceKey>,
-) -> impl futures::Stream<Item = SourceKey> + Send {
+fn source_changes<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
     futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -791,6 +885,18 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         })
     };
     let watcher = tokio::spawn(watch_sources(ctx.clone(), source_tx, stop.clone()));
+    let (drift_tx, _) = tokio::sync::broadcast::channel::<String>(1024);
+    let global_drift = {
+        let store = cache.global_tenant_resources().store().clone();
+        source_changes(drift_tx.subscribe())
+            .flat_map(move |owner| futures::stream::iter(owned_by(&store, &owner)))
+    };
+    let tenant_drift = {
+        let store = cache.tenant_resources().store().clone();
+        source_changes(drift_tx.subscribe())
+            .flat_map(move |owner| futures::stream::iter(owned_by(&store, &owner)))
+    };
+    let copies = tokio::spawn(watch_copies(ctx.clone(), drift_tx, stop.clone()));
     // Any tenant or namespace change may change which namespaces a resource fills: all are looked at
     // again (the controller's queue folds bursts).
     let global_store = cache.global_tenant_resources().store().clone();
@@ -833,17 +939,24 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let tenant_items = resource_stream(cache.tenant_resources().subscribe(), tenant_store.state());
     let (s1, s2) = (stop.clone(), stop.clone());
     let global = Controller::for_stream(global_items, global_store)
-        .reconcile_on(futures::stream::select(global_trigger, global_sources))
+        .reconcile_on(futures::stream::select(
+            futures::stream::select(global_trigger, global_sources),
+            global_drift,
+        ))
         .graceful_shutdown_on(async move { s1.cancelled().await })
         .run(reconcile_global, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     let tenant = Controller::for_stream(tenant_items, tenant_store)
-        .reconcile_on(futures::stream::select(tenant_trigger, tenant_sources))
+        .reconcile_on(futures::stream::select(
+            futures::stream::select(tenant_trigger, tenant_sources),
+            tenant_drift,
+        ))
         .graceful_shutdown_on(async move { s2.cancelled().await })
         .run(reconcile_tenant, error_policy, ctx)
         .for_each(|_| std::future::ready(()));
     tokio::join!(global, tenant);
     watcher.abort();
+    copies.abort();
 }
 
 /// The current objects, then every change (deletions are seen by the reconcile of the object's

@@ -27,15 +27,20 @@ pub fn cordoned(req: &Request<'_>, tenant: &Tenant, what: &str) -> Verdict {
             Some(t),
             format!(
                 "{what} cannot be {}: tenant `{t}` is cordoned, nothing in it can be created, changed or deleted",
-                match req.operation {
-                    Operation::Create => "created",
-                    Operation::Delete => "deleted",
-                    _ => "changed",
-                }
+                past_tense(req.operation)
             ),
         );
     }
     Verdict::allow()
+}
+
+/// How a denial names what the request would have done.
+fn past_tense(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Create => "created",
+        Operation::Delete => "deleted",
+        _ => "changed",
+    }
 }
 
 fn managed(meta: Option<&ObjectMeta>) -> Option<&ObjectMeta> {
@@ -47,9 +52,8 @@ fn managed(meta: Option<&ObjectMeta>) -> Option<&ObjectMeta> {
     })
 }
 
-/// Objects Bulkhead manages (RoleBindings, ResourceQuotas, LimitRanges, NetworkPolicies, replicated
-/// objects: labelled `app.kubernetes.io/managed-by=bulkhead`) are changed only by Bulkhead and
-/// administrators. A tenant user can neither change or delete them nor create objects that pose as them.
+/// Objects Bulkhead manages (RoleBindings, ResourceQuotas, LimitRanges, NetworkPolicies, labelled
+/// `app.kubernetes.io/managed-by=bulkhead`) are changed only by Bulkhead and administrators. A tenant user can neither change or delete them nor create objects that pose as them.
 /// `kind` is the lower-case kind for the message.
 pub fn managed_object(
     req: &Request<'_>,
@@ -65,11 +69,7 @@ pub fn managed_object(
     };
     let name = meta.name.as_deref().unwrap_or_default();
     let tenant = meta.labels.as_ref().and_then(|l| l.get(labels::TENANT));
-    let verb = match req.operation {
-        Operation::Create => "created",
-        Operation::Delete => "deleted",
-        _ => "changed",
-    };
+    let verb = past_tense(req.operation);
     let whose = tenant.map(|t| format!(" for tenant `{t}`")).unwrap_or_default();
     Verdict::deny(
         tenant.map(String::as_str),
@@ -105,11 +105,7 @@ pub fn replicated_object(
         }
         let name = meta.name.as_deref().unwrap_or_default();
         let tenant = meta.labels.as_ref().and_then(|l| l.get(labels::TENANT));
-        let verb = match req.operation {
-            Operation::Create => "created",
-            Operation::Delete => "deleted",
-            _ => "changed",
-        };
+        let verb = past_tense(req.operation);
         return Verdict::deny(
             tenant.map(String::as_str),
             format!(

@@ -223,3 +223,32 @@ fn the_full_example_round_trips_without_loss() {
         );
     }
 }
+
+#[test]
+fn every_bulkhead_object_in_the_examples_is_accepted_under_strict_validation() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let crds = bulkhead_api::crds::all();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for doc in docs.into_iter().filter(|d| {
+            d["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("bulkhead.dev/"))
+        }) {
+            let kind = doc["kind"].as_str().unwrap();
+            let crd = crds
+                .iter()
+                .find(|c| c.spec.names.kind == kind)
+                .unwrap_or_else(|| panic!("no CRD for {kind}"));
+            let errors = validate(crd, &doc);
+            assert!(errors.is_empty(), "{} {kind}: {errors:#?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "{checked}");
+}

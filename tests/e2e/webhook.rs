@@ -121,10 +121,10 @@ async fn owners_create_namespaces_in_their_tenant_and_the_rules_hold() {
     let err = nobody.fails(&["create", "namespace", &cluster.unique("m")]);
     assert!(err.contains("no tenant assigned to you"), "{err}");
 
-    // The Tenant records denials as Events (repeats fold into the first one's series, as Kubernetes
-    // aggregates Events).
+    // The Tenant records denials as Events, one reason per check family (repeats of one reason fold
+    // into the first one's series, as Kubernetes aggregates Events).
     eventually(Duration::from_secs(10), || async {
-        let notes = event_notes(&cluster, &t, "Denied").await?;
+        let notes = event_notes(&cluster, &t, "NamespaceDenied").await?;
         notes
             .iter()
             .any(|n| n.contains("requires its prefix"))

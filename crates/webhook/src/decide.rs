@@ -65,6 +65,21 @@ impl Check {
         Check::ALL.into_iter().find(|c| c.as_str() == segment)
     }
 
+    /// The reason of the Event a denial by this check records on the Tenant.
+    pub fn denial_reason(self) -> &'static str {
+        match self {
+            Check::Namespaces => "NamespaceDenied",
+            Check::Pods => "PodDenied",
+            Check::PersistentVolumeClaims => "ClaimDenied",
+            Check::Services => "ServiceDenied",
+            Check::Ingresses => "IngressDenied",
+            Check::Nodes => "NodeDenied",
+            Check::Tenants => "TenantDenied",
+            Check::Cordoned => "CordonedDenied",
+            Check::Managed => "ManagedObjectDenied",
+        }
+    }
+
     /// Whether the check can mutate (has a `/mutate/` route).
     pub fn mutates(self) -> bool {
         matches!(

@@ -49,7 +49,7 @@ impl Limiter {
 /// Where handlers drop denials; cheap to clone, never blocks.
 #[derive(Clone, Debug)]
 pub struct Denials {
-    tx: Option<mpsc::Sender<(String, String)>>,
+    tx: Option<mpsc::Sender<(String, &'static str, String)>>,
 }
 
 impl Denials {
@@ -58,16 +58,17 @@ impl Denials {
         Denials { tx: None }
     }
 
-    /// Queues a denial by `tenant`'s rules.
-    pub fn record(&self, tenant: &str, message: &str) {
+    /// Queues a denial by `tenant`'s rules; `reason` is the Event's reason (one per check family, so
+    /// that Kubernetes folds repeats of one kind of denial, not every denial, into one series).
+    pub fn record(&self, tenant: &str, reason: &'static str, message: &str) {
         if let Some(tx) = &self.tx {
-            let _ = tx.try_send((tenant.to_owned(), message.to_owned()));
+            let _ = tx.try_send((tenant.to_owned(), reason, message.to_owned()));
         }
     }
 
     /// Starts the recorder task: Events are published with Bulkhead's own credentials.
     pub fn start(client: Client, cache: Cache, shutdown: CancellationToken) -> Denials {
-        let (tx, mut rx) = mpsc::channel::<(String, String)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(String, &'static str, String)>(QUEUE);
         let recorder = Recorder::new(
             client,
             Reporter {
@@ -82,7 +83,9 @@ impl Denials {
                     _ = shutdown.cancelled() => return,
                     next = rx.recv() => next,
                 };
-                let Some((tenant, message)) = next else { return };
+                let Some((tenant, reason, message)) = next else {
+                    return;
+                };
                 if !limiter.allow(&tenant, Instant::now()) {
                     continue;
                 }
@@ -91,7 +94,7 @@ impl Denials {
                 };
                 let event = Event {
                     type_: EventType::Warning,
-                    reason: "Denied".into(),
+                    reason: reason.into(),
                     note: Some(message.chars().take(1000).collect()),
                     action: "Admission".into(),
                     secondary: None,

@@ -100,7 +100,9 @@ async fn handle(
         if let Some(tenant) = &denial.tenant
             && request.dry_run != Some(true)
         {
-            state.denials.record(tenant, &denial.message);
+            state
+                .denials
+                .record(tenant, check.denial_reason(), &denial.message);
         }
     }
     let allowed = if verdict.is_allowed() { "true" } else { "false" };

@@ -22,6 +22,7 @@ async fn a_global_tenant_resource_fills_selected_tenants_follows_its_source_and_
     let (a, b) = (cluster.unique("e2e-rep-a"), cluster.unique("e2e-rep-b"));
     let platform = cluster.unique("e2e-platform");
     let gtr = cluster.unique("e2e-gtr");
+    let alice = cluster.unique("alice");
     let bulkhead = start(&cluster).await;
     cluster.apply(&format!(
         r#"apiVersion: v1
@@ -40,12 +41,12 @@ data: {{secret: "no"}}
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant
-metadata: {{name: {a}, labels: {{env: prod}}}}
-spec: {{owners: [{{kind: User, name: alice}}]}}
+metadata: {{name: {a}, labels: {{e2e-replication: {gtr}-in}}}}
+spec: {{owners: [{{kind: User, name: {alice}}}]}}
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant
-metadata: {{name: {b}, labels: {{env: dev}}}}
+metadata: {{name: {b}, labels: {{e2e-replication: {gtr}-out}}}}
 spec: {{owners: [{{kind: User, name: bob}}]}}
 ---
 apiVersion: v1
@@ -66,7 +67,8 @@ metadata: {{name: {b}-one, labels: {{bulkhead.dev/tenant: {b}}}}}
 kind: GlobalTenantResource
 metadata: {{name: {gtr}}}
 spec:
-  tenantSelector: {{matchLabels: {{env: prod}}}}
+  # A selector no other tenant matches: the suite may share a real cluster.
+  tenantSelector: {{matchLabels: {{e2e-replication: {gtr}-in}}}}
   resyncPeriod: 10m  # source edits must arrive through the source watch, not a resync
   resources:
   - additionalMetadata: {{labels: {{copied-by: platform}}}}
@@ -141,9 +143,9 @@ spec:
     assert_eq!(bulkhead.metric(&sample), Some(4.0));
     // The tenant's owner may edit its namespace's ConfigMaps, but not the copies.
     let a_one = format!("{a}-one");
-    let alice = cluster.kubectl_as("alice", &["bulkhead.dev"]);
+    let k = cluster.kubectl_as(&alice, &["bulkhead.dev"]);
     eventually(Duration::from_secs(20), || async {
-        let out = alice.run(&["delete", "configmap", "cluster-info", "-n", &a_one]);
+        let out = k.run(&["delete", "configmap", "cluster-info", "-n", &a_one]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "the owner deleted a replicated ConfigMap");
         let want = format!(
@@ -229,12 +231,20 @@ spec:
     .await;
 
     // A tenant that stops matching loses the copies; one that starts matching gets them.
-    cluster
-        .kubectl()
-        .ok(&["label", "tenant", &a, "env=dev", "--overwrite"]);
-    cluster
-        .kubectl()
-        .ok(&["label", "tenant", &b, "env=prod", "--overwrite"]);
+    cluster.kubectl().ok(&[
+        "label",
+        "tenant",
+        &a,
+        &format!("e2e-replication={gtr}-out"),
+        "--overwrite",
+    ]);
+    cluster.kubectl().ok(&[
+        "label",
+        "tenant",
+        &b,
+        &format!("e2e-replication={gtr}-in"),
+        "--overwrite",
+    ]);
     eventually(Duration::from_secs(20), || async {
         let gone = get(
             &cluster,
@@ -325,13 +335,14 @@ async fn a_tenant_resource_writes_as_the_tenant_and_only_inside_it() {
     let cluster = Cluster::start().await;
     let (a, b) = (cluster.unique("e2e-tr-a"), cluster.unique("e2e-tr-b"));
     let free = cluster.unique("e2e-tr-free");
+    let alice = cluster.unique("alice");
     let _bulkhead = start(&cluster).await;
     cluster.apply(&format!(
         r#"apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant
 metadata: {{name: {a}}}
 spec:
-  owners: [{{kind: User, name: alice}}]
+  owners: [{{kind: User, name: {alice}}}]
   additionalRoleBindings:
   - clusterRoleName: edit
     subjects: [{{kind: ServiceAccount, name: replicator, namespace: {a}-one}}]
@@ -453,9 +464,9 @@ spec:
         ""
     );
     // Only the TenantResource's ServiceAccount writes the copies; the tenant's owner cannot edit them.
-    let alice = cluster.kubectl_as("alice", &["bulkhead.dev"]);
+    let k = cluster.kubectl_as(&alice, &["bulkhead.dev"]);
     eventually(Duration::from_secs(20), || async {
-        let out = alice.run(&["label", "configmap", "app-config", "-n", &a_one, "edited=yes"]);
+        let out = k.run(&["label", "configmap", "app-config", "-n", &a_one, "edited=yes"]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "the owner changed a replicated ConfigMap");
         err.contains(&format!("is replicated by `tenantresource.{a_one}.shared`"))

@@ -168,7 +168,7 @@ pub struct ProxySettings {
 }
 
 /// An operation the proxy may allow on filtered cluster-scoped objects.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 pub enum ProxyOperation {
     /// List, get and watch.
     List,

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod desired;
 pub mod identity;
+pub mod proxy;
 pub mod quota;
 pub mod replication;
 pub mod selector;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::identity::{Caller, CallerClass, classify};
 
-pub use lists::{AllowedCheck, pattern_matches};
+pub use lists::{AllowedCheck, check_class as lists_check_class, pattern_matches};
 pub use namespace::namespace;
 pub use rules::{cordoned, managed_object, node, replicated_object, tenant, tenant_problems};
 pub use snapshot::Snapshot;

@@ -1,0 +1,302 @@
+//! What the proxy shows a caller: the tenants it acts for, and which cluster-scoped objects it sees
+//! and may change. Pure: the proxy answers list, get and watch requests from the shared cache with
+//! these functions.
+//!
+//! A caller acts for a tenant when it owns it (as user, through a group, or as service account), or when
+//! a ProxySetting in one of the tenant's namespaces names it. Cluster-scoped kinds are gated per tenant
+//! by the owner's (or the ProxySetting subject's) `proxySettings`: `List` to see them at all, `Update` and
+//! `Delete` to change them; what is seen is then narrowed to the tenant's own: nodes matching its
+//! `nodeSelector`, classes in its allowed lists, persistent volumes labelled with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bulkhead_api::owner::{ProxyKind, ProxyOperation, ProxySettings, Subject};
+use bulkhead_api::proxy_setting::ProxySetting;
+use bulkhead_api::{Tenant, labels};
+
+use crate::admission::{AllowedCheck, ClassInfo, lists_check_class};
+use crate::identity::Caller;
+
+/// What one caller may see and do through the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Visibility {
+    /// The tenants the caller acts for.
+    pub tenants: BTreeSet<String>,
+    /// Per tenant, the operations granted per cluster-scoped kind.
+    pub operations: BTreeMap<String, BTreeMap<ProxyKind, BTreeSet<ProxyOperation>>>,
+}
+
+fn grant(into: &mut BTreeMap<ProxyKind, BTreeSet<ProxyOperation>>, settings: &[ProxySettings]) {
+    for s in settings {
+        into.entry(s.kind)
+            .or_default()
+            .extend(s.operations.iter().copied());
+    }
+}
+
+/// Works out what `caller` sees. `tenants` are all Tenants; `settings` all ProxySettings with the
+/// tenant of their namespace (`None` outside tenants: such a setting grants nothing).
+pub fn visibility<'a>(
+    caller: &Caller,
+    tenants: impl IntoIterator<Item = &'a Tenant>,
+    settings: impl IntoIterator<Item = (&'a ProxySetting, Option<&'a str>)>,
+) -> Visibility {
+    let subjects = caller.subjects();
+    let mut out = Visibility::default();
+    for tenant in tenants {
+        let name = tenant.metadata.name.clone().unwrap_or_default();
+        for owner in tenant
+            .spec
+            .owners
+            .iter()
+            .filter(|o| subjects.contains(&o.subject()))
+        {
+            out.tenants.insert(name.clone());
+            grant(
+                out.operations.entry(name.clone()).or_default(),
+                &owner.proxy_settings,
+            );
+        }
+    }
+    for (setting, tenant) in settings {
+        let Some(tenant) = tenant else { continue };
+        for subject in &setting.spec.subjects {
+            let as_subject = match subject.kind {
+                bulkhead_api::owner::OwnerKind::User => Subject::from_user_name(&subject.name),
+                bulkhead_api::owner::OwnerKind::Group => Subject::Group(subject.name.clone()),
+                bulkhead_api::owner::OwnerKind::ServiceAccount => {
+                    Subject::ServiceAccount(subject.name.clone())
+                }
+            };
+            if subjects.contains(&as_subject) {
+                out.tenants.insert(tenant.to_owned());
+                grant(
+                    out.operations.entry(tenant.to_owned()).or_default(),
+                    &subject.proxy_settings,
+                );
+            }
+        }
+    }
+    out
+}
+
+impl Visibility {
+    /// Whether the caller acts for any tenant (otherwise the proxy passes its requests through as is).
+    pub fn is_tenant_user(&self) -> bool {
+        !self.tenants.is_empty()
+    }
+
+    /// The tenants for which the caller may perform `operation` on `kind`.
+    pub fn tenants_allowing(&self, kind: ProxyKind, operation: ProxyOperation) -> impl Iterator<Item = &str> {
+        self.operations
+            .iter()
+            .filter(move |(_, ops)| ops.get(&kind).is_some_and(|o| o.contains(&operation)))
+            .map(|(t, _)| t.as_str())
+    }
+
+    /// Whether a namespace with this tenant label is visible.
+    pub fn sees_namespace(&self, tenant_label: Option<&str>) -> bool {
+        tenant_label.is_some_and(|t| self.tenants.contains(t))
+    }
+
+    /// Whether the Tenant of this name is visible.
+    pub fn sees_tenant(&self, name: &str) -> bool {
+        self.tenants.contains(name)
+    }
+}
+
+/// Whether a node with `node_labels` may be seen (`List`) or changed (`Update`, `Delete`): some tenant
+/// the caller acts for grants the operation on Nodes and the node matches that tenant's `nodeSelector`.
+pub fn node_allowed(
+    visibility: &Visibility,
+    tenants: &BTreeMap<String, &Tenant>,
+    node_labels: &BTreeMap<String, String>,
+    operation: ProxyOperation,
+) -> bool {
+    visibility
+        .tenants_allowing(ProxyKind::Nodes, operation)
+        .filter_map(|t| tenants.get(t))
+        .any(|t| {
+            t.spec
+                .node_selector
+                .iter()
+                .all(|(k, v)| node_labels.get(k) == Some(v))
+        })
+}
+
+/// Whether a class of `kind` (storage, ingress, priority or runtime) may be seen or changed: some tenant
+/// grants the operation on that kind and allows the class (by name, regex, labels or default).
+pub fn class_allowed(
+    visibility: &Visibility,
+    tenants: &BTreeMap<String, &Tenant>,
+    kind: ProxyKind,
+    name: &str,
+    info: &ClassInfo,
+    operation: ProxyOperation,
+) -> bool {
+    visibility
+        .tenants_allowing(kind, operation)
+        .filter_map(|t| tenants.get(t))
+        .any(|t| {
+            let list = match kind {
+                ProxyKind::StorageClasses => t.spec.storage_classes.as_ref(),
+                ProxyKind::IngressClasses => t
+                    .spec
+                    .ingress_options
+                    .as_ref()
+                    .and_then(|i| i.allowed_classes.as_ref()),
+                ProxyKind::PriorityClasses => t.spec.priority_classes.as_ref(),
+                ProxyKind::RuntimeClasses => t.spec.runtime_classes.as_ref(),
+                ProxyKind::Nodes | ProxyKind::PersistentVolumes => None,
+            };
+            list.is_some_and(|l| lists_check_class(l, name, Some(info)) == AllowedCheck::Allowed)
+        })
+}
+
+/// Whether a PersistentVolume with these labels may be seen or changed: some tenant grants the
+/// operation on PersistentVolumes and the volume carries that tenant's label.
+pub fn persistent_volume_allowed(
+    visibility: &Visibility,
+    volume_labels: &BTreeMap<String, String>,
+    operation: ProxyOperation,
+) -> bool {
+    let owner = volume_labels.get(labels::TENANT);
+    visibility
+        .tenants_allowing(ProxyKind::PersistentVolumes, operation)
+        .any(|t| owner.is_some_and(|o| o == t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(yaml: &str) -> Tenant {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn setting(yaml: &str) -> ProxySetting {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn world() -> Vec<Tenant> {
+        vec![
+            tenant(
+                r#"
+metadata: {name: solar}
+spec:
+  owners:
+  - kind: User
+    name: alice
+    proxySettings:
+    - {kind: Nodes, operations: [List]}
+    - {kind: StorageClasses, operations: [List, Update]}
+    - {kind: PersistentVolumes, operations: [List]}
+  - {kind: Group, name: solar-devs}
+  nodeSelector: {pool: solar}
+  storageClasses: {allowed: [standard], allowedRegex: "^solar-"}
+"#,
+            ),
+            tenant(
+                "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob}], nodeSelector: {pool: wind}}",
+            ),
+        ]
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn owners_see_their_tenants_and_proxy_settings_lend_the_view() {
+        let tenants = world();
+        let alice = visibility(&Caller::new("alice", ["bulkhead.dev"]), &tenants, []);
+        assert_eq!(alice.tenants, BTreeSet::from(["solar".to_owned()]));
+        assert!(alice.sees_namespace(Some("solar")));
+        assert!(!alice.sees_namespace(Some("wind")));
+        assert!(!alice.sees_namespace(None), "unmanaged namespaces are not shown");
+        assert!(alice.sees_tenant("solar") && !alice.sees_tenant("wind"));
+        let dev = visibility(&Caller::new("carol", ["solar-devs"]), &tenants, []);
+        assert!(dev.sees_namespace(Some("solar")));
+        assert!(
+            dev.tenants_allowing(ProxyKind::Nodes, ProxyOperation::List)
+                .next()
+                .is_none(),
+            "no proxySettings"
+        );
+        let nobody = visibility(&Caller::new("mallory", ["bulkhead.dev"]), &tenants, []);
+        assert!(!nobody.is_tenant_user());
+
+        let lent = setting(
+            "metadata: {name: share, namespace: wind-prod}\nspec: {subjects: [{kind: User, name: dave, proxySettings: [{kind: Nodes, operations: [List]}]}]}",
+        );
+        let stray =
+            setting("metadata: {name: x, namespace: default}\nspec: {subjects: [{kind: User, name: dave}]}");
+        let dave = visibility(
+            &Caller::new("dave", Vec::<String>::new()),
+            &tenants,
+            [(&lent, Some("wind")), (&stray, None)],
+        );
+        assert_eq!(dave.tenants, BTreeSet::from(["wind".to_owned()]));
+        assert_eq!(
+            dave.tenants_allowing(ProxyKind::Nodes, ProxyOperation::List)
+                .collect::<Vec<_>>(),
+            ["wind"]
+        );
+    }
+
+    #[test]
+    fn cluster_scoped_objects_are_narrowed_to_the_tenant_and_gated_by_operations() {
+        let tenants = world();
+        let by_name: BTreeMap<String, &Tenant> = tenants
+            .iter()
+            .map(|t| (t.metadata.name.clone().unwrap_or_default(), t))
+            .collect();
+        let alice = visibility(&Caller::new("alice", ["bulkhead.dev"]), &tenants, []);
+        let node = |l: &[(&str, &str)], op| node_allowed(&alice, &by_name, &labels(l), op);
+        assert!(node(&[("pool", "solar"), ("zone", "a")], ProxyOperation::List));
+        assert!(!node(&[("pool", "wind")], ProxyOperation::List));
+        assert!(!node(&[("pool", "solar")], ProxyOperation::Delete), "List only");
+        let class = |name: &str, op| {
+            class_allowed(
+                &alice,
+                &by_name,
+                ProxyKind::StorageClasses,
+                name,
+                &ClassInfo::default(),
+                op,
+            )
+        };
+        assert!(class("standard", ProxyOperation::List));
+        assert!(class("solar-fast", ProxyOperation::Update));
+        assert!(!class("gold", ProxyOperation::List));
+        assert!(!class("standard", ProxyOperation::Delete));
+        assert!(!class_allowed(
+            &alice,
+            &by_name,
+            ProxyKind::IngressClasses,
+            "nginx",
+            &ClassInfo::default(),
+            ProxyOperation::List
+        ));
+        assert!(persistent_volume_allowed(
+            &alice,
+            &labels(&[(labels::TENANT, "solar")]),
+            ProxyOperation::List
+        ));
+        assert!(!persistent_volume_allowed(
+            &alice,
+            &labels(&[(labels::TENANT, "wind")]),
+            ProxyOperation::List
+        ));
+        assert!(!persistent_volume_allowed(
+            &alice,
+            &labels(&[]),
+            ProxyOperation::List
+        ));
+        let bob = visibility(&Caller::new("bob", Vec::<String>::new()), &tenants, []);
+        assert!(
+            !node_allowed(&bob, &by_name, &labels(&[("pool", "wind")]), ProxyOperation::List),
+            "bob has no proxySettings"
+        );
+    }
+}

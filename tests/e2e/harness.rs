@@ -127,6 +127,19 @@ impl Cluster {
         )
     }
 
+    /// A scratch directory that lives as long as the cluster handle.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A bearer token for a service account (TokenRequest, as `kubectl create token` asks for it).
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        self.kubectl()
+            .ok(&["create", "token", name, "-n", namespace, "--duration=1h"])
+            .trim()
+            .to_owned()
+    }
+
     /// Deletes this object (kubectl arguments, e.g. `["tenant", "x"]`) when the cluster handle goes.
     pub fn clean_up(&self, what: &[&str]) {
         self.cleanup
@@ -171,7 +184,7 @@ impl Drop for Cluster {
     }
 }
 
-async fn client_for(kubeconfig: &Path, user: Option<&str>, groups: &[&str]) -> Client {
+pub async fn client_for(kubeconfig: &Path, user: Option<&str>, groups: &[&str]) -> Client {
     let kc = Kubeconfig::read_from(kubeconfig).expect("kubeconfig reads");
     let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -191,6 +204,15 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl with this kubeconfig, as whoever it names.
+    pub fn at(kubeconfig: PathBuf) -> Kubectl {
+        Kubectl {
+            kubeconfig,
+            user: None,
+            groups: Vec::new(),
+        }
+    }
+
     /// Runs kubectl with these arguments.
     pub fn run(&self, args: &[&str]) -> Output {
         self.run_with_input(args, None)
@@ -248,6 +270,8 @@ pub struct Bulkhead {
     child: Option<Child>,
     /// Where its admin server listens.
     pub admin: SocketAddr,
+    /// Where its proxy listens (when it runs the proxy role).
+    pub proxy: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
     /// What to delete from a real cluster when it goes (its webhook configurations and Secret).
     leftovers: Vec<Vec<String>>,
@@ -296,6 +320,14 @@ impl Bulkhead {
                 ];
             }
         }
+        let proxy_port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+        if !extra.contains(&"--proxy-addr") {
+            webhook_args.extend(["--proxy-addr".to_owned(), proxy.to_string()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
             .args([
                 "run",
@@ -329,6 +361,7 @@ impl Bulkhead {
         let mut bulkhead = Bulkhead {
             child: Some(child),
             admin: "127.0.0.1:1".parse().unwrap(),
+            proxy,
             log,
             leftovers,
             kubeconfig: cluster.kubeconfig().to_owned(),
@@ -338,6 +371,39 @@ impl Bulkhead {
             Err(_) => panic!("bulkhead did not start:\n{}", bulkhead.log()),
         }
         bulkhead
+    }
+
+    /// A kubeconfig that reaches the cluster through this Bulkhead's proxy with `token`, made by
+    /// `bulkhead kubeconfig` (the proxy's certificate is self-signed here, so it is not verified).
+    pub fn proxy_kubeconfig(&self, dir: &Path, tenant: &str, token: &str) -> PathBuf {
+        let token_file = dir.join(format!(
+            "{tenant}-{}.token",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&token_file, token).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+            .args([
+                "kubeconfig",
+                "--server",
+                &format!("https://{}", self.proxy),
+                "--tenant",
+                tenant,
+            ])
+            .arg("--token-file")
+            .arg(&token_file)
+            .output()
+            .expect("bulkhead kubeconfig runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let path = token_file.with_extension("kubeconfig");
+        std::fs::write(&path, &out.stdout).unwrap();
+        let cluster = format!("bulkhead-{tenant}");
+        Kubectl::at(path.clone()).ok(&[
+            "config",
+            "set-cluster",
+            &cluster,
+            "--insecure-skip-tls-verify=true",
+        ]);
+        path
     }
 
     /// The process id.

@@ -9,6 +9,7 @@
 mod controller;
 mod harness;
 mod harness_checks;
+mod proxy;
 mod replication;
 mod scale;
 mod startup;

@@ -30,8 +30,36 @@ pub enum Command {
     /// checked as if created, in order. Exit 0 when all are allowed (or as each object's
     /// `check.bulkhead.dev/expect` annotation says), 1 otherwise, 2 on unreadable input.
     Check(CheckArgs),
+    /// Print a kubeconfig for a tenant user to reach the cluster through Bulkhead's proxy.
+    Kubeconfig(KubeconfigArgs),
     /// Print the version.
     Version,
+}
+
+/// Flags of `bulkhead kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The proxy's URL, e.g. `https://tenants.example.com:9001`.
+    #[arg(long)]
+    pub server: String,
+    /// The tenant (names the cluster, context and user entries).
+    #[arg(long)]
+    pub tenant: String,
+    /// The context's default namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The CA (PEM file) the proxy's certificate chains to, embedded in the kubeconfig. Without it
+    /// the system's trust roots are used.
+    #[arg(long)]
+    pub certificate_authority: Option<PathBuf>,
+    /// The user authenticates with this command (an exec credential plugin such as
+    /// `kubelogin get-token`), given as the command followed by its arguments after `--`. No key
+    /// material is written.
+    #[arg(long = "exec-command", num_args = 1.., value_name = "COMMAND", allow_hyphen_values = true, conflicts_with = "token_file")]
+    pub exec_command: Vec<String>,
+    /// The user authenticates with the bearer token in this file (referenced, not copied).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Flags of `bulkhead check`.
@@ -103,6 +131,37 @@ pub struct RunArgs {
     /// Webhook role.
     #[command(flatten, next_help_heading = "Webhook role")]
     pub webhook: WebhookArgs,
+    /// Proxy role.
+    #[command(flatten, next_help_heading = "Proxy role")]
+    pub proxy: ProxyArgs,
+}
+
+/// Flags of the proxy role.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address the proxy's HTTPS server listens on.
+    #[arg(long, env = "BULKHEAD_PROXY_ADDR", default_value = "0.0.0.0:9001")]
+    pub proxy_addr: SocketAddr,
+    /// A directory with the serving certificate (`tls.crt`, `tls.key`), e.g. a mounted
+    /// cert-manager Secret. Without one the proxy serves a self-signed certificate for
+    /// `--proxy-hostname`s, made at start-up.
+    #[arg(long, env = "BULKHEAD_PROXY_CERT_DIR")]
+    pub proxy_cert_dir: Option<PathBuf>,
+    /// Names the self-signed certificate is made for (repeatable, or comma-separated).
+    #[arg(
+        long = "proxy-hostname",
+        env = "BULKHEAD_PROXY_HOSTNAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub proxy_hostnames: Vec<String>,
+    /// The CA (PEM) client certificates must chain to; the user is the certificate's CN and the
+    /// groups its O entries. Without it, only bearer tokens are accepted.
+    #[arg(long, env = "BULKHEAD_PROXY_CLIENT_CA")]
+    pub proxy_client_ca: Option<PathBuf>,
+    /// How long a TokenReview answer (accepted or refused) is reused for the same token.
+    #[arg(long, env = "BULKHEAD_PROXY_TOKEN_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub proxy_token_ttl: Duration,
 }
 
 /// Where the webhook's serving certificate comes from.

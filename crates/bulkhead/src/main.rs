@@ -4,6 +4,7 @@
 mod admin;
 mod check;
 mod cli;
+mod kubeconfig;
 mod logging;
 mod metrics;
 mod run;
@@ -19,6 +20,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Version => write_stdout(&format!("bulkhead {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Crds => print_crds(),
+        Command::Kubeconfig(args) => {
+            let ca = match &args.certificate_authority {
+                Some(path) => match std::fs::read(path) {
+                    Ok(pem) => Some(pem),
+                    Err(e) => {
+                        eprintln!("bulkhead: cannot read {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
+            kubeconfig::render(&args, ca.as_deref()).and_then(|yaml| write_stdout(&yaml))
+        }
         Command::Check(args) => {
             let caller = check::Caller {
                 user: args.user,

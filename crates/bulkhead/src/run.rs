@@ -65,6 +65,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let proxy_listener = if roles.contains(&Role::Proxy) {
+        let addr = args.proxy.proxy_addr;
+        Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --proxy-addr {addr}"))?,
+        )
+    } else {
+        None
+    };
     let webhook_tls = match args.webhook.webhook_tls {
         WebhookTlsMode::External => None,
         WebhookTlsMode::Managed => Some(WebhookTls {
@@ -91,6 +101,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         owned_objects: roles.contains(&Role::Controller),
         configuration: true,
         admission: roles.contains(&Role::Webhook),
+        proxy: roles.contains(&Role::Proxy),
     };
     let cache = Cache::start(client.clone(), needs, shutdown.clone());
     cache.set_default_replication_account(&args.controller.tenant_resource_service_account);
@@ -99,6 +110,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut role_states = Vec::new();
     let mut leading = None;
     let mut webhook_listener = webhook_listener;
+    let mut proxy_listener = proxy_listener;
     for role in &roles {
         let (up_tx, up_rx) = watch::channel(false);
         role_states.push(RoleState {
@@ -157,7 +169,29 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 tasks.spawn(task.instrument(info_span!("role", role = "webhook")));
             }
             Role::Proxy => {
-                let task = bulkhead_proxy::run(cache.clone(), up_tx, shutdown.clone());
+                let Some(listener) = proxy_listener.take() else {
+                    bail!("the proxy listener is missing");
+                };
+                let api = bulkhead_proxy::ApiServer::new(&kube_config)
+                    .context("cannot build the proxy's connection to the API server")?;
+                let settings = bulkhead_proxy::ProxySettings {
+                    cert_dir: args.proxy.proxy_cert_dir.clone(),
+                    hostnames: args.proxy.proxy_hostnames.clone(),
+                    client_ca: args.proxy.proxy_client_ca.clone(),
+                    token_ttl: args.proxy.proxy_token_ttl,
+                    own_identity: args.identity.clone(),
+                };
+                let proxy_metrics = bulkhead_proxy::ProxyMetrics::register(metrics.registry())
+                    .context("cannot register the proxy's metrics")?;
+                let task = bulkhead_proxy::run(
+                    cache.clone(),
+                    api,
+                    listener,
+                    settings,
+                    proxy_metrics,
+                    up_tx,
+                    shutdown.clone(),
+                );
                 tasks.spawn(task.instrument(info_span!("role", role = "proxy")));
             }
         }

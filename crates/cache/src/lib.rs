@@ -15,7 +15,9 @@ pub mod tenants;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bulkhead_api::{BulkheadConfiguration, GlobalTenantResource, Tenant, TenantResource, labels};
+use bulkhead_api::{
+    BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource, labels,
+};
 use bulkhead_policy::Caller;
 use bulkhead_policy::admission::{ClassInfo, ClassKind, IngressRoute, View};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume, ResourceQuota};
@@ -57,6 +59,7 @@ struct Inner {
     ingresses: KindCache<Ingress, HostIndex>,
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
+    proxy_settings: KindCache<ProxySetting, NoIndex>,
     replication_account: parking_lot::RwLock<String>,
     started: std::sync::Mutex<Vec<&'static str>>,
 }
@@ -72,6 +75,8 @@ pub struct Needs {
     /// What admission checks read: StorageClasses, IngressClasses, PriorityClasses, RuntimeClasses,
     /// PersistentVolumes and Ingresses.
     pub admission: bool,
+    /// What the proxy reads besides Tenants and Namespaces: ProxySettings.
+    pub proxy: bool,
 }
 
 /// The kinds [`Needs::admission`] adds.
@@ -116,6 +121,7 @@ impl Cache {
                 ingresses: KindCache::new("Ingress"),
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
+                proxy_settings: KindCache::new("ProxySetting"),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
             }),
@@ -148,6 +154,9 @@ impl Cache {
         }
         if needs.admission {
             started.extend(ADMISSION_KINDS);
+        }
+        if needs.proxy {
+            started.push("ProxySetting");
         }
     }
 
@@ -190,6 +199,11 @@ impl Cache {
             inner
                 .ingresses
                 .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+        }
+        if needs.proxy {
+            inner
+                .proxy_settings
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
         }
         if needs.owned_objects {
             let managed = watcher::Config::default().labels(&format!(
@@ -332,6 +346,7 @@ impl Cache {
             inner.ingresses.status(),
             inner.global_tenant_resources.status(),
             inner.tenant_resources.status(),
+            inner.proxy_settings.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -369,6 +384,9 @@ impl Cache {
         }
         if started.contains(&"TenantResource") {
             inner.tenant_resources.wait_synced().await;
+        }
+        if started.contains(&"ProxySetting") {
+            inner.proxy_settings.wait_synced().await;
         }
         if started.contains(&"Ingress") {
             inner.storage_classes.wait_synced().await;
@@ -455,6 +473,11 @@ impl Cache {
     /// TenantResources.
     pub fn tenant_resources(&self) -> &KindCache<TenantResource, NoIndex> {
         &self.inner.tenant_resources
+    }
+
+    /// ProxySettings (watched when [`Needs::proxy`]).
+    pub fn proxy_settings(&self) -> &KindCache<ProxySetting, NoIndex> {
+        &self.inner.proxy_settings
     }
 
     /// Where Ingress watch events go; for tests.

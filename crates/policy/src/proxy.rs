@@ -34,12 +34,16 @@ fn grant(into: &mut BTreeMap<ProxyKind, BTreeSet<ProxyOperation>>, settings: &[P
     }
 }
 
-/// Works out what `caller` sees. `tenants` are all Tenants; `settings` all ProxySettings with the
-/// tenant of their namespace (`None` outside tenants: such a setting grants nothing).
+/// Works out what `caller` sees. `tenants` are the Tenants to consider (all of them, or those the
+/// caller owns); `settings` the ProxySettings with the Tenant of their namespace (`None` outside
+/// tenants: such a setting grants nothing).
+///
+/// A ProxySetting lends at most what the tenant's owners were granted: a tenant owner can share their
+/// view, never widen it (an owner with `List` on Nodes cannot hand out `Delete`).
 pub fn visibility<'a>(
     caller: &Caller,
     tenants: impl IntoIterator<Item = &'a Tenant>,
-    settings: impl IntoIterator<Item = (&'a ProxySetting, Option<&'a str>)>,
+    settings: impl IntoIterator<Item = (&'a ProxySetting, Option<&'a Tenant>)>,
 ) -> Visibility {
     let subjects = caller.subjects();
     let mut out = Visibility::default();
@@ -60,6 +64,11 @@ pub fn visibility<'a>(
     }
     for (setting, tenant) in settings {
         let Some(tenant) = tenant else { continue };
+        let mut ceiling = BTreeMap::new();
+        for owner in &tenant.spec.owners {
+            grant(&mut ceiling, &owner.proxy_settings);
+        }
+        let tenant = tenant.metadata.name.as_deref().unwrap_or_default();
         for subject in &setting.spec.subjects {
             let as_subject = match subject.kind {
                 bulkhead_api::owner::OwnerKind::User => Subject::from_user_name(&subject.name),
@@ -70,10 +79,16 @@ pub fn visibility<'a>(
             };
             if subjects.contains(&as_subject) {
                 out.tenants.insert(tenant.to_owned());
-                grant(
-                    out.operations.entry(tenant.to_owned()).or_default(),
-                    &subject.proxy_settings,
-                );
+                let lent = out.operations.entry(tenant.to_owned()).or_default();
+                for s in &subject.proxy_settings {
+                    let allowed = ceiling.get(&s.kind);
+                    lent.entry(s.kind).or_default().extend(
+                        s.operations
+                            .iter()
+                            .filter(|o| allowed.is_some_and(|a: &BTreeSet<ProxyOperation>| a.contains(o)))
+                            .copied(),
+                    );
+                }
             }
         }
     }
@@ -197,7 +212,7 @@ spec:
 "#,
             ),
             tenant(
-                "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob}], nodeSelector: {pool: wind}}",
+                "metadata: {name: wind}\nspec: {owners: [{kind: User, name: bob, proxySettings: [{kind: Nodes, operations: [List]}]}], nodeSelector: {pool: wind}}",
             ),
         ]
     }
@@ -227,20 +242,26 @@ spec:
         assert!(!nobody.is_tenant_user());
 
         let lent = setting(
-            "metadata: {name: share, namespace: wind-prod}\nspec: {subjects: [{kind: User, name: dave, proxySettings: [{kind: Nodes, operations: [List]}]}]}",
+            "metadata: {name: share, namespace: wind-prod}\nspec: {subjects: [{kind: User, name: dave, proxySettings: [{kind: Nodes, operations: [List, Delete]}]}]}",
         );
         let stray =
             setting("metadata: {name: x, namespace: default}\nspec: {subjects: [{kind: User, name: dave}]}");
         let dave = visibility(
             &Caller::new("dave", Vec::<String>::new()),
             &tenants,
-            [(&lent, Some("wind")), (&stray, None)],
+            [(&lent, Some(&tenants[1])), (&stray, None)],
         );
         assert_eq!(dave.tenants, BTreeSet::from(["wind".to_owned()]));
         assert_eq!(
             dave.tenants_allowing(ProxyKind::Nodes, ProxyOperation::List)
                 .collect::<Vec<_>>(),
             ["wind"]
+        );
+        assert!(
+            dave.tenants_allowing(ProxyKind::Nodes, ProxyOperation::Delete)
+                .next()
+                .is_none(),
+            "a ProxySetting cannot lend more than the owners have"
         );
     }
 
@@ -294,9 +315,23 @@ spec:
             ProxyOperation::List
         ));
         let bob = visibility(&Caller::new("bob", Vec::<String>::new()), &tenants, []);
-        assert!(
-            !node_allowed(&bob, &by_name, &labels(&[("pool", "wind")]), ProxyOperation::List),
-            "bob has no proxySettings"
-        );
+        assert!(node_allowed(
+            &bob,
+            &by_name,
+            &labels(&[("pool", "wind")]),
+            ProxyOperation::List
+        ));
+        assert!(!node_allowed(
+            &bob,
+            &by_name,
+            &labels(&[("pool", "solar")]),
+            ProxyOperation::List
+        ));
+        assert!(!node_allowed(
+            &bob,
+            &by_name,
+            &labels(&[("pool", "wind")]),
+            ProxyOperation::Update
+        ));
     }
 }

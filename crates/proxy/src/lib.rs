@@ -1,17 +1,144 @@
 //! The proxy role: an authenticating reverse proxy in front of the API server that shows each tenant
-//! user only their own slice, answering filtered requests from the shared cache.
+//! user only their own slice.
 //!
-//! This build wires the role into the process (its readiness is part of `/readyz`); the HTTPS listener
-//! is not in this build yet.
+//! Per request: authenticate ([`auth`]), decide the caller's tenants from the shared cache
+//! ([`bulkhead_policy::proxy`]), then either answer a filtered request (namespaces, the cluster-scoped
+//! kinds tenants may see, tenants, cross-namespace lists) or pass the request through as the caller
+//! ([`forward`]), streaming, upgrades included.
+
+pub mod auth;
+pub mod filter;
+pub mod forward;
+pub mod metrics;
+pub mod route;
+pub mod server;
+pub mod status;
+pub mod upstream;
+
+mod discovery;
+mod handler;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bulkhead_cache::Cache;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, warn};
 
-/// Runs the proxy role until `shutdown` is cancelled.
-pub async fn run(_cache: Cache, up: watch::Sender<bool>, shutdown: CancellationToken) {
-    info!("proxy role started (no listener in this build)");
-    up.send_replace(true);
-    shutdown.cancelled().await;
+pub use auth::{Authenticator, ClientCertificate};
+pub use metrics::ProxyMetrics;
+pub use upstream::ApiServer;
+
+/// How the proxy role is set up.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// A directory with `tls.crt` and `tls.key`; without one, a self-signed certificate for
+    /// `hostnames` is made at start-up.
+    pub cert_dir: Option<PathBuf>,
+    /// The names a self-signed certificate is made for.
+    pub hostnames: Vec<String>,
+    /// The CA client certificates must chain to; without one, client certificates are not asked for.
+    pub client_ca: Option<PathBuf>,
+    /// How long TokenReview answers (and failures) are remembered.
+    pub token_ttl: Duration,
+    /// Bulkhead's own user name (it is never filtered).
+    pub own_identity: String,
+}
+
+/// The proxy: everything a request needs.
+pub struct Proxy {
+    cache: Cache,
+    api: ApiServer,
+    auth: Authenticator,
+    discovery: discovery::Discovery,
+    metrics: ProxyMetrics,
+    own_identity: String,
+}
+
+impl Proxy {
+    /// A proxy over `cache` that reaches the API server through `api`.
+    pub fn new(
+        cache: Cache,
+        api: ApiServer,
+        token_ttl: Duration,
+        own_identity: String,
+        metrics: ProxyMetrics,
+    ) -> Proxy {
+        Proxy {
+            auth: Authenticator::new(api.clone(), token_ttl, metrics.clone()),
+            discovery: discovery::Discovery::new(api.clone()),
+            cache,
+            api,
+            metrics,
+            own_identity,
+        }
+    }
+}
+
+async fn read_tls(settings: &ProxySettings) -> Result<rustls::ServerConfig, String> {
+    let (cert, key) = match &settings.cert_dir {
+        Some(dir) => {
+            let cert = tokio::fs::read(dir.join("tls.crt"))
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", dir.join("tls.crt").display()))?;
+            let key = tokio::fs::read(dir.join("tls.key"))
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", dir.join("tls.key").display()))?;
+            (cert, key)
+        }
+        None => {
+            warn!(names = ?settings.hostnames, "no --proxy-cert-dir: serving a self-signed certificate");
+            let (cert, key) = server::self_signed(&settings.hostnames).map_err(|e| e.to_string())?;
+            (cert.into_bytes(), key.into_bytes())
+        }
+    };
+    let client_ca = match &settings.client_ca {
+        Some(path) => Some(
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    server::tls_config(&cert, &key, client_ca.as_deref()).map_err(|e| e.to_string())
+}
+
+/// Runs the proxy role until `shutdown` is cancelled. Ready once the cache has synced and the
+/// listener is up.
+pub async fn run(
+    cache: Cache,
+    api: ApiServer,
+    listener: TcpListener,
+    settings: ProxySettings,
+    metrics: ProxyMetrics,
+    up: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let tls = match read_tls(&settings).await {
+        Ok(tls) => Arc::new(tls),
+        Err(reason) => {
+            error!(%reason, "proxy cannot serve TLS; the role stays unready");
+            shutdown.cancelled().await;
+            return;
+        }
+    };
+    let proxy = Arc::new(Proxy::new(
+        cache.clone(),
+        api,
+        settings.token_ttl,
+        settings.own_identity.clone(),
+        metrics,
+    ));
+    let ready = cache.clone();
+    let ready_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = ready.wait_synced() => { up.send_replace(true); }
+            _ = ready_shutdown.cancelled() => {}
+        }
+    });
+    server::serve(listener, tls, proxy, shutdown).await;
 }

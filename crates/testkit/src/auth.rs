@@ -44,6 +44,9 @@ impl UserInfo {
     }
 }
 
+/// How tokens issued by TokenRequest begin (they are bound to their service account).
+pub const BOUND_TOKEN_PREFIX: &str = "testkit-sa-";
+
 /// The token table.
 #[derive(Debug, Default, Clone)]
 pub struct Tokens(HashMap<String, UserInfo>);
@@ -57,6 +60,12 @@ impl Tokens {
     /// Removes a token (a revoked credential).
     pub fn revoke(&mut self, token: &str) {
         self.0.remove(token);
+    }
+
+    /// Revokes the TokenRequest tokens of a service account (it was deleted).
+    pub fn revoke_bound(&mut self, user: &str) {
+        self.0
+            .retain(|token, info| !(token.starts_with(BOUND_TOKEN_PREFIX) && info.name == user));
     }
 
     /// The user a token stands for.

@@ -145,6 +145,55 @@ pub fn get(req: Request) -> ApiResult<Response> {
     Ok(object_response(StatusCode::OK, &object, req.rt(), &[]))
 }
 
+/// POST `serviceaccounts/<name>/token` (TokenRequest): a new bearer token for the service account,
+/// accepted by this server and by its TokenReview until the server stops.
+pub fn token_request(req: Request) -> ApiResult<Response> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ISSUED: AtomicU64 = AtomicU64::new(0);
+    let account = req.existing()?;
+    let namespace = account
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = account
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let token = format!(
+        "{}{nanos:x}-{:x}",
+        crate::auth::BOUND_TOKEN_PREFIX,
+        ISSUED.fetch_add(1, Ordering::Relaxed)
+    );
+    let user = format!("system:serviceaccount:{namespace}:{name}");
+    req.shared
+        .tokens
+        .write()
+        .insert(token.clone(), crate::auth::UserInfo::new(&user, &[]));
+    let request = req.body_object().unwrap_or_else(|_| json!({}));
+    let seconds = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    let expires = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": request.get("spec").cloned().unwrap_or_else(|| json!({})),
+            "status": {"token": token, "expirationTimestamp": expires},
+        }),
+    ))
+}
+
 /// GET of a collection: a list, with selectors and pagination.
 pub fn list(req: Request) -> ApiResult<Response> {
     let (labels, fields) = req.selectors()?;
@@ -608,6 +657,15 @@ fn text(value: &Value, pointer: &str) -> String {
 
 /// After an object is gone for good: a deleted CRD stops being served and its objects go.
 fn after_delete(req: &Request, deleted: &Value) {
+    if req.rt().group.is_empty() && req.rt().plural == "serviceaccounts" {
+        // Tokens issued by TokenRequest are bound to the account: they die with it.
+        let user = format!(
+            "system:serviceaccount:{}:{}",
+            text(deleted, "/metadata/namespace"),
+            text(deleted, "/metadata/name")
+        );
+        req.shared.tokens.write().revoke_bound(&user);
+    }
     if req.rt().group == "apiextensions.k8s.io" && deleted.pointer("/metadata/deletionTimestamp").is_none() {
         let group = text(deleted, "/spec/group");
         let plural = text(deleted, "/spec/names/plural");

@@ -142,7 +142,8 @@ fn parse_route(registry: &Registry, path: &str) -> ApiResult<Route> {
     } = &route
     {
         let known = (sub == "status" && rt.status)
-            || (sub == "finalize" && rt.group.is_empty() && rt.plural == "namespaces");
+            || (sub == "finalize" && rt.group.is_empty() && rt.plural == "namespaces")
+            || (sub == "token" && rt.group.is_empty() && rt.plural == "serviceaccounts");
         if !known {
             return Err(ApiError::no_route(path));
         }
@@ -211,6 +212,12 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> ApiResult<
         (Method::GET, true) => handlers::get(request),
         (Method::POST, false) if request.target.rt.virtual_create => handlers::review(request),
         (Method::POST, false) => handlers::create(request).await,
+        (Method::POST, true)
+            if request.target.rt.plural == "serviceaccounts"
+                && request.target.subresource.as_deref() == Some("token") =>
+        {
+            handlers::token_request(request)
+        }
         (Method::PUT, true) => handlers::update(request).await,
         (Method::PATCH, true) => handlers::patch(request).await,
         (Method::DELETE, true) => handlers::delete(request).await,

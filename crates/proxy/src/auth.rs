@@ -1,0 +1,369 @@
+//! Who is calling: bearer tokens reviewed by the API server (results cached for a short TTL, failures
+//! too), client certificates verified during the TLS handshake, and `Impersonate-*` headers honoured
+//! only when a SubjectAccessReview allows them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bulkhead_policy::Caller;
+use http::{HeaderMap, Method, header};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use crate::metrics::ProxyMetrics;
+use crate::upstream::{ApiServer, UpstreamError};
+
+/// The group every authenticated caller is in.
+const AUTHENTICATED: &str = "system:authenticated";
+
+/// How many distinct tokens the cache holds before it drops the expired ones (and, if still full,
+/// everything): a flood of random tokens costs memory only up to this bound.
+const MAX_TOKENS: usize = 50_000;
+
+/// Why a caller was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// 401: no credentials, or ones the API server rejects.
+    Unauthenticated(String),
+    /// 403: authenticated, but asked for something it may not (impersonation).
+    Forbidden(String),
+    /// 503: the API server could not be asked.
+    Unavailable(String),
+}
+
+/// The identity from a verified client certificate, attached to each request of the connection.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate(pub Caller);
+
+type Outcome = Result<Caller, String>;
+
+struct Slot {
+    created: Instant,
+    outcome: OnceCell<Outcome>,
+}
+
+/// Bearer-token authentication with a TTL cache of TokenReview answers, shared by all requests: a
+/// token is reviewed at most once per TTL, however many requests carry it at once.
+pub struct Authenticator {
+    api: ApiServer,
+    ttl: Duration,
+    slots: Mutex<HashMap<[u8; 32], Arc<Slot>>>,
+    metrics: ProxyMetrics,
+}
+
+impl Authenticator {
+    /// An authenticator that asks `api` and remembers answers for `ttl`.
+    pub fn new(api: ApiServer, ttl: Duration, metrics: ProxyMetrics) -> Authenticator {
+        Authenticator {
+            api,
+            ttl,
+            slots: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// The caller behind a request: its client certificate, else its bearer token; then, if it asks to
+    /// impersonate someone, that identity once the API server confirms the caller may.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<Caller, Rejection> {
+        let caller = match bearer_token(headers) {
+            Some(token) => self.review(token).await?,
+            None => match certificate {
+                Some(ClientCertificate(caller)) => caller.clone(),
+                None => {
+                    return Err(Rejection::Unauthenticated(
+                        "Unauthorized: anonymous requests are not accepted".into(),
+                    ));
+                }
+            },
+        };
+        self.impersonated(caller, headers).await
+    }
+
+    async fn review(&self, token: &str) -> Result<Caller, Rejection> {
+        let key = ring_sha256(token.as_bytes());
+        let slot = {
+            let mut slots = self.slots.lock();
+            let now = Instant::now();
+            match slots.get(&key) {
+                Some(slot) if now.duration_since(slot.created) < self.ttl => slot.clone(),
+                _ => {
+                    if slots.len() >= MAX_TOKENS {
+                        slots.retain(|_, s| now.duration_since(s.created) < self.ttl);
+                        if slots.len() >= MAX_TOKENS {
+                            slots.clear();
+                        }
+                    }
+                    let slot = Arc::new(Slot {
+                        created: now,
+                        outcome: OnceCell::new(),
+                    });
+                    slots.insert(key, slot.clone());
+                    slot
+                }
+            }
+        };
+        let mut reviewed = false;
+        let outcome = slot
+            .outcome
+            .get_or_try_init(|| {
+                reviewed = true;
+                self.token_review(token)
+            })
+            .await;
+        self.metrics
+            .token_cache
+            .with_label_values(&[if reviewed { "miss" } else { "hit" }])
+            .inc();
+        match outcome {
+            Ok(Ok(caller)) => Ok(caller.clone()),
+            Ok(Err(reason)) => Err(Rejection::Unauthenticated(reason.clone())),
+            Err(error) => {
+                // Not remembered: the next request asks again.
+                self.slots.lock().remove(&key);
+                Err(Rejection::Unavailable(format!(
+                    "cannot authenticate the request: {error}"
+                )))
+            }
+        }
+    }
+
+    async fn token_review(&self, token: &str) -> Result<Outcome, UpstreamError> {
+        let review = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        });
+        let (status, answer) = self
+            .api
+            .json(
+                Method::POST,
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                Some(&review),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(UpstreamError::Malformed(format!(
+                "TokenReview answered {status}: {}",
+                answer["message"].as_str().unwrap_or_default()
+            )));
+        }
+        Ok(token_review_outcome(&answer))
+    }
+
+    async fn impersonated(&self, caller: Caller, headers: &HeaderMap) -> Result<Caller, Rejection> {
+        let user = headers.get("impersonate-user");
+        let groups: Vec<&str> = headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let others: Vec<&str> = headers
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| {
+                k.starts_with("impersonate-") && *k != "impersonate-user" && *k != "impersonate-group"
+            })
+            .collect();
+        if user.is_none() && groups.is_empty() && others.is_empty() {
+            return Ok(caller);
+        }
+        if !others.is_empty() {
+            return Err(Rejection::Forbidden(format!(
+                "impersonation headers {} are not supported through the proxy",
+                others.join(", ")
+            )));
+        }
+        let Some(user) = user.and_then(|u| u.to_str().ok()).filter(|u| !u.is_empty()) else {
+            return Err(Rejection::Forbidden(
+                "requested impersonation of groups without impersonating a user".into(),
+            ));
+        };
+        let mut asks = vec![impersonation_attributes("users", user)];
+        asks.extend(groups.iter().map(|g| impersonation_attributes("groups", g)));
+        for attributes in asks {
+            let allowed = self
+                .access_review(&caller, &attributes)
+                .await
+                .map_err(|e| Rejection::Unavailable(format!("cannot check impersonation: {e}")))?;
+            if !allowed {
+                let what = attributes["resource"].as_str().unwrap_or_default();
+                let name = attributes["name"].as_str().unwrap_or_default();
+                return Err(Rejection::Forbidden(format!(
+                    "{what} \"{name}\" is forbidden: User \"{}\" cannot impersonate resource \"{what}\" in \
+                     API group \"\" at the cluster scope",
+                    caller.user
+                )));
+            }
+        }
+        let mut impersonated_groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        if !impersonated_groups.iter().any(|g| g == AUTHENTICATED) {
+            impersonated_groups.push(AUTHENTICATED.to_owned());
+        }
+        Ok(Caller::new(user, impersonated_groups))
+    }
+
+    /// Whether the API server's authorizer allows `caller` what `attributes` describe.
+    pub async fn access_review(&self, caller: &Caller, attributes: &Value) -> Result<bool, UpstreamError> {
+        let review = json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": caller.user,
+                "groups": caller.groups,
+                "resourceAttributes": attributes,
+            },
+        });
+        let (status, answer) = self
+            .api
+            .json(
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                Some(&review),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(UpstreamError::Malformed(format!(
+                "SubjectAccessReview answered {status}"
+            )));
+        }
+        Ok(answer["status"]["allowed"].as_bool() == Some(true))
+    }
+}
+
+/// What impersonating `name` as a `resource` (users or groups) takes; a service account's user name
+/// is checked as the service account, as the API server does.
+fn impersonation_attributes(resource: &str, name: &str) -> Value {
+    if resource == "users"
+        && let Some(rest) = name.strip_prefix(bulkhead_api::owner::SERVICE_ACCOUNT_PREFIX)
+        && let Some((namespace, account)) = rest.split_once(':')
+    {
+        return json!({"verb": "impersonate", "resource": "serviceaccounts", "namespace": namespace, "name": account});
+    }
+    json!({"verb": "impersonate", "resource": resource, "name": name})
+}
+
+/// The bearer token of a request, if it carries one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The caller a TokenReview answer names, or why it names none.
+pub fn token_review_outcome(answer: &Value) -> Outcome {
+    let status = &answer["status"];
+    if status["authenticated"].as_bool() != Some(true) {
+        let error = status["error"].as_str().filter(|e| !e.is_empty());
+        return Err(format!(
+            "Unauthorized: {}",
+            error.unwrap_or("the token was not accepted")
+        ));
+    }
+    let user = status["user"]["username"].as_str().unwrap_or_default();
+    if user.is_empty() {
+        return Err("Unauthorized: the token names no user".into());
+    }
+    let mut groups: Vec<String> = status["user"]["groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if !groups.iter().any(|g| g == AUTHENTICATED) {
+        groups.push(AUTHENTICATED.to_owned());
+    }
+    Ok(Caller::new(user, groups))
+}
+
+/// The identity of a client certificate, as the API server reads it: the subject's common name is the
+/// user, its organizations are the groups.
+pub fn certificate_identity(der: &[u8]) -> Option<Caller> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = certificate.subject();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    if user.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(str::to_owned)
+        .collect();
+    groups.push(AUTHENTICATED.to_owned());
+    Some(Caller::new(user, groups))
+}
+
+fn ring_sha256(data: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_reviews_become_callers_or_reasons() {
+        let ok =
+            json!({"status": {"authenticated": true, "user": {"username": "alice", "groups": ["devs"]}}});
+        assert_eq!(
+            token_review_outcome(&ok),
+            Ok(Caller::new("alice", ["devs", AUTHENTICATED]))
+        );
+        let bad = json!({"status": {"authenticated": false, "error": "token expired"}});
+        assert_eq!(
+            token_review_outcome(&bad),
+            Err("Unauthorized: token expired".into())
+        );
+        assert!(token_review_outcome(&json!({})).is_err());
+        let nameless = json!({"status": {"authenticated": true, "user": {}}});
+        assert!(token_review_outcome(&nameless).is_err());
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_strictly() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "bearer   ".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Basic YTpi".parse().unwrap());
+        assert_eq!(bearer_token(&headers), None);
+    }
+
+    #[test]
+    fn impersonating_a_service_account_is_checked_as_the_service_account() {
+        assert_eq!(
+            impersonation_attributes("users", "system:serviceaccount:ci:deployer"),
+            json!({"verb": "impersonate", "resource": "serviceaccounts", "namespace": "ci", "name": "deployer"})
+        );
+        assert_eq!(
+            impersonation_attributes("users", "admin"),
+            json!({"verb": "impersonate", "resource": "users", "name": "admin"})
+        );
+    }
+
+    #[test]
+    fn certificates_name_user_and_groups() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "carol");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "solar-devs");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_identity(cert.der()),
+            Some(Caller::new("carol", ["solar-devs", AUTHENTICATED]))
+        );
+        assert_eq!(certificate_identity(b"not a certificate"), None);
+    }
+}

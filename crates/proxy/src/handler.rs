@@ -1,0 +1,870 @@
+//! One request, start to finish: authenticate, decide what the caller sees, answer or pass through.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use bulkhead_api::owner::{ProxyKind, ProxyOperation};
+use bulkhead_api::{ProxySetting, Tenant, labels};
+use bulkhead_policy::admission::ClassInfo;
+use bulkhead_policy::proxy::{
+    Visibility, class_allowed, node_allowed, persistent_volume_allowed, visibility,
+};
+use bulkhead_policy::{Caller, CallerClass, classify};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Namespace;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::Proxy;
+use crate::auth::{ClientCertificate, Rejection};
+use crate::filter::{
+    WatchFilter, filter_collection, merge_lists, readable_accept, shape_single, single_object, wants_table,
+};
+use crate::forward;
+use crate::metrics::WatchGuard;
+use crate::route::{Query, Target};
+use crate::status;
+
+/// The largest self-review body the proxy reads.
+const MAX_REVIEW_BODY: usize = 1024 * 1024;
+
+/// How many namespaces a cross-namespace list asks at once.
+const FAN_OUT: usize = 8;
+
+/// How a request was served, for metrics.
+#[derive(Clone, Copy)]
+enum Class {
+    Filtered,
+    Passthrough,
+    Upgrade,
+    Rejected,
+}
+
+impl Class {
+    fn as_str(self) -> &'static str {
+        match self {
+            Class::Filtered => "filtered",
+            Class::Passthrough => "passthrough",
+            Class::Upgrade => "upgrade",
+            Class::Rejected => "rejected",
+        }
+    }
+}
+
+/// What a tenant user sees.
+struct View {
+    caller: Caller,
+    visibility: Visibility,
+    tenants: BTreeMap<String, Arc<Tenant>>,
+}
+
+/// The kinds whose answers the proxy narrows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Filtered {
+    Cluster(ProxyKind),
+    Tenants,
+}
+
+impl Filtered {
+    fn of(group: &str, resource: &str) -> Option<Filtered> {
+        Some(match (group, resource) {
+            ("", "nodes") => Filtered::Cluster(ProxyKind::Nodes),
+            ("", "persistentvolumes") => Filtered::Cluster(ProxyKind::PersistentVolumes),
+            ("storage.k8s.io", "storageclasses") => Filtered::Cluster(ProxyKind::StorageClasses),
+            ("networking.k8s.io", "ingressclasses") => Filtered::Cluster(ProxyKind::IngressClasses),
+            ("scheduling.k8s.io", "priorityclasses") => Filtered::Cluster(ProxyKind::PriorityClasses),
+            ("node.k8s.io", "runtimeclasses") => Filtered::Cluster(ProxyKind::RuntimeClasses),
+            ("bulkhead.dev", "tenants") => Filtered::Tenants,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether `object` of `kind` is one the caller may `operation`.
+fn allowed(kind: Filtered, view: &View, object: &Value, operation: ProxyOperation) -> bool {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let labels: BTreeMap<String, String> = object["metadata"]["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tenants: BTreeMap<String, &Tenant> = view
+        .tenants
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_ref()))
+        .collect();
+    match kind {
+        Filtered::Tenants => view.visibility.sees_tenant(name),
+        Filtered::Cluster(ProxyKind::Nodes) => node_allowed(&view.visibility, &tenants, &labels, operation),
+        Filtered::Cluster(ProxyKind::PersistentVolumes) => {
+            persistent_volume_allowed(&view.visibility, &labels, operation)
+        }
+        Filtered::Cluster(class) => {
+            let info = ClassInfo {
+                labels,
+                value: object["value"].as_i64().and_then(|v| i32::try_from(v).ok()),
+            };
+            class_allowed(&view.visibility, &tenants, class, name, &info, operation)
+        }
+    }
+}
+
+fn accept_of(request: &Request<Body>) -> Option<String> {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn path_and_query(request: &Request<Body>) -> String {
+    request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// A request the proxy makes as Bulkhead (or as `caller`), with no body.
+fn new_request(method: Method, uri: &str, accept: &str, caller: Option<&Caller>) -> Request<Body> {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_default();
+    forward::outgoing(request, caller, uri)
+}
+
+fn relay(status: StatusCode, headers: &http::HeaderMap, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        response.headers_mut().insert(header::CONTENT_TYPE, kind.clone());
+    }
+    response
+}
+
+/// A response body that keeps `guard` alive as long as the stream.
+fn guarded(body: Incoming, guard: WatchGuard) -> Body {
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _ = &guard;
+        chunk
+    }))
+}
+
+fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    }))
+}
+
+fn watch_response(status: StatusCode, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Reads a streaming body line by line (watch events are one JSON object per line).
+struct Lines {
+    stream: http_body_util::BodyDataStream<Incoming>,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    fn new(body: Incoming) -> Lines {
+        Lines {
+            stream: body.into_data_stream(),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next non-empty line, without its newline; `None` at the end of the body.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(line);
+            }
+            match self.stream.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                _ => {
+                    let rest = std::mem::take(&mut self.buffer);
+                    return (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct NamespaceList<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: ListMeta,
+    items: Vec<&'a Namespace>,
+}
+
+#[derive(Serialize)]
+struct ListMeta {
+    #[serde(rename = "resourceVersion")]
+    resource_version: String,
+}
+
+impl Proxy {
+    /// Serves one request.
+    pub async fn handle(&self, request: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        let (class, response) = self.dispatch(request).await;
+        let code = response.status().as_u16().to_string();
+        self.metrics
+            .requests
+            .with_label_values(&[class.as_str(), &code])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[class.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn dispatch(&self, request: Request<Body>) -> (Class, Response<Body>) {
+        if !self.cache.is_synced() {
+            return (
+                Class::Rejected,
+                status::unavailable("the proxy is still loading its cache; retry shortly"),
+            );
+        }
+        let certificate = request.extensions().get::<ClientCertificate>().cloned();
+        let caller = match self
+            .auth
+            .authenticate(request.headers(), certificate.as_ref())
+            .await
+        {
+            Ok(caller) => caller,
+            Err(Rejection::Unauthenticated(m)) => return (Class::Rejected, status::unauthorized(&m)),
+            Err(Rejection::Forbidden(m)) => return (Class::Rejected, status::forbidden(&m)),
+            Err(Rejection::Unavailable(m)) => return (Class::Rejected, status::unavailable(&m)),
+        };
+        if request.headers().contains_key(header::UPGRADE) {
+            return (Class::Upgrade, self.upgrade(request, &caller).await);
+        }
+        let target = Target::parse(request.uri().path());
+        let (Some(view), Some(target)) = (self.view(&caller), target) else {
+            return (Class::Passthrough, self.passthrough(request, &caller).await);
+        };
+        let query = Query::parse(request.uri().query());
+        match self.filtered(request, &view, &target, query).await {
+            Ok(response) => (Class::Filtered, response),
+            Err(request) => (Class::Passthrough, self.passthrough(request, &caller).await),
+        }
+    }
+
+    /// What `caller` sees, if it is a tenant user the proxy filters for.
+    fn view(&self, caller: &Caller) -> Option<Arc<View>> {
+        if caller.user == self.own_identity {
+            return None;
+        }
+        let config = self.cache.configuration();
+        let in_tenant_namespace = caller
+            .service_account_namespace()
+            .is_some_and(|ns| self.cache.tenant_of_namespace(ns).is_some());
+        if matches!(
+            classify(&config, &self.own_identity, caller, in_tenant_namespace),
+            CallerClass::Administrator | CallerClass::Ignored
+        ) {
+            return None;
+        }
+        let mut tenants: BTreeMap<String, Arc<Tenant>> = self
+            .cache
+            .tenants_owned_by(caller)
+            .iter()
+            .filter_map(|name| Some((name.clone(), self.cache.tenant(name)?)))
+            .collect();
+        let settings: Vec<(Arc<ProxySetting>, Option<Arc<Tenant>>)> = self
+            .cache
+            .proxy_settings()
+            .store()
+            .state()
+            .into_iter()
+            .map(|setting| {
+                let tenant = setting
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .and_then(|ns| self.cache.tenant_of_namespace(ns))
+                    .and_then(|t| self.cache.tenant(&t));
+                (setting, tenant)
+            })
+            .collect();
+        let visibility = visibility(
+            caller,
+            tenants.values().map(AsRef::as_ref),
+            settings.iter().map(|(s, t)| (s.as_ref(), t.as_deref())),
+        );
+        if !visibility.is_tenant_user() {
+            return None;
+        }
+        for (_, tenant) in settings {
+            if let Some(tenant) = tenant {
+                let name = tenant.metadata.name.clone().unwrap_or_default();
+                if visibility.tenants.contains(&name) {
+                    tenants.entry(name).or_insert(tenant);
+                }
+            }
+        }
+        Some(Arc::new(View {
+            caller: caller.clone(),
+            visibility,
+            tenants,
+        }))
+    }
+
+    /// Answers a request the proxy narrows; gives the request back when it is not one.
+    async fn filtered(
+        &self,
+        request: Request<Body>,
+        view: &Arc<View>,
+        target: &Target,
+        query: Query,
+    ) -> Result<Response<Body>, Request<Body>> {
+        let method = request.method().clone();
+        let accept = accept_of(&request);
+        let path = request.uri().path().to_owned();
+        if target.is_namespaces() {
+            return match (&method, target.name.as_deref()) {
+                (&Method::GET, None) => Ok(self.namespaces(accept, view, query).await),
+                (&Method::GET, Some(name)) => {
+                    let tenant = self.cache.tenant_of_namespace(name);
+                    if view.visibility.sees_namespace(tenant.as_deref()) {
+                        let accept = accept.unwrap_or_else(|| "application/json".into());
+                        Ok(self.stream_as_bulkhead(&path_and_query(&request), &accept).await)
+                    } else {
+                        Ok(status::not_found("", "namespaces", name))
+                    }
+                }
+                _ => Err(request),
+            };
+        }
+        if let Some(kind) = Filtered::of(&target.group, &target.resource) {
+            let applies = match kind {
+                Filtered::Tenants => true,
+                Filtered::Cluster(k) => view
+                    .visibility
+                    .tenants_allowing(k, ProxyOperation::List)
+                    .next()
+                    .is_some(),
+            };
+            if !applies || target.namespace.is_some() {
+                return Err(request);
+            }
+            let name = target.name.clone();
+            return match (&method, name, target.subresource.as_deref()) {
+                (&Method::GET, None, None) => Ok(self
+                    .cluster_collection(accept, &path, view, kind, target, query)
+                    .await),
+                (&Method::GET, Some(_), None) => Ok(self
+                    .cluster_object(accept, &path, view, kind, target, query)
+                    .await),
+                (&Method::PUT | &Method::PATCH, Some(name), None) if kind != Filtered::Tenants => Ok(self
+                    .cluster_write(request, view, kind, target, &name, ProxyOperation::Update)
+                    .await),
+                (&Method::DELETE, Some(name), None) if kind != Filtered::Tenants => Ok(self
+                    .cluster_write(request, view, kind, target, &name, ProxyOperation::Delete)
+                    .await),
+                _ => Err(request),
+            };
+        }
+        if method == Method::POST
+            && target.group == "authorization.k8s.io"
+            && target.namespace.is_none()
+            && target.name.is_none()
+            && matches!(
+                target.resource.as_str(),
+                "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+            )
+        {
+            return Ok(self.self_review(request, view).await);
+        }
+        if method == Method::GET
+            && target.namespace.is_none()
+            && target.name.is_none()
+            && self
+                .discovery
+                .namespaced(&target.group, &target.version, &target.resource)
+                .await
+                == Some(true)
+        {
+            return Ok(self.across_namespaces(accept, view, target, query).await);
+        }
+        Err(request)
+    }
+
+    /// The caller's namespaces: a plain list straight from the cache; anything else (watches,
+    /// Tables, selectors, protobuf) from the API server with the caller's tenants as a label
+    /// selector, so resourceVersions, bookmarks and printing are the API server's own.
+    async fn namespaces(&self, accept: Option<String>, view: &View, mut query: Query) -> Response<Body> {
+        let plain_json = accept
+            .as_deref()
+            .is_none_or(|a| a.contains("application/json") || a.contains("*/*"))
+            && !wants_table(accept.as_deref())
+            && !accept.as_deref().is_some_and(|a| a.contains("protobuf"));
+        if plain_json
+            && !query.is_watch()
+            && query.get("labelSelector").is_none()
+            && query.get("fieldSelector").is_none()
+        {
+            return self.namespaces_from_cache(view);
+        }
+        let tenants: Vec<&str> = view.visibility.tenants.iter().map(String::as_str).collect();
+        query.and_label_selector(&format!("{} in ({})", labels::TENANT, tenants.join(",")));
+        let uri = query.uri("/api/v1/namespaces");
+        self.stream_as_bulkhead(&uri, accept.as_deref().unwrap_or("application/json"))
+            .await
+    }
+
+    fn namespaces_from_cache(&self, view: &View) -> Response<Body> {
+        let mut namespaces: Vec<Arc<Namespace>> = view
+            .visibility
+            .tenants
+            .iter()
+            .flat_map(|t| self.cache.namespaces_of(t))
+            .filter_map(|name| self.cache.namespace(&name))
+            .collect();
+        namespaces.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let version = namespaces
+            .iter()
+            .filter_map(|n| n.metadata.resource_version.as_deref()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or_default();
+        let list = NamespaceList {
+            kind: "NamespaceList",
+            api_version: "v1",
+            metadata: ListMeta {
+                resource_version: version.to_string(),
+            },
+            items: namespaces.iter().map(AsRef::as_ref).collect(),
+        };
+        match serde_json::to_vec(&list) {
+            Ok(bytes) => {
+                let mut response = Response::new(Body::from(bytes));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
+            Err(error) => status::upstream_failed(&error.to_string()),
+        }
+    }
+
+    /// A GET as Bulkhead, streamed back as is (watches included).
+    async fn stream_as_bulkhead(&self, uri: &str, accept: &str) -> Response<Body> {
+        let watch = Query::parse(uri.split_once('?').map(|(_, q)| q)).is_watch();
+        match self.api.send(new_request(Method::GET, uri, accept, None)).await {
+            Ok(response) if watch => {
+                let guard = WatchGuard::new(&self.metrics.open_watches);
+                forward::incoming_with(response, |body| guarded(body, guard))
+            }
+            Ok(response) => forward::incoming(response),
+            Err(error) => status::upstream_failed(&error.to_string()),
+        }
+    }
+}
+
+impl Proxy {
+    /// A list or watch of a cluster-scoped kind, read as Bulkhead and narrowed to what the caller's
+    /// tenants allow.
+    async fn cluster_collection(
+        &self,
+        client_accept: Option<String>,
+        path: &str,
+        view: &Arc<View>,
+        kind: Filtered,
+        target: &Target,
+        mut query: Query,
+    ) -> Response<Body> {
+        let accept = readable_accept(client_accept.as_deref());
+        let include = query.get("includeObject").map(str::to_owned);
+        if wants_table(client_accept.as_deref()) {
+            query.set("includeObject", "Object");
+        }
+        let uri = query.uri(path);
+        let outgoing = new_request(Method::GET, &uri, accept, None);
+        if !query.is_watch() {
+            let (code, headers, bytes) = match self.api.send_buffered(outgoing).await {
+                Ok(answer) => answer,
+                Err(error) => return status::upstream_failed(&error.to_string()),
+            };
+            if !code.is_success() {
+                return relay(code, &headers, bytes);
+            }
+            let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+                return status::upstream_failed(&format!(
+                    "the API server's {} list is not JSON",
+                    target.resource
+                ));
+            };
+            filter_collection(&mut value, include.as_deref(), &|o| {
+                allowed(kind, view, o, ProxyOperation::List)
+            });
+            return status::json_response(code, &value);
+        }
+        let response = match self.api.send(outgoing).await {
+            Ok(response) => response,
+            Err(error) => return status::upstream_failed(&error.to_string()),
+        };
+        if !response.status().is_success() {
+            return forward::incoming(response);
+        }
+        let code = response.status();
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let guard = WatchGuard::new(&self.metrics.open_watches);
+        let view = view.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut watch = WatchFilter::default();
+            let visible = |o: &Value| allowed(kind, &view, o, ProxyOperation::List);
+            let mut lines = Lines::new(response.into_body());
+            loop {
+                let line = tokio::select! {
+                    line = lines.next() => line,
+                    _ = tx.closed() => None,
+                };
+                let Some(line) = line else { return };
+                if let Some(event) = watch.event(&line, include.as_deref(), &visible)
+                    && tx.send(Bytes::from(event)).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        watch_response(code, channel_body(rx))
+    }
+}
+
+impl Proxy {
+    /// One cluster-scoped object: read as Bulkhead, shown only if the caller may see it (else the
+    /// same 404 as for an object that does not exist).
+    async fn cluster_object(
+        &self,
+        client_accept: Option<String>,
+        path: &str,
+        view: &View,
+        kind: Filtered,
+        target: &Target,
+        mut query: Query,
+    ) -> Response<Body> {
+        let name = target.name.as_deref().unwrap_or_default();
+        let include = query.get("includeObject").map(str::to_owned);
+        if wants_table(client_accept.as_deref()) {
+            query.set("includeObject", "Object");
+        }
+        let uri = query.uri(path);
+        let outgoing = new_request(Method::GET, &uri, readable_accept(client_accept.as_deref()), None);
+        let (code, headers, bytes) = match self.api.send_buffered(outgoing).await {
+            Ok(answer) => answer,
+            Err(error) => return status::upstream_failed(&error.to_string()),
+        };
+        if code == StatusCode::NOT_FOUND {
+            return status::not_found(&target.group, &target.resource, name);
+        }
+        if !code.is_success() {
+            return relay(code, &headers, bytes);
+        }
+        let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+            return status::upstream_failed("the API server's answer is not JSON");
+        };
+        if !single_object(&value).is_some_and(|o| allowed(kind, view, o, ProxyOperation::List)) {
+            return status::not_found(&target.group, &target.resource, name);
+        }
+        shape_single(&mut value, include.as_deref());
+        status::json_response(code, &value)
+    }
+
+    /// An update, patch or delete of a cluster-scoped object, made as Bulkhead when the caller's
+    /// tenants grant the operation on this object (proxySettings), refused otherwise.
+    async fn cluster_write(
+        &self,
+        request: Request<Body>,
+        view: &View,
+        kind: Filtered,
+        target: &Target,
+        name: &str,
+        operation: ProxyOperation,
+    ) -> Response<Body> {
+        let (code, current) = match self.api.json(Method::GET, request.uri().path(), None).await {
+            Ok(answer) => answer,
+            Err(error) => return status::upstream_failed(&error.to_string()),
+        };
+        if code == StatusCode::NOT_FOUND
+            || (code.is_success() && !allowed(kind, view, &current, ProxyOperation::List))
+        {
+            return status::not_found(&target.group, &target.resource, name);
+        }
+        if !code.is_success() {
+            return status::json_response(code, &current);
+        }
+        if !allowed(kind, view, &current, operation) {
+            let what = if target.group.is_empty() {
+                target.resource.clone()
+            } else {
+                format!("{}.{}", target.resource, target.group)
+            };
+            return status::forbidden(&format!(
+                "{what} \"{name}\" is forbidden: User \"{}\" may not {} it: no tenant of theirs grants {operation:?} \
+                 on {kind:?} in its proxySettings",
+                view.caller.user,
+                if operation == ProxyOperation::Delete {
+                    "delete"
+                } else {
+                    "update"
+                },
+                kind = match kind {
+                    Filtered::Cluster(k) => k,
+                    Filtered::Tenants => ProxyKind::Nodes,
+                },
+            ));
+        }
+        let uri = path_and_query(&request);
+        match self.api.send(forward::outgoing(request, None, &uri)).await {
+            Ok(response) => forward::incoming(response),
+            Err(error) => status::upstream_failed(&error.to_string()),
+        }
+    }
+
+    /// SelfSubjectAccessReview and SelfSubjectRulesReview, answered by the API server for the caller,
+    /// then told that listing, watching and getting (its own) namespaces is allowed: through the proxy
+    /// it is, and tools such as k9s ask before they list.
+    async fn self_review(&self, request: Request<Body>, view: &View) -> Response<Body> {
+        let uri = path_and_query(&request);
+        let (parts, body) = request.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_REVIEW_BODY)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return status::bad_request("the review is too large or could not be read"),
+        };
+        let rebuilt = Request::from_parts(parts, Body::from(body));
+        let outgoing = forward::outgoing(rebuilt, Some(&view.caller), &uri);
+        let (code, headers, bytes) = match self.api.send_buffered(outgoing).await {
+            Ok(answer) => answer,
+            Err(error) => return status::upstream_failed(&error.to_string()),
+        };
+        let Ok(mut review) = serde_json::from_slice::<Value>(&bytes) else {
+            return relay(code, &headers, bytes);
+        };
+        if !code.is_success() {
+            return relay(code, &headers, bytes);
+        }
+        match review["kind"].as_str() {
+            Some("SelfSubjectAccessReview") => {
+                let attributes = &review["spec"]["resourceAttributes"];
+                let about_namespaces = attributes["group"].as_str().unwrap_or_default().is_empty()
+                    && attributes["resource"] == "namespaces"
+                    && attributes["subresource"].as_str().unwrap_or_default().is_empty()
+                    && matches!(attributes["verb"].as_str(), Some("get" | "list" | "watch"));
+                let visible = match attributes["name"].as_str().filter(|n| !n.is_empty()) {
+                    Some(name) => view
+                        .visibility
+                        .sees_namespace(self.cache.tenant_of_namespace(name).as_deref()),
+                    None => true,
+                };
+                if about_namespaces && visible && review["status"]["allowed"] != true {
+                    review["status"] = json!({
+                        "allowed": true,
+                        "reason": "the Bulkhead proxy shows this user the namespaces of its tenants",
+                    });
+                }
+            }
+            Some("SelfSubjectRulesReview") => {
+                let rule = json!({"verbs": ["get", "list", "watch"], "apiGroups": [""], "resources": ["namespaces"]});
+                if let Some(rules) = review["status"]["resourceRules"].as_array_mut() {
+                    rules.push(rule);
+                } else {
+                    review["status"]["resourceRules"] = json!([rule]);
+                }
+            }
+            _ => {}
+        }
+        status::json_response(code, &review)
+    }
+
+    /// A list or watch of a namespaced kind across all namespaces (`kubectl get pods -A`): asked in
+    /// each of the caller's namespaces as the caller, and merged.
+    async fn across_namespaces(
+        &self,
+        client_accept: Option<String>,
+        view: &View,
+        target: &Target,
+        mut query: Query,
+    ) -> Response<Body> {
+        let mut namespaces: Vec<String> = view
+            .visibility
+            .tenants
+            .iter()
+            .flat_map(|t| self.cache.namespaces_of(t))
+            .collect();
+        namespaces.sort();
+        let accept = readable_accept(client_accept.as_deref());
+        query.remove("limit");
+        query.remove("continue");
+        let prefix = if target.group.is_empty() {
+            format!("/api/{}", target.version)
+        } else {
+            format!("/apis/{}/{}", target.group, target.version)
+        };
+        let uris: Vec<String> = namespaces
+            .iter()
+            .map(|ns| query.uri(&format!("{prefix}/namespaces/{ns}/{}", target.resource)))
+            .collect();
+        if query.is_watch() {
+            return self.watch_across(uris, accept, &view.caller);
+        }
+        let answers: Vec<_> = futures::stream::iter(uris)
+            .map(|uri| {
+                let caller = view.caller.clone();
+                async move {
+                    self.api
+                        .send_buffered(new_request(Method::GET, &uri, accept, Some(&caller)))
+                        .await
+                }
+            })
+            .buffered(FAN_OUT)
+            .collect()
+            .await;
+        let mut parts = Vec::new();
+        let mut refusal = None;
+        for answer in answers {
+            match answer {
+                Ok((code, _, bytes)) if code.is_success() => match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(value) => parts.push(value),
+                    Err(_) => return status::upstream_failed("the API server's list is not JSON"),
+                },
+                Ok((code, headers, bytes))
+                    if matches!(code, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) =>
+                {
+                    refusal.get_or_insert((code, headers, bytes));
+                }
+                Ok((code, headers, bytes)) => return relay(code, &headers, bytes),
+                Err(error) => return status::upstream_failed(&error.to_string()),
+            }
+        }
+        match merge_lists(parts) {
+            Some(merged) => status::json_response(StatusCode::OK, &merged),
+            None => match refusal {
+                Some((code, headers, bytes)) => relay(code, &headers, bytes),
+                None => status::json_response(
+                    StatusCode::OK,
+                    &if wants_table(client_accept.as_deref()) {
+                        json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "columnDefinitions": [], "rows": []})
+                    } else {
+                        json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": []})
+                    },
+                ),
+            },
+        }
+    }
+
+    /// Watches in each namespace as the caller, merged into one stream.
+    fn watch_across(&self, uris: Vec<String>, accept: &'static str, caller: &Caller) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let guard = Arc::new(WatchGuard::new(&self.metrics.open_watches));
+        for uri in uris {
+            let tx = tx.clone();
+            let api = self.api.clone();
+            let caller = caller.clone();
+            let guard = guard.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let Ok(response) = api
+                    .send(new_request(Method::GET, &uri, accept, Some(&caller)))
+                    .await
+                else {
+                    return;
+                };
+                if !response.status().is_success() {
+                    return;
+                }
+                let mut lines = Lines::new(response.into_body());
+                loop {
+                    let line = tokio::select! {
+                        line = lines.next() => line,
+                        _ = tx.closed() => None,
+                    };
+                    let Some(mut line) = line else { return };
+                    line.push(b'\n');
+                    if tx.send(Bytes::from(line)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        watch_response(StatusCode::OK, channel_body(rx))
+    }
+
+    /// exec, attach, port-forward: forwarded as the caller over HTTP/1.1; once both sides have switched
+    /// protocols, bytes are copied both ways until either side closes.
+    async fn upgrade(&self, mut request: Request<Body>, caller: &Caller) -> Response<Body> {
+        let client_side = hyper::upgrade::on(&mut request);
+        let uri = path_and_query(&request);
+        match self
+            .api
+            .send_upgrade(forward::outgoing(request, Some(caller), &uri))
+            .await
+        {
+            Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    if let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(upstream),
+                        )
+                        .await;
+                    }
+                });
+                forward::incoming(response)
+            }
+            Ok(response) => forward::incoming(response),
+            Err(error) => status::upstream_failed(&error.to_string()),
+        }
+    }
+
+    /// Anything else: forwarded as the caller, streamed both ways.
+    async fn passthrough(&self, request: Request<Body>, caller: &Caller) -> Response<Body> {
+        let watch = Query::parse(request.uri().query()).is_watch();
+        let uri = path_and_query(&request);
+        match self
+            .api
+            .send(forward::outgoing(request, Some(caller), &uri))
+            .await
+        {
+            Ok(response) if watch => {
+                let guard = WatchGuard::new(&self.metrics.open_watches);
+                forward::incoming_with(response, |body| guarded(body, guard))
+            }
+            Ok(response) => forward::incoming(response),
+            Err(error) => status::upstream_failed(&error.to_string()),
+        }
+    }
+}

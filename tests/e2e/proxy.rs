@@ -1,0 +1,392 @@
+//! The proxy role end to end: tenant users run plain kubectl (and kube-rs) against Bulkhead's proxy
+//! with their own bearer tokens, and see exactly their slice of the cluster.
+//!
+//! Tenant owners here are ServiceAccounts, because a TokenRequest (`kubectl create token`) gives a
+//! real bearer token on any cluster.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::harness::{Bulkhead, Cluster, Kubectl, client_for, eventually};
+
+struct World {
+    a: String,
+    b: String,
+    accounts: String,
+    a_namespaces: Vec<String>,
+    b_namespaces: Vec<String>,
+}
+
+fn lines(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn set(items: &[String]) -> BTreeSet<String> {
+    items.iter().cloned().collect()
+}
+
+/// Two tenants, each owned by a ServiceAccount, with two and one namespaces.
+async fn world(cluster: &Cluster) -> World {
+    let a = cluster.unique("e2e-px-a");
+    let b = cluster.unique("e2e-px-b");
+    let accounts = cluster.unique("e2e-px-accounts");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {accounts}}}\n"
+    ));
+    for sa in ["alice", "bob", "carol"] {
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {accounts}}}\n"
+        ));
+    }
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {a}}}
+spec:
+  owners:
+  - kind: ServiceAccount
+    name: system:serviceaccount:{accounts}:alice
+    proxySettings:
+    - {{kind: Nodes, operations: [List]}}
+    - {{kind: StorageClasses, operations: [List]}}
+  - kind: ServiceAccount
+    name: system:serviceaccount:{accounts}:carol
+  nodeSelector: {{e2e-pool: {a}}}
+  storageClasses: {{allowed: [{a}-class]}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {b}}}
+spec:
+  owners:
+  - kind: ServiceAccount
+    name: system:serviceaccount:{accounts}:bob
+    proxySettings:
+    - {{kind: Nodes, operations: [List]}}
+  nodeSelector: {{e2e-pool: {b}}}
+"#
+    ));
+    let a_namespaces = vec![format!("{a}-one"), format!("{a}-two")];
+    let b_namespaces = vec![format!("{b}-one")];
+    for (tenant, namespaces) in [(&a, &a_namespaces), (&b, &b_namespaces)] {
+        for ns in namespaces {
+            cluster.apply(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{bulkhead.dev/tenant: {tenant}}}}}\n"
+            ));
+        }
+    }
+    World {
+        a,
+        b,
+        accounts,
+        a_namespaces,
+        b_namespaces,
+    }
+}
+
+async fn start(cluster: &Cluster, extra: &[&str]) -> Bulkhead {
+    let lease = cluster.unique("e2e-px-lease");
+    let mut args = vec!["--lease-namespace", "default", "--lease-name", &lease];
+    args.extend_from_slice(extra);
+    let bulkhead = Bulkhead::start(cluster, &args);
+    bulkhead.wait_ready().await;
+    bulkhead
+}
+
+/// kubectl through the proxy as a ServiceAccount of `world`.
+fn through_proxy(
+    cluster: &Cluster,
+    bulkhead: &Bulkhead,
+    world: &World,
+    account: &str,
+    tenant: &str,
+) -> (Kubectl, PathBuf) {
+    let token = cluster.service_account_token(&world.accounts, account);
+    let kubeconfig = bulkhead.proxy_kubeconfig(cluster.dir(), tenant, &token);
+    (Kubectl::at(kubeconfig.clone()), kubeconfig)
+}
+
+/// Waits until `k` lists exactly `expected` with these arguments (`-o name` output, prefix removed).
+async fn sees_exactly(k: &Kubectl, args: &[&str], expected: &BTreeSet<String>) {
+    eventually(Duration::from_secs(30), || async {
+        let out = k.run(args);
+        let seen: BTreeSet<String> = lines(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .map(|l| l.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect();
+        if out.status.success() && &seen == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{args:?}: saw {seen:?}, want {expected:?}; {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tenant_users_see_their_slice_through_the_proxy() {
+    let cluster = Cluster::start().await;
+    let bulkhead = start(&cluster, &[]).await;
+    let w = world(&cluster).await;
+    let (alice, _) = through_proxy(&cluster, &bulkhead, &w, "alice", &w.a);
+    let (bob, _) = through_proxy(&cluster, &bulkhead, &w, "bob", &w.b);
+
+    // Namespaces: exactly their own, as a plain list (from the cache) and as kubectl's table.
+    sees_exactly(
+        &alice,
+        &["get", "namespaces", "-o", "name"],
+        &set(&w.a_namespaces),
+    )
+    .await;
+    sees_exactly(&bob, &["get", "namespaces", "-o", "name"], &set(&w.b_namespaces)).await;
+    let table = alice.ok(&["get", "namespaces"]);
+    let rows: BTreeSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(rows, set(&w.a_namespaces), "table output:\n{table}");
+    assert!(table.starts_with("NAME"), "{table}");
+
+    // Another tenant's namespace does not exist for them.
+    let err = alice.fails(&["get", "namespace", &w.b_namespaces[0]]);
+    assert!(
+        err.contains(&format!("namespaces \"{}\" not found", w.b_namespaces[0])),
+        "{err}"
+    );
+    alice.ok(&["get", "namespace", &w.a_namespaces[0]]);
+
+    // A watch started now shows a namespace created later in the tenant, and nothing of others.
+    let (_, alice_config) = through_proxy(&cluster, &bulkhead, &w, "alice", &w.a);
+    let mut watch = Command::new("kubectl")
+        .env("KUBECONFIG", &alice_config)
+        .args(["get", "namespaces", "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the watch lists first");
+    assert!(first.contains(&w.a), "{first}");
+    let later = format!("{}-later", w.a);
+    let theirs = format!("{}-later", w.b);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {theirs}, labels: {{bulkhead.dev/tenant: {}}}}}\n",
+        w.b
+    ));
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {later}, labels: {{bulkhead.dev/tenant: {}}}}}\n",
+        w.a
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![first];
+    while !seen.iter().any(|l| l.ends_with(&format!("/{later}"))) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("the watch never showed {later}: {seen:?}"),
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen.iter().all(|l| !l.contains(&w.b)),
+        "another tenant's namespace reached the watch: {seen:?}"
+    );
+
+    // Nodes by the tenant's nodeSelector, storage classes by its allowed list.
+    for (node, pool) in [(format!("{}-node", w.a), &w.a), (format!("{}-node", w.b), &w.b)] {
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{e2e-pool: {pool}}}}}\n"
+        ));
+    }
+    for class in [format!("{}-class", w.a), format!("{}-other", w.a)] {
+        cluster.apply(&format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {class}}}\nprovisioner: example.com/none\n"
+        ));
+    }
+    sees_exactly(
+        &alice,
+        &["get", "nodes", "-o", "name"],
+        &set(&[format!("{}-node", w.a)]),
+    )
+    .await;
+    sees_exactly(
+        &bob,
+        &["get", "nodes", "-o", "name"],
+        &set(&[format!("{}-node", w.b)]),
+    )
+    .await;
+    let nodes = alice.ok(&["get", "nodes"]);
+    assert!(
+        nodes.contains(&format!("{}-node", w.a)) && !nodes.contains(&w.b),
+        "{nodes}"
+    );
+    sees_exactly(
+        &alice,
+        &["get", "storageclasses", "-o", "name"],
+        &set(&[format!("{}-class", w.a)]),
+    )
+    .await;
+    let err = alice.fails(&["get", "node", &format!("{}-node", w.b)]);
+    assert!(err.contains("not found"), "{err}");
+
+    // Pods across namespaces: only theirs.
+    for ns in w.a_namespaces.iter().chain(&w.b_namespaces) {
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-{ns}, namespace: {ns}}}\nspec:\n  containers: [{{name: main, image: registry.k8s.io/pause:3.9}}]\n"
+        ));
+    }
+    let mine: BTreeSet<String> = w.a_namespaces.iter().map(|ns| format!("pod-{ns}")).collect();
+    sees_exactly(&alice, &["get", "pods", "-A", "-o", "name"], &mine).await;
+    let wide = alice.ok(&["get", "pods", "--all-namespaces"]);
+    assert!(wide.starts_with("NAMESPACE"), "{wide}");
+    assert!(!wide.contains(&w.b), "{wide}");
+
+    // Writes go through as the caller: allowed in their namespace, forbidden in another tenant's.
+    eventually(Duration::from_secs(30), || async {
+        let out = alice.run(&[
+            "create",
+            "deployment",
+            "web",
+            "--image=registry.k8s.io/pause:3.9",
+            "-n",
+            &w.a_namespaces[0],
+        ]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    let deployment =
+        cluster
+            .kubectl()
+            .ok(&["get", "deployment", "web", "-n", &w.a_namespaces[0], "-o", "name"]);
+    assert_eq!(deployment.trim(), "deployment.apps/web");
+    let err = alice.fails(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=registry.k8s.io/pause:3.9",
+        "-n",
+        &w.b_namespaces[0],
+    ]);
+    assert!(err.contains("forbidden"), "{err}");
+
+    // Tools that ask first are told they may list namespaces.
+    assert_eq!(alice.ok(&["auth", "can-i", "list", "namespaces"]).trim(), "yes");
+    // Tenants: their own only.
+    sees_exactly(
+        &alice,
+        &["get", "tenants", "-o", "name"],
+        &set(std::slice::from_ref(&w.a)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
+    let cluster = Cluster::start().await;
+    let ttl = Duration::from_secs(2);
+    let bulkhead = start(&cluster, &["--proxy-token-ttl", "2s"]).await;
+    let w = world(&cluster).await;
+    let (alice, alice_config) = through_proxy(&cluster, &bulkhead, &w, "alice", &w.a);
+    sees_exactly(
+        &alice,
+        &["get", "namespaces", "-o", "name"],
+        &set(&w.a_namespaces),
+    )
+    .await;
+
+    // A forged impersonation is refused: alice may not impersonate an administrator.
+    let err = alice.fails(&[
+        "get",
+        "namespaces",
+        "--as",
+        "admin",
+        "--as-group",
+        "system:masters",
+    ]);
+    assert!(err.contains("cannot impersonate"), "{err}");
+    // No credentials, or credentials nobody issued: 401.
+    let nobody = bulkhead.proxy_kubeconfig(cluster.dir(), &w.a, "not-a-token");
+    let err = Kubectl::at(nobody).fails(&["get", "namespaces"]);
+    assert!(
+        err.contains("Unauthorized") || err.contains("must be logged in"),
+        "{err}"
+    );
+
+    // 1,000 requests with one token: at most one TokenReview per TTL window (the first after the
+    // cached review expired).
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let misses_before = bulkhead
+        .metric("bulkhead_proxy_token_cache_total{result=\"miss\"}")
+        .unwrap_or_default();
+    let client = client_for(&alice_config, None, &[]).await;
+    let api: Api<Namespace> = Api::all(client);
+    let started = Instant::now();
+    let results: Vec<_> = futures::future::join_all((0..1000).map(|_| {
+        let api = api.clone();
+        async move { api.list(&ListParams::default()).await.map(|l| l.items.len()) }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().ok() == Some(&w.a_namespaces.len()))
+    );
+    let misses = bulkhead
+        .metric("bulkhead_proxy_token_cache_total{result=\"miss\"}")
+        .unwrap_or_default()
+        - misses_before;
+    let windows = (elapsed.as_secs_f64() / ttl.as_secs_f64()).ceil() + 1.0;
+    assert!(
+        misses >= 1.0 && misses <= windows,
+        "{misses} TokenReviews for 1,000 requests over {elapsed:?} (TTL {ttl:?})"
+    );
+
+    // A revoked token (its ServiceAccount deleted) stops working once its cached review expires.
+    let (carol, _) = through_proxy(&cluster, &bulkhead, &w, "carol", &w.a);
+    sees_exactly(
+        &carol,
+        &["get", "namespaces", "-o", "name"],
+        &set(&w.a_namespaces),
+    )
+    .await;
+    cluster
+        .kubectl()
+        .ok(&["delete", "serviceaccount", "carol", "-n", &w.accounts]);
+    eventually(Duration::from_secs(30), || async {
+        let out = carol.run(&["get", "namespaces"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (!out.status.success() && (err.contains("Unauthorized") || err.contains("must be logged in")))
+            .then_some(())
+            .ok_or(err)
+    })
+    .await;
+    let _ = &w.b;
+}

@@ -158,7 +158,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), (), ("create",)),
         (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), ("bulkhead",), ("get", "patch", "update")),
     ])
-    # Impersonation only of ServiceAccounts: never of users or groups (system:masters).
+    # The controller and webhook impersonate only ServiceAccounts: never users or groups (system:masters).
     impersonated = {res for r in role["rules"] if "impersonate" in r["verbs"] for res in r["resources"]}
     assert impersonated == {"serviceaccounts"}
     # Namespaces may be labelled and annotated, never created or deleted by Bulkhead itself.
@@ -295,3 +295,47 @@ def test_replication_extra_rules_extend_the_cluster_role():
             "verbs": ["get", "list", "create", "patch", "update", "delete"]}
     role = by_name(render({"replication": {"extraRules": [rule]}}), "ClusterRole", "bulkhead")
     assert rule in role["rules"]
+
+
+def test_the_proxy_has_a_role_of_its_own_and_writes_only_when_asked():
+    def proxy_rules(values=None):
+        role = by_name(render(values), "ClusterRole", "bulkhead-proxy")
+        return sorted(
+            (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"]))) for r in role["rules"]
+        )
+    read_only = sorted([
+        (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
+        (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",)),
+        (("",), ("users", "groups", "serviceaccounts"), ("impersonate",)),
+        (("bulkhead.dev",), ("proxysettings",), ("get", "list", "watch")),
+        (("",), ("nodes",), ("get", "list", "watch")),
+    ])
+    assert proxy_rules() == read_only
+    writes = [r for r in proxy_rules({"proxy": {"clusterScopedWrites": True}}) if r not in read_only]
+    assert {res for _, resources, _ in writes for res in resources} == {
+        "nodes", "persistentvolumes", "storageclasses", "ingressclasses", "priorityclasses", "runtimeclasses"}
+    assert all(verbs == ("delete", "patch", "update") for _, _, verbs in writes)
+    binding = by_name(render(), "ClusterRoleBinding", "bulkhead-proxy")
+    assert binding["roleRef"]["name"] == "bulkhead-proxy"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]
+
+
+@pytest.mark.parametrize("mode", ["combined", "split"])
+def test_the_proxy_serves_a_mounted_certificate_or_one_for_its_service_names(mode):
+    def proxy_pod(values):
+        deployments = {d["metadata"]["name"]: d for d in of_kind(render({"mode": mode, **values}), "Deployment")}
+        return deployments["bulkhead" if mode == "combined" else "bulkhead-proxy"]
+    pod = proxy_pod({})
+    args = container(pod)["args"]
+    assert "--proxy-addr=0.0.0.0:9001" in args
+    assert "--proxy-token-ttl=10s" in args
+    assert f"--proxy-hostname=bulkhead-proxy,bulkhead-proxy.{NAMESPACE},bulkhead-proxy.{NAMESPACE}.svc" in args
+    assert not any(a.startswith("--proxy-cert-dir") or a.startswith("--proxy-client-ca") for a in args)
+    pod = proxy_pod({"proxy": {"tls": {"secretName": "proxy-cert"}, "clientCertificates": True}})
+    args = container(pod)["args"]
+    assert "--proxy-cert-dir=/var/run/bulkhead/proxy-tls" in args
+    assert "--proxy-client-ca=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt" in args
+    volumes = {v["name"]: v for v in pod["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["proxy-tls"]["secret"]["secretName"] == "proxy-cert"
+    mounts = {m["name"]: m["mountPath"] for m in container(pod)["volumeMounts"]}
+    assert mounts["proxy-tls"] == "/var/run/bulkhead/proxy-tls"

@@ -137,6 +137,34 @@ async fn sees_exactly(k: &Kubectl, args: &[&str], expected: &BTreeSet<String>) {
     .await;
 }
 
+/// The administrator's kubeconfig pointed at the proxy (its token or client certificate unchanged).
+fn admin_through_proxy(cluster: &Cluster, bulkhead: &Bulkhead) -> Kubectl {
+    let path = cluster
+        .dir()
+        .join(format!("admin-proxy-{}.kubeconfig", bulkhead.proxy.port()));
+    std::fs::copy(cluster.kubeconfig(), &path).unwrap();
+    let k = Kubectl::at(path);
+    let name = k.ok(&["config", "view", "--minify", "-o", "jsonpath={.clusters[0].name}"]);
+    k.ok(&[
+        "config",
+        "unset",
+        &format!("clusters.{name}.certificate-authority-data"),
+    ]);
+    k.ok(&[
+        "config",
+        "unset",
+        &format!("clusters.{name}.certificate-authority"),
+    ]);
+    k.ok(&[
+        "config",
+        "set-cluster",
+        &name,
+        &format!("--server=https://{}", bulkhead.proxy),
+        "--insecure-skip-tls-verify=true",
+    ]);
+    k
+}
+
 #[tokio::test]
 async fn tenant_users_see_their_slice_through_the_proxy() {
     let cluster = Cluster::start().await;
@@ -311,7 +339,28 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
 async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
     let cluster = Cluster::start().await;
     let ttl = Duration::from_secs(2);
-    let bulkhead = start(&cluster, &["--proxy-token-ttl", "2s"]).await;
+    // The cluster's CA, so the administrator's client certificate (kind, kubeadm) is accepted too.
+    let admin_config: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(cluster.kubeconfig()).unwrap()).unwrap();
+    let ca = cluster.dir().join("cluster-ca.crt");
+    let ca_data = admin_config["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .expect("the administrator's kubeconfig embeds the cluster CA");
+    std::fs::write(
+        &ca,
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca_data).unwrap(),
+    )
+    .unwrap();
+    let bulkhead = start(
+        &cluster,
+        &[
+            "--proxy-token-ttl",
+            "2s",
+            "--proxy-client-ca",
+            ca.to_str().unwrap(),
+        ],
+    )
+    .await;
     let w = world(&cluster).await;
     let (alice, alice_config) = through_proxy(&cluster, &bulkhead, &w, "alice", &w.a);
     sees_exactly(
@@ -331,6 +380,15 @@ async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
         "system:masters",
     ]);
     assert!(err.contains("cannot impersonate"), "{err}");
+    // An administrator may impersonate: through the proxy it then sees what the impersonated owner sees.
+    let admin = admin_through_proxy(&cluster, &bulkhead);
+    let as_alice = format!("system:serviceaccount:{}:alice", w.accounts);
+    sees_exactly(
+        &admin,
+        &["get", "namespaces", "-o", "name", "--as", &as_alice],
+        &set(&w.a_namespaces),
+    )
+    .await;
     // No credentials, or credentials nobody issued: 401.
     let nobody = bulkhead.proxy_kubeconfig(cluster.dir(), &w.a, "not-a-token");
     let err = Kubectl::at(nobody).fails(&["get", "namespaces"]);

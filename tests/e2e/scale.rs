@@ -378,3 +378,213 @@ spec:
         assert_eq!(a, b, "replication wrote while idle");
     }
 }
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+async fn timed<F, Fut>(n: usize, mut call: F) -> Vec<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        call().await;
+        out.push(started.elapsed());
+    }
+    out
+}
+
+async fn throughput<F, Fut>(concurrency: usize, window: Duration, call: F) -> f64
+where
+    F: Fn() -> Fut + Clone,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let done: usize = futures::future::join_all((0..concurrency).map(|_| {
+        let call = call.clone();
+        async move {
+            let mut n = 0;
+            while started.elapsed() < window {
+                call().await;
+                n += 1;
+            }
+            n
+        }
+    }))
+    .await
+    .into_iter()
+    .sum();
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::test]
+#[ignore = "a benchmark: cargo xtask bench-proxy"]
+async fn proxy_overhead_and_filtered_lists() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let tenants_n = env("BULKHEAD_BENCH_TENANTS", 1000);
+    let per_tenant = env("BULKHEAD_BENCH_NAMESPACES", 10);
+    let samples = env("BULKHEAD_BENCH_SAMPLES", 300);
+    let cluster = Cluster::start().await;
+    let prefix = cluster.unique("pxbench");
+    let mark = format!("bulkhead-bench={prefix}");
+    cluster.clean_up(&["tenants", "-l", &mark]);
+    cluster.clean_up(&["namespaces", "-l", &mark]);
+    // The measured user: a ServiceAccount owning tenant 0, allowed to read ConfigMaps in its first
+    // namespace (so passthrough requests succeed on both paths).
+    let accounts = format!("{prefix}-accounts");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {accounts}, labels: {{bulkhead-bench: {prefix}}}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: user, namespace: {accounts}}}\n"
+    ));
+    let user = format!("system:serviceaccount:{accounts}:user");
+    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
+    let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
+    let started = Instant::now();
+    futures::stream::iter(0..tenants_n)
+        .map(|i| {
+            let tenants = tenants.clone();
+            let namespaces = namespaces.clone();
+            let name = format!("{prefix}-t{i}");
+            let owner = if i == 0 {
+                json!({"kind": "ServiceAccount", "name": user})
+            } else {
+                json!({"kind": "User", "name": format!("{name}-owner")})
+            };
+            let prefix = prefix.clone();
+            async move {
+                let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
+                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+                    "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
+                    "spec": {"owners": [owner]},
+                }))?;
+                tenants.create(&PostParams::default(), &tenant).await?;
+                for n in 0..per_tenant {
+                    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"), "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
+                    namespaces.create(&PostParams::default(), &ns).await?;
+                }
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let first = format!("{prefix}-t0-0");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bench, namespace: {first}}}\ndata: {{k: v}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: bench-view, namespace: {first}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: ServiceAccount, name: user, namespace: {accounts}}}]\n"
+    ));
+    eprintln!(
+        "created {tenants_n} tenants x {per_tenant} namespaces in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let bulkhead = Bulkhead::start(&cluster, &["--roles", "proxy"]);
+    bulkhead.wait_ready().await;
+    let token = cluster.service_account_token(&accounts, "user");
+    let through_proxy = crate::harness::client_for(
+        &bulkhead.proxy_kubeconfig(cluster.dir(), "bench", &token),
+        None,
+        &[],
+    )
+    .await;
+    // The same user straight to the API server: the administrator's kubeconfig with the user's token.
+    let direct_config = {
+        let path = cluster.dir().join("direct.kubeconfig");
+        let admin = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+        std::fs::write(&path, &admin).unwrap();
+        crate::harness::Kubectl::at(path.clone()).ok(&[
+            "config",
+            "set-credentials",
+            "bench-user",
+            &format!("--token={token}"),
+        ]);
+        let context = crate::harness::Kubectl::at(path.clone()).ok(&["config", "current-context"]);
+        crate::harness::Kubectl::at(path.clone()).ok(&[
+            "config",
+            "set-context",
+            context.trim(),
+            "--user=bench-user",
+        ]);
+        path
+    };
+    let direct_user = crate::harness::client_for(&direct_config, None, &[]).await;
+    let selector = ListParams::default().labels(&format!("bulkhead.dev/tenant={prefix}-t0"));
+
+    let proxy_ns: Api<Namespace> = Api::all(through_proxy.clone());
+    let direct_ns: Api<Namespace> = Api::all(cluster.admin.clone());
+    assert_eq!(
+        proxy_ns.list(&ListParams::default()).await.unwrap().items.len(),
+        per_tenant
+    );
+    assert_eq!(direct_ns.list(&selector).await.unwrap().items.len(), per_tenant);
+    let mut filtered = timed(samples, || async {
+        proxy_ns.list(&ListParams::default()).await.unwrap();
+    })
+    .await;
+    let mut selected = timed(samples, || async {
+        direct_ns.list(&selector).await.unwrap();
+    })
+    .await;
+
+    let proxy_cm: Api<ConfigMap> = Api::namespaced(through_proxy.clone(), &first);
+    let direct_cm: Api<ConfigMap> = Api::namespaced(direct_user.clone(), &first);
+    proxy_cm.get("bench").await.unwrap();
+    direct_cm.get("bench").await.unwrap();
+    let mut via_proxy = timed(samples, || async {
+        proxy_cm.get("bench").await.unwrap();
+    })
+    .await;
+    let mut direct = timed(samples, || async {
+        direct_cm.get("bench").await.unwrap();
+    })
+    .await;
+    let window = Duration::from_secs(3);
+    let rps_passthrough = throughput(16, window, || {
+        let api = proxy_cm.clone();
+        async move {
+            api.get("bench").await.unwrap();
+        }
+    })
+    .await;
+    let rps_direct = throughput(16, window, || {
+        let api = direct_cm.clone();
+        async move {
+            api.get("bench").await.unwrap();
+        }
+    })
+    .await;
+    let rps_filtered = throughput(16, window, || {
+        let api = proxy_ns.clone();
+        async move {
+            api.list(&ListParams::default()).await.unwrap();
+        }
+    })
+    .await;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "namespace list, {per_tenant} of {} namespaces: proxy (cache) median {:.3} ms p99 {:.3} ms; API server with label selector median {:.3} ms p99 {:.3} ms",
+        tenants_n * per_tenant,
+        ms(percentile(&mut filtered, 0.5)),
+        ms(percentile(&mut filtered, 0.99)),
+        ms(percentile(&mut selected, 0.5)),
+        ms(percentile(&mut selected, 0.99)),
+    );
+    let overhead = ms(percentile(&mut via_proxy, 0.5)) - ms(percentile(&mut direct, 0.5));
+    eprintln!(
+        "passthrough GET: proxy median {:.3} ms p99 {:.3} ms; direct median {:.3} ms p99 {:.3} ms; median overhead {overhead:.3} ms",
+        ms(percentile(&mut via_proxy, 0.5)),
+        ms(percentile(&mut via_proxy, 0.99)),
+        ms(percentile(&mut direct, 0.5)),
+        ms(percentile(&mut direct, 0.99)),
+    );
+    eprintln!(
+        "concurrency 16: passthrough GET {rps_passthrough:.0} req/s (direct {rps_direct:.0} req/s); filtered namespace list {rps_filtered:.0} req/s"
+    );
+    if let Some(kib) = peak_rss_kib(bulkhead.pid()) {
+        eprintln!("proxy peak RSS {:.0} MiB", kib as f64 / 1024.0);
+    }
+}

@@ -59,6 +59,9 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     println!("  kubectl apply -f examples/tenant-full.yaml && kubectl get tenants");
     println!("  kubectl create namespace solar-dev --as alice --as-group bulkhead.dev");
     println!("  curl -s localhost:8080/readyz; curl -s localhost:8080/metrics | grep bulkhead_");
+    println!(
+        "  kubectl --server https://127.0.0.1:9001 --insecure-skip-tls-verify --as alice --as-group bulkhead.dev get ns"
+    );
     println!("Starting bulkhead (Ctrl-C stops everything)...\n");
     let status = Command::new(target.join("debug/bulkhead"))
         .args(["run", "--kubeconfig"])
@@ -70,6 +73,8 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
             "127.0.0.1:9443",
             "--webhook-url",
             "https://127.0.0.1:9443",
+            "--proxy-addr",
+            "127.0.0.1:9001",
         ])
         .args(extra)
         .status()

@@ -21,6 +21,9 @@ commands:
                    BULKHEAD_BENCH_QUOTA (20) pods over BULKHEAD_BENCH_QUOTA_NAMESPACES (4) namespaces
   bench-replication a GlobalTenantResource with 3 items over BULKHEAD_BENCH_TENANTS (200) tenants x
                    BULKHEAD_BENCH_NAMESPACES (5) namespaces (release build): time, writes, idle writes
+  bench-proxy      the proxy (release build, proxy role only): a tenant's namespace list through the
+                   proxy vs the API server with a label selector (BULKHEAD_BENCH_TENANTS (1000) x
+                   BULKHEAD_BENCH_NAMESPACES (10)), passthrough GET overhead, requests/s at concurrency 16
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Some("bench-controller") => bench("scale_many_tenants_converge"),
         Some("bench-quota") => bench("tenant_quota_overshoot"),
         Some("bench-replication") => bench("replication_converges_at_scale"),
+        Some("bench-proxy") => bench("proxy_overhead_and_filtered_lists"),
         Some("bench-webhook") => run_cmd(
             Command::new("cargo")
                 .args(["bench", "-p", "bulkhead-webhook", "--bench", "admission"])

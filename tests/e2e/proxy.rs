@@ -59,7 +59,7 @@ spec:
     name: system:serviceaccount:{accounts}:alice
     proxySettings:
     - {{kind: Nodes, operations: [List]}}
-    - {{kind: StorageClasses, operations: [List]}}
+    - {{kind: StorageClasses, operations: [List, Update]}}
   - kind: ServiceAccount
     name: system:serviceaccount:{accounts}:carol
   nodeSelector: {{e2e-pool: {a}}}
@@ -279,6 +279,30 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
     )
     .await;
     let err = alice.fails(&["get", "node", &format!("{}-node", w.b)]);
+    assert!(err.contains("not found"), "{err}");
+    // Seeing is not changing: alice's proxySettings grant List only.
+    let err = alice.fails(&["label", "node", &format!("{}-node", w.a), "touched=yes"]);
+    assert!(err.contains("grants Update"), "{err}");
+    let err = alice.fails(&["delete", "node", &format!("{}-node", w.a)]);
+    assert!(err.contains("grants Delete"), "{err}");
+    let err = alice.fails(&["delete", "node", &format!("{}-node", w.b)]);
+    assert!(err.contains("not found"), "{err}");
+    let labels = cluster.kubectl().ok(&[
+        "get",
+        "node",
+        &format!("{}-node", w.a),
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(!labels.contains("touched"), "{labels}");
+    // ...unless they grant more: Update on storage classes, for the tenant's own class only.
+    alice.ok(&["label", "storageclass", &format!("{}-class", w.a), "touched=yes"]);
+    let sc = format!("{}-class", w.a);
+    let labels = cluster
+        .kubectl()
+        .ok(&["get", "storageclass", &sc, "-o", "jsonpath={.metadata.labels}"]);
+    assert!(labels.contains("touched"), "{labels}");
+    let err = alice.fails(&["label", "storageclass", &format!("{}-other", w.a), "touched=yes"]);
     assert!(err.contains("not found"), "{err}");
 
     // Pods across namespaces: only theirs.

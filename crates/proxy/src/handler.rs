@@ -436,7 +436,11 @@ impl Proxy {
             return self.namespaces_from_cache(view);
         }
         let tenants: Vec<&str> = view.visibility.tenants.iter().map(String::as_str).collect();
-        query.and_label_selector(&format!("{} in ({})", labels::TENANT, tenants.join(",")));
+        if let Err(reason) =
+            query.and_label_selector(&format!("{} in ({})", labels::TENANT, tenants.join(",")))
+        {
+            return status::bad_request(&reason);
+        }
         let uri = query.uri("/api/v1/namespaces");
         self.stream_as_bulkhead(&uri, accept.as_deref().unwrap_or("application/json"))
             .await

@@ -104,13 +104,36 @@ impl Query {
         self.pairs.retain(|(k, _)| k != key);
     }
 
-    /// Adds a requirement to the label selector (ANDed with the caller's own).
-    pub fn and_label_selector(&mut self, requirement: &str) {
+    /// Adds a requirement to the label selector (ANDed with the caller's own). A caller's selector
+    /// with unbalanced parentheses is refused, so that it cannot swallow the requirement into a value
+    /// list of its own.
+    pub fn and_label_selector(&mut self, requirement: &str) -> Result<(), String> {
         let selector = match self.get("labelSelector").filter(|s| !s.trim().is_empty()) {
-            Some(existing) => format!("{existing},{requirement}"),
+            Some(existing) => {
+                let mut depth = 0i32;
+                for c in existing.chars() {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    if !(0..=1).contains(&depth) {
+                        return Err(format!(
+                            "invalid label selector {existing:?}: unbalanced parentheses"
+                        ));
+                    }
+                }
+                if depth != 0 {
+                    return Err(format!(
+                        "invalid label selector {existing:?}: unbalanced parentheses"
+                    ));
+                }
+                format!("{existing},{requirement}")
+            }
             None => requirement.to_owned(),
         };
         self.set("labelSelector", &selector);
+        Ok(())
     }
 
     /// The encoded query string (empty when there are no pairs).
@@ -197,7 +220,7 @@ mod tests {
     fn queries_keep_what_they_do_not_touch_and_and_selectors() {
         let mut q = Query::parse(Some("watch=1&labelSelector=app%3Dweb&resourceVersion=5"));
         assert!(q.is_watch());
-        q.and_label_selector("bulkhead.dev/tenant in (a,b)");
+        q.and_label_selector("bulkhead.dev/tenant in (a,b)").unwrap();
         assert_eq!(
             q.get("labelSelector"),
             Some("app=web,bulkhead.dev/tenant in (a,b)")
@@ -205,7 +228,11 @@ mod tests {
         assert_eq!(q.get("resourceVersion"), Some("5"));
         let mut empty = Query::parse(None);
         assert!(!empty.is_watch());
-        empty.and_label_selector("x=y");
+        empty.and_label_selector("x=y").unwrap();
+        for sneaky in ["x in (a", "x notin (a,b", "x in (a)) ,y in (b"] {
+            let mut q = Query::parse(Some(&format!("labelSelector={sneaky}")));
+            assert!(q.and_label_selector("t in (mine)").is_err(), "{sneaky}");
+        }
         assert_eq!(
             empty.uri("/api/v1/namespaces"),
             "/api/v1/namespaces?labelSelector=x%3Dy"

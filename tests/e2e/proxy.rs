@@ -306,10 +306,21 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
     assert!(err.contains("not found"), "{err}");
 
     // Pods across namespaces: only theirs.
+    // (Retried: on a real cluster a new namespace's default ServiceAccount comes a moment later.)
     for ns in w.a_namespaces.iter().chain(&w.b_namespaces) {
-        cluster.apply(&format!(
+        let pod = format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-{ns}, namespace: {ns}}}\nspec:\n  containers: [{{name: main, image: registry.k8s.io/pause:3.9}}]\n"
-        ));
+        );
+        eventually(Duration::from_secs(30), || async {
+            let out = cluster
+                .kubectl()
+                .run_with_input(&["apply", "-f", "-"], Some(&pod));
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .await;
     }
     let mine: BTreeSet<String> = w.a_namespaces.iter().map(|ns| format!("pod-{ns}")).collect();
     sees_exactly(&alice, &["get", "pods", "-A", "-o", "name"], &mine).await;

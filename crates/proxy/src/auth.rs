@@ -134,26 +134,24 @@ impl Authenticator {
     }
 
     async fn token_review(&self, token: &str) -> Result<Outcome, UpstreamError> {
-        let review = json!({
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": token},
-        });
-        let (status, answer) = self
-            .api
-            .json(
-                Method::POST,
-                "/apis/authentication.k8s.io/v1/tokenreviews",
-                Some(&review),
-            )
+        let answer = self
+            .create_review("authentication.k8s.io", "TokenReview", json!({"token": token}))
             .await?;
+        Ok(token_review_outcome(&answer))
+    }
+
+    /// Creates a review object (TokenReview, SubjectAccessReview) as Bulkhead and returns the answer.
+    async fn create_review(&self, group: &str, kind: &str, spec: Value) -> Result<Value, UpstreamError> {
+        let review = json!({"apiVersion": format!("{group}/v1"), "kind": kind, "spec": spec});
+        let path = format!("/apis/{group}/v1/{}s", kind.to_lowercase());
+        let (status, answer) = self.api.json(Method::POST, &path, Some(&review)).await?;
         if !status.is_success() {
             return Err(UpstreamError::Malformed(format!(
-                "TokenReview answered {status}: {}",
+                "{kind} answered {status}: {}",
                 answer["message"].as_str().unwrap_or_default()
             )));
         }
-        Ok(token_review_outcome(&answer))
+        Ok(answer)
     }
 
     async fn impersonated(&self, caller: Caller, headers: &HeaderMap) -> Result<Caller, Rejection> {
@@ -210,28 +208,10 @@ impl Authenticator {
 
     /// Whether the API server's authorizer allows `caller` what `attributes` describe.
     pub async fn access_review(&self, caller: &Caller, attributes: &Value) -> Result<bool, UpstreamError> {
-        let review = json!({
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {
-                "user": caller.user,
-                "groups": caller.groups,
-                "resourceAttributes": attributes,
-            },
-        });
-        let (status, answer) = self
-            .api
-            .json(
-                Method::POST,
-                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-                Some(&review),
-            )
+        let spec = json!({"user": caller.user, "groups": caller.groups, "resourceAttributes": attributes});
+        let answer = self
+            .create_review("authorization.k8s.io", "SubjectAccessReview", spec)
             .await?;
-        if !status.is_success() {
-            return Err(UpstreamError::Malformed(format!(
-                "SubjectAccessReview answered {status}"
-            )));
-        }
         Ok(answer["status"]["allowed"].as_bool() == Some(true))
     }
 }

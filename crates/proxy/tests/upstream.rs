@@ -181,6 +181,13 @@ async fn connect_as(
     running: &Running,
     identity: Option<(&str, &str)>,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    handshake(running, identity).await.unwrap()
+}
+
+async fn handshake(
+    running: &Running,
+    identity: Option<(&str, &str)>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let builder = rustls::ClientConfig::builder().with_root_certificates(running.roots.clone());
     let config = match identity {
         Some((chain, key)) => builder
@@ -195,10 +202,7 @@ async fn connect_as(
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(running.addr).await.unwrap();
-    connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
+    connector.connect("localhost".try_into().unwrap(), tcp).await
 }
 
 /// Sends a raw HTTP/1.1 request head and returns the response head.
@@ -402,19 +406,7 @@ async fn client_certificates_from_the_configured_ca_name_the_caller() {
     other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let other = Issuer::new(other_params, other_key);
     let (cert, key) = client("mallory", &other);
-    let builder = rustls::ClientConfig::builder().with_root_certificates(running.roots.clone());
-    let config = builder
-        .with_client_auth_cert(
-            CertificateDer::pem_slice_iter(cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap(),
-            rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    let tcp = TcpStream::connect(running.addr).await.unwrap();
-    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await;
+    let handshake = handshake(&running, Some((&cert, &key))).await;
     let refused = match handshake {
         Err(_) => true,
         Ok(mut stream) => {

@@ -482,7 +482,16 @@ async fn proxy_overhead_and_filtered_lists() {
         started.elapsed().as_secs_f64()
     );
 
-    let bulkhead = Bulkhead::start(&cluster, &["--roles", "proxy"]);
+    let http2 = if env("BULKHEAD_BENCH_HTTP2", 0) == 1 {
+        "true"
+    } else {
+        "false"
+    };
+    eprintln!(
+        "proxy to API server: HTTP/{}",
+        if http2 == "true" { "2" } else { "1.1" }
+    );
+    let bulkhead = Bulkhead::start(&cluster, &["--roles", "proxy", "--proxy-upstream-http2", http2]);
     bulkhead.wait_ready().await;
     let token = cluster.service_account_token(&accounts, "user");
     let through_proxy = crate::harness::client_for(

@@ -23,7 +23,8 @@ commands:
                    BULKHEAD_BENCH_NAMESPACES (5) namespaces (release build): time, writes, idle writes
   bench-proxy      the proxy (release build, proxy role only): a tenant's namespace list through the
                    proxy vs the API server with a label selector (BULKHEAD_BENCH_TENANTS (1000) x
-                   BULKHEAD_BENCH_NAMESPACES (10)), passthrough GET overhead, requests/s at concurrency 16
+                   BULKHEAD_BENCH_NAMESPACES (10)), passthrough GET overhead, requests/s at concurrency 16;
+                   BULKHEAD_BENCH_HTTP2=1: the proxy offers HTTP/2 to the API server
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart

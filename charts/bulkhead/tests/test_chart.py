@@ -329,6 +329,7 @@ def test_the_proxy_serves_a_mounted_certificate_or_one_for_its_service_names(mod
     args = container(pod)["args"]
     assert "--proxy-addr=0.0.0.0:9001" in args
     assert "--proxy-token-ttl=10s" in args
+    assert "--proxy-upstream-http2=false" in args
     assert f"--proxy-hostname=bulkhead-proxy,bulkhead-proxy.{NAMESPACE},bulkhead-proxy.{NAMESPACE}.svc" in args
     assert not any(a.startswith("--proxy-cert-dir") or a.startswith("--proxy-client-ca") for a in args)
     pod = proxy_pod({"proxy": {"tls": {"secretName": "proxy-cert"}, "clientCertificates": True}})

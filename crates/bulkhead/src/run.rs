@@ -172,7 +172,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 let Some(listener) = proxy_listener.take() else {
                     bail!("the proxy listener is missing");
                 };
-                let api = bulkhead_proxy::ApiServer::new(&kube_config)
+                let api = bulkhead_proxy::ApiServer::new(&kube_config, args.proxy.proxy_upstream_http2)
                     .context("cannot build the proxy's connection to the API server")?;
                 let settings = bulkhead_proxy::ProxySettings {
                     cert_dir: args.proxy.proxy_cert_dir.clone(),

@@ -268,8 +268,13 @@ impl Proxy {
         if request.headers().contains_key(header::UPGRADE) {
             return (Class::Upgrade, self.upgrade(request, &caller).await);
         }
-        let target = Target::parse(request.uri().path());
-        let (Some(view), Some(target)) = (self.view(&caller), target) else {
+        // Requests inside a namespace are never narrowed (the API server's RBAC keeps tenants apart
+        // there): they skip working out what the caller sees.
+        let target = Target::parse(request.uri().path()).filter(|t| t.namespace.is_none());
+        let Some(target) = target else {
+            return (Class::Passthrough, self.passthrough(request, &caller).await);
+        };
+        let Some(view) = self.view(&caller) else {
             return (Class::Passthrough, self.passthrough(request, &caller).await);
         };
         let query = Query::parse(request.uri().query());

@@ -1,6 +1,9 @@
-//! The connection to the API server, with Bulkhead's own credentials: a pooled client that speaks
-//! HTTP/2 when the API server offers it, and an HTTP/1.1 client for upgrades (exec, attach,
-//! port-forward), which HTTP/2 cannot carry.
+//! The connection to the API server, with Bulkhead's own credentials: a pooled client for ordinary
+//! requests (HTTP/1.1, or HTTP/2 when asked for), and an HTTP/1.1 pool for long-lived streams
+//! (watches, followed logs) and upgrades (exec, attach, port-forward).
+//!
+//! Long-lived streams never share an HTTP/2 connection: the API server caps the streams of one
+//! connection, and a few hundred open watches would make every other request queue behind them.
 
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ pub const MAX_FILTERED_BODY: usize = 256 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ApiServer {
     pooled: Upstream,
-    upgrades: Upstream,
+    streams: Upstream,
 }
 
 /// Why a request to the API server failed.
@@ -41,11 +44,12 @@ pub enum UpstreamError {
 }
 
 impl ApiServer {
-    /// Builds both clients from the same configuration Bulkhead's own client uses.
-    pub fn new(config: &kube::Config) -> Result<ApiServer, kube::Error> {
+    /// Builds both clients from the same configuration Bulkhead's own client uses; `http2`: ordinary
+    /// requests offer HTTP/2 (ALPN) instead of HTTP/1.1.
+    pub fn new(config: &kube::Config, http2: bool) -> Result<ApiServer, kube::Error> {
         Ok(ApiServer {
-            pooled: Self::client(config, true)?,
-            upgrades: Self::client(config, false)?,
+            pooled: Self::client(config, http2)?,
+            streams: Self::client(config, false)?,
         })
     }
 
@@ -76,8 +80,16 @@ impl ApiServer {
         Ok(BoxCloneSyncService::new(service.map_err(Into::<BoxError>::into)))
     }
 
-    /// Sends a request (path and query only in its URI) and returns the streaming response.
+    /// Sends a request (path and query only in its URI) and returns the streaming response. Watches
+    /// and followed logs go over the HTTP/1.1 pool.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        let long_lived = request.uri().query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| matches!((&*k, &*v), ("watch" | "follow", "true" | "1")))
+        });
+        if long_lived {
+            return self.send_upgrade(request).await;
+        }
         self.pooled
             .clone()
             .oneshot(request)
@@ -85,9 +97,9 @@ impl ApiServer {
             .map_err(|e| UpstreamError::Unreachable(e.to_string()))
     }
 
-    /// Sends a request that asks for a protocol upgrade, over HTTP/1.1.
+    /// Sends a request over the HTTP/1.1 pool (upgrades, long-lived streams).
     pub async fn send_upgrade(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        self.upgrades
+        self.streams
             .clone()
             .oneshot(request)
             .await

@@ -139,7 +139,7 @@ async fn start_with(client_ca: Option<&str>) -> Running {
     let url = api_server(seen.clone()).await;
     let mut config = kube::Config::new(url.parse().unwrap());
     config.auth_info.token = Some("proxy-token".to_owned().into());
-    let api = ApiServer::new(&config).unwrap();
+    let api = ApiServer::new(&config, false).unwrap();
     let cache = Cache::detached();
     for event in [Event::Init, Event::InitDone] {
         cache.tenants_feed().apply(event);

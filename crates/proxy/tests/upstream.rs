@@ -418,3 +418,38 @@ async fn client_certificates_from_the_configured_ca_name_the_caller() {
     };
     assert!(refused, "a certificate from an unknown CA was accepted");
 }
+
+#[tokio::test]
+async fn clients_may_speak_http2() {
+    let running = start().await;
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(running.roots.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("https://localhost/api/v1/namespaces/a/pods/p")
+        .header("authorization", "Bearer alice-token")
+        .body(Body::empty())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["kind"], "Pod");
+    let seen = running.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|s| s.1 == "/api/v1/namespaces/a/pods/p" && s.3 == "alice")
+    );
+}

@@ -44,7 +44,7 @@ async fn world(cluster: &Cluster) -> World {
     cluster.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {accounts}}}\n"
     ));
-    for sa in ["alice", "bob", "carol"] {
+    for sa in ["alice", "bob", "carol", "dave"] {
         cluster.apply(&format!(
             "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {accounts}}}\n"
         ));
@@ -424,6 +424,31 @@ async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
         &set(&w.a_namespaces),
     )
     .await;
+    // Callers who own no tenant (here the administrator) pass through untouched.
+    let all = admin.ok(&["get", "namespaces", "-o", "name"]);
+    assert!(
+        all.contains("namespace/default") && all.contains(&w.b_namespaces[0]),
+        "{all}"
+    );
+    // A ProxySetting in a tenant namespace lends its view, no wider than the owners'.
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: ProxySetting\nmetadata: {{name: share, namespace: {}}}\nspec:\n  subjects:\n  - kind: ServiceAccount\n    name: system:serviceaccount:{}:dave\n    proxySettings: [{{kind: Nodes, operations: [List, Delete]}}]\n",
+        w.a_namespaces[0], w.accounts
+    ));
+    let (dave, _) = through_proxy(&cluster, &bulkhead, &w, "dave", &w.a);
+    sees_exactly(&dave, &["get", "namespaces", "-o", "name"], &set(&w.a_namespaces)).await;
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {}-shared-node, labels: {{e2e-pool: {}}}}}\n",
+        w.a, w.a
+    ));
+    sees_exactly(
+        &dave,
+        &["get", "nodes", "-o", "name"],
+        &set(&[format!("{}-shared-node", w.a)]),
+    )
+    .await;
+    let err = dave.fails(&["delete", "node", &format!("{}-shared-node", w.a)]);
+    assert!(err.contains("grants Delete"), "{err}");
     // No credentials, or credentials nobody issued: 401.
     let nobody = bulkhead.proxy_kubeconfig(cluster.dir(), &w.a, "not-a-token");
     let err = Kubectl::at(nobody).fails(&["get", "namespaces"]);

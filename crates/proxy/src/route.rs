@@ -160,7 +160,10 @@ impl Query {
 mod tests {
     use super::*;
 
-    fn t(path: &str) -> Option<(String, Option<String>, String, Option<String>, Option<String>)> {
+    /// Group, namespace, resource, name, subresource.
+    type Parsed = (String, Option<String>, String, Option<String>, Option<String>);
+
+    fn t(path: &str) -> Option<Parsed> {
         Target::parse(path).map(|t| (t.group, t.namespace, t.resource, t.name, t.subresource))
     }
 

@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::owner::{OwnerKind, ProxySettings};
+use crate::owner::{OwnerKind, ProxySettings, Subject};
 
 /// Lets a tenant owner give other users, groups or service accounts the same view of the tenant through
 /// the proxy (its namespaces, and the cluster-scoped objects listed). Valid only in a tenant namespace.
@@ -36,4 +36,16 @@ pub struct ProxySubject {
     /// What the proxy lets this subject do among cluster-scoped objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_settings: Vec<ProxySettings>,
+}
+
+impl ProxySubject {
+    /// The subject this entry names, as a caller's subjects are named (a user name of the form
+    /// `system:serviceaccount:...` is that service account).
+    pub fn subject(&self) -> Subject {
+        match self.kind {
+            OwnerKind::User => Subject::from_user_name(&self.name),
+            OwnerKind::Group => Subject::Group(self.name.clone()),
+            OwnerKind::ServiceAccount => Subject::ServiceAccount(self.name.clone()),
+        }
+    }
 }

@@ -9,6 +9,7 @@ pub mod index;
 pub mod kind;
 pub mod namespaces;
 pub mod owned;
+pub mod proxy_settings;
 pub mod sources;
 pub mod tenants;
 
@@ -35,6 +36,7 @@ use crate::admission::{HostIndex, NoIndex};
 use crate::kind::KindCache;
 use crate::namespaces::NamespaceIndex;
 use crate::owned::ByTenant;
+use crate::proxy_settings::SubjectIndex;
 use crate::tenants::OwnerIndex;
 
 /// The shared cache. Cloning it is cheap: clones share the same stores.
@@ -59,7 +61,7 @@ struct Inner {
     ingresses: KindCache<Ingress, HostIndex>,
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
-    proxy_settings: KindCache<ProxySetting, NoIndex>,
+    proxy_settings: KindCache<ProxySetting, SubjectIndex>,
     replication_account: parking_lot::RwLock<String>,
     started: std::sync::Mutex<Vec<&'static str>>,
 }
@@ -476,8 +478,25 @@ impl Cache {
     }
 
     /// ProxySettings (watched when [`Needs::proxy`]).
-    pub fn proxy_settings(&self) -> &KindCache<ProxySetting, NoIndex> {
+    pub fn proxy_settings(&self) -> &KindCache<ProxySetting, SubjectIndex> {
         &self.inner.proxy_settings
+    }
+
+    /// The ProxySettings that name `caller` (as user, through a group, or as service account).
+    pub fn proxy_settings_naming(&self, caller: &Caller) -> Vec<Arc<ProxySetting>> {
+        let subjects = caller.subjects();
+        let keys = self
+            .inner
+            .proxy_settings
+            .read_index(|index| index.naming_any(&subjects));
+        keys.into_iter()
+            .filter_map(|(namespace, name)| {
+                self.inner
+                    .proxy_settings
+                    .store()
+                    .get(&ObjectRef::new(&name).within(&namespace))
+            })
+            .collect()
     }
 
     /// Where Ingress watch events go; for tests.

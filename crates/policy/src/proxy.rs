@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bulkhead_api::owner::{ProxyKind, ProxyOperation, ProxySettings, Subject};
+use bulkhead_api::owner::{ProxyKind, ProxyOperation, ProxySettings};
 use bulkhead_api::proxy_setting::ProxySetting;
 use bulkhead_api::{Tenant, labels};
 
@@ -70,14 +70,7 @@ pub fn visibility<'a>(
         }
         let tenant = tenant.metadata.name.as_deref().unwrap_or_default();
         for subject in &setting.spec.subjects {
-            let as_subject = match subject.kind {
-                bulkhead_api::owner::OwnerKind::User => Subject::from_user_name(&subject.name),
-                bulkhead_api::owner::OwnerKind::Group => Subject::Group(subject.name.clone()),
-                bulkhead_api::owner::OwnerKind::ServiceAccount => {
-                    Subject::ServiceAccount(subject.name.clone())
-                }
-            };
-            if subjects.contains(&as_subject) {
+            if subjects.contains(&subject.subject()) {
                 out.tenants.insert(tenant.to_owned());
                 let lent = out.operations.entry(tenant.to_owned()).or_default();
                 for s in &subject.proxy_settings {

@@ -307,9 +307,7 @@ impl Proxy {
             .collect();
         let settings: Vec<(Arc<ProxySetting>, Option<Arc<Tenant>>)> = self
             .cache
-            .proxy_settings()
-            .store()
-            .state()
+            .proxy_settings_naming(caller)
             .into_iter()
             .map(|setting| {
                 let tenant = setting

@@ -18,7 +18,7 @@ pub mod upstream;
 mod discovery;
 mod handler;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use bulkhead_cache::Cache;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 pub use auth::{Authenticator, ClientCertificate};
 pub use metrics::ProxyMetrics;
@@ -78,23 +78,43 @@ impl Proxy {
     }
 }
 
-async fn read_tls(settings: &ProxySettings) -> Result<rustls::ServerConfig, String> {
-    let (cert, key) = match &settings.cert_dir {
-        Some(dir) => {
-            let cert = tokio::fs::read(dir.join("tls.crt"))
+/// How often a certificate directory is read again for a renewed certificate.
+const CERT_RELOAD: Duration = Duration::from_secs(10);
+
+async fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        async move {
+            tokio::fs::read(&path)
                 .await
-                .map_err(|e| format!("cannot read {}: {e}", dir.join("tls.crt").display()))?;
-            let key = tokio::fs::read(dir.join("tls.key"))
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", dir.join("tls.key").display()))?;
-            (cert, key)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
         }
+    };
+    Ok((read("tls.crt").await?, read("tls.key").await?))
+}
+
+/// What the proxy serves with: the TLS configuration, its replaceable certificate, and the PEM pair
+/// read from `--proxy-cert-dir` (if one is set).
+type Tls = (
+    rustls::ServerConfig,
+    Arc<server::ServingCert>,
+    Option<(Vec<u8>, Vec<u8>)>,
+);
+
+async fn read_tls(settings: &ProxySettings) -> Result<Tls, String> {
+    let from_dir = match &settings.cert_dir {
+        Some(dir) => Some(read_pair(dir).await?),
+        None => None,
+    };
+    let (cert, key) = match from_dir.clone() {
+        Some(pair) => pair,
         None => {
             warn!(names = ?settings.hostnames, "no --proxy-cert-dir: serving a self-signed certificate");
             let (cert, key) = server::self_signed(&settings.hostnames).map_err(|e| e.to_string())?;
             (cert.into_bytes(), key.into_bytes())
         }
     };
+    let serving = Arc::new(server::ServingCert::from_pem(&cert, &key).map_err(|e| e.to_string())?);
     let client_ca = match &settings.client_ca {
         Some(path) => Some(
             tokio::fs::read(path)
@@ -103,7 +123,40 @@ async fn read_tls(settings: &ProxySettings) -> Result<rustls::ServerConfig, Stri
         ),
         None => None,
     };
-    server::tls_config(&cert, &key, client_ca.as_deref()).map_err(|e| e.to_string())
+    let config = server::tls_config(serving.clone(), client_ca.as_deref()).map_err(|e| e.to_string())?;
+    Ok((config, serving, from_dir))
+}
+
+/// Reads `dir` (`tls.crt`, `tls.key`) again every `every` and serves a changed certificate from the
+/// next handshake; `served` is the PEM pair being served now. A pair that cannot be read or used
+/// (unreadable, or a certificate whose key is not written yet) is logged and the current one kept.
+pub async fn reload_certificates(
+    dir: PathBuf,
+    serving: Arc<server::ServingCert>,
+    served: Option<(Vec<u8>, Vec<u8>)>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut last = served;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match read_pair(&dir).await {
+            Ok(pair) if last.as_ref() != Some(&pair) => match serving.replace(&pair.0, &pair.1) {
+                Ok(()) => {
+                    info!(dir = %dir.display(), "proxy serving certificate reloaded");
+                    last = Some(pair);
+                }
+                Err(error) => {
+                    warn!(%error, "the renewed proxy certificate cannot be used; keeping the current one")
+                }
+            },
+            Ok(_) => {}
+            Err(error) => warn!(%error, "cannot read the proxy certificate; keeping the current one"),
+        }
+    }
 }
 
 /// Runs the proxy role until `shutdown` is cancelled. Ready once the cache has synced and the
@@ -118,7 +171,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let tls = match read_tls(&settings).await {
-        Ok(tls) => Arc::new(tls),
+        Ok((tls, serving, served)) => {
+            if let Some(dir) = settings.cert_dir.clone() {
+                tokio::spawn(reload_certificates(
+                    dir,
+                    serving,
+                    served,
+                    CERT_RELOAD,
+                    shutdown.clone(),
+                ));
+            }
+            Arc::new(tls)
+        }
         Err(reason) => {
             error!(%reason, "proxy cannot serve TLS; the role stays unready");
             shutdown.cancelled().await;

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::RwLock;
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -23,14 +25,19 @@ use crate::auth::{ClientCertificate, certificate_identity};
 #[error("{0}")]
 pub struct TlsError(String);
 
-/// The serving configuration: a certificate chain and key (PEM) and, if client certificates are
-/// accepted, the CA they must chain to (PEM).
-pub fn tls_config(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    client_ca_pem: Option<&[u8]>,
-) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// The serving certificate, replaceable while serving: each handshake uses the one held then, so a
+/// renewed certificate (cert-manager) is served without a restart.
+pub struct ServingCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert").finish_non_exhaustive()
+    }
+}
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError(format!("cannot read the serving certificate: {e}")))?;
@@ -41,6 +48,48 @@ pub fn tls_config(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| TlsError(format!("cannot read the serving key: {e}")))?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError(format!("cannot use the serving key: {e}")))?;
+    let certified = CertifiedKey::new(certs, signing);
+    // A certificate written before its key (or the other way round) is refused, not served.
+    certified.keys_match().map_err(|e| {
+        TlsError(format!(
+            "the serving certificate and key do not belong together: {e}"
+        ))
+    })?;
+    Ok(Arc::new(certified))
+}
+
+impl ServingCert {
+    /// A certificate chain and its key, both PEM.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ServingCert, TlsError> {
+        Ok(ServingCert {
+            current: RwLock::new(certified_key(cert_pem, key_pem)?),
+        })
+    }
+
+    /// Serves this chain and key from the next handshake on; on error the current one stays.
+    pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+        *self.current.write() = certified_key(cert_pem, key_pem)?;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+/// The serving configuration: `cert`, and, if client certificates are accepted, the CA (PEM) they
+/// must chain to.
+pub fn tls_config(
+    cert: Arc<ServingCert>,
+    client_ca_pem: Option<&[u8]>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(e.to_string()))?;
@@ -61,9 +110,7 @@ pub fn tls_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError(format!("cannot use the serving certificate: {e}")))?;
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -126,5 +173,21 @@ pub async fn serve(
                 _ = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_with_someone_elses_key_is_refused() {
+        let (cert, key) = self_signed(&["localhost".to_owned()]).unwrap();
+        let (_, other_key) = self_signed(&["localhost".to_owned()]).unwrap();
+        assert!(ServingCert::from_pem(cert.as_bytes(), key.as_bytes()).is_ok());
+        let error = ServingCert::from_pem(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("do not belong together"), "{error}");
+        let serving = ServingCert::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        assert!(serving.replace(b"not pem", key.as_bytes()).is_err());
     }
 }

@@ -124,6 +124,7 @@ async fn answer(mut request: Request<Incoming>, seen: Seen) -> Response<Full<Byt
 
 struct Running {
     addr: std::net::SocketAddr,
+    serving: Arc<server::ServingCert>,
     roots: Arc<rustls::RootCertStore>,
     seen: Seen,
     _shutdown: tokio_util::sync::DropGuard,
@@ -155,7 +156,8 @@ async fn start_with(client_ca: Option<&str>) -> Running {
         ProxyMetrics::unregistered().unwrap(),
     ));
     let (cert, key) = server::self_signed(&["localhost".to_owned()]).unwrap();
-    let tls = server::tls_config(cert.as_bytes(), key.as_bytes(), client_ca.map(str::as_bytes)).unwrap();
+    let serving = Arc::new(server::ServingCert::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
+    let tls = server::tls_config(serving.clone(), client_ca.map(str::as_bytes)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -166,6 +168,7 @@ async fn start_with(client_ca: Option<&str>) -> Running {
         .unwrap();
     Running {
         addr,
+        serving,
         roots: Arc::new(roots),
         seen,
         _shutdown: shutdown.drop_guard(),
@@ -451,5 +454,61 @@ async fn clients_may_speak_http2() {
     assert!(
         seen.iter()
             .any(|s| s.1 == "/api/v1/namespaces/a/pods/p" && s.3 == "alice")
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_from_the_next_handshake() {
+    let running = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (first_cert, first_key) = server::self_signed(&["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &first_cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &first_key).unwrap();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(bulkhead_proxy::reload_certificates(
+        dir.path().to_owned(),
+        running.serving.clone(),
+        None,
+        Duration::from_millis(50),
+        shutdown,
+    ));
+    // A renewal replaces what is served (here: the certificate the proxy started with).
+    let (renewed, renewed_key) = server::self_signed(&["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), &renewed).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &renewed_key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(renewed.as_bytes()).unwrap())
+        .unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut served = false;
+    for _ in 0..100 {
+        let tcp = TcpStream::connect(running.addr).await.unwrap();
+        if tokio_rustls::TlsConnector::from(config.clone())
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the renewed certificate was never served");
+    // A broken renewal keeps the current certificate.
+    std::fs::write(dir.path().join("tls.crt"), "garbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tcp = TcpStream::connect(running.addr).await.unwrap();
+    assert!(
+        tokio_rustls::TlsConnector::from(config)
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .is_ok(),
+        "a broken renewal replaced a working certificate"
     );
 }

@@ -28,6 +28,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "bulkhead.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/*
+The proxy's ServiceAccount: in split mode one of its own, so that only proxy pods hold the right to
+impersonate users and groups; in combined mode the one ServiceAccount.
+*/}}
+{{- define "bulkhead.proxyServiceAccountName" -}}
+{{- if eq .Values.mode "split" -}}
+{{- printf "%s-proxy" (include "bulkhead.serviceAccountName" .) -}}
+{{- else -}}
+{{- include "bulkhead.serviceAccountName" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "bulkhead.image" -}}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
@@ -40,11 +52,12 @@ combined: one, running every role; split: one per role.
 {{- $all := list "controller" "webhook" "proxy" -}}
 {{- $out := list -}}
 {{- if eq .Values.mode "combined" -}}
-{{- $out = append $out (dict "name" (include "bulkhead.fullname" .) "component" "combined" "roles" $all "replicas" .Values.replicas "resources" .Values.resources) -}}
+{{- $out = append $out (dict "name" (include "bulkhead.fullname" .) "component" "combined" "roles" $all "replicas" .Values.replicas "resources" .Values.resources "serviceAccount" (include "bulkhead.serviceAccountName" .)) -}}
 {{- else if eq .Values.mode "split" -}}
 {{- range $role := $all -}}
 {{- $cfg := index $.Values.roles $role -}}
-{{- $out = append $out (dict "name" (printf "%s-%s" (include "bulkhead.fullname" $) $role) "component" $role "roles" (list $role) "replicas" $cfg.replicas "resources" (default $.Values.resources $cfg.resources)) -}}
+{{- $sa := ternary (include "bulkhead.proxyServiceAccountName" $) (include "bulkhead.serviceAccountName" $) (eq $role "proxy") -}}
+{{- $out = append $out (dict "name" (printf "%s-%s" (include "bulkhead.fullname" $) $role) "component" $role "roles" (list $role) "replicas" $cfg.replicas "resources" (default $.Values.resources $cfg.resources) "serviceAccount" $sa) -}}
 {{- end -}}
 {{- else -}}
 {{- fail (printf "mode must be combined or split, not %q" .Values.mode) -}}

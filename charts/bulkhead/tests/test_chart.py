@@ -303,12 +303,17 @@ def test_the_proxy_has_a_role_of_its_own_and_writes_only_when_asked():
         return sorted(
             (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"]))) for r in role["rules"]
         )
+    read = ("get", "list", "watch")
     read_only = sorted([
         (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
         (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",)),
         (("",), ("users", "groups", "serviceaccounts"), ("impersonate",)),
-        (("bulkhead.dev",), ("proxysettings",), ("get", "list", "watch")),
-        (("",), ("nodes",), ("get", "list", "watch")),
+        (("bulkhead.dev",), ("tenants", "bulkheadconfigurations", "proxysettings"), read),
+        (("",), ("namespaces", "nodes", "persistentvolumes"), read),
+        (("storage.k8s.io",), ("storageclasses",), read),
+        (("networking.k8s.io",), ("ingressclasses",), read),
+        (("scheduling.k8s.io",), ("priorityclasses",), read),
+        (("node.k8s.io",), ("runtimeclasses",), read),
     ])
     assert proxy_rules() == read_only
     writes = [r for r in proxy_rules({"proxy": {"clusterScopedWrites": True}}) if r not in read_only]
@@ -340,3 +345,29 @@ def test_the_proxy_serves_a_mounted_certificate_or_one_for_its_service_names(mod
     assert volumes["proxy-tls"]["secret"]["secretName"] == "proxy-cert"
     mounts = {m["name"]: m["mountPath"] for m in container(pod)["volumeMounts"]}
     assert mounts["proxy-tls"] == "/var/run/bulkhead/proxy-tls"
+
+
+def test_in_split_mode_only_proxy_pods_may_impersonate_users_and_groups():
+    objects = render({"mode": "split"})
+    accounts = {sa["metadata"]["name"] for sa in of_kind(objects, "ServiceAccount")}
+    assert accounts == {"bulkhead", "bulkhead-proxy"}
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in of_kind(objects, "Deployment")}
+    assert pods["bulkhead-proxy"]["serviceAccountName"] == "bulkhead-proxy"
+    assert pods["bulkhead-controller"]["serviceAccountName"] == "bulkhead"
+    assert pods["bulkhead-webhook"]["serviceAccountName"] == "bulkhead"
+    proxy_args = container({"spec": {"template": {"spec": pods["bulkhead-proxy"]}}})["args"]
+    assert f"--identity=system:serviceaccount:{NAMESPACE}:bulkhead-proxy" in proxy_args
+    bindings = {b["metadata"]["name"]: b for b in of_kind(objects, "ClusterRoleBinding")}
+    assert bindings["bulkhead-proxy"]["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead-proxy", "namespace": NAMESPACE}]
+    assert bindings["bulkhead"]["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]
+    roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
+    may_impersonate_people = {
+        name for name, role in roles.items()
+        if any("impersonate" in r["verbs"] and {"users", "groups"} & set(r["resources"]) for r in role["rules"])
+    }
+    assert may_impersonate_people == {"bulkhead-proxy"}
+    # Nothing else binds the proxy's ServiceAccount.
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        for b in of_kind(objects, kind):
+            if b["metadata"]["name"] != "bulkhead-proxy":
+                assert all(s["name"] != "bulkhead-proxy" for s in b["subjects"]), b["metadata"]["name"]

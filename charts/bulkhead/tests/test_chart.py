@@ -371,3 +371,24 @@ def test_in_split_mode_only_proxy_pods_may_impersonate_users_and_groups():
         for b in of_kind(objects, kind):
             if b["metadata"]["name"] != "bulkhead-proxy":
                 assert all(s["name"] != "bulkhead-proxy" for s in b["subjects"]), b["metadata"]["name"]
+
+
+def test_alerts_use_only_metric_names_bulkhead_registers():
+    import re
+    assert of_kind(render(), "PrometheusRule") == []
+    (rule,) = of_kind(render({"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    registered = set()
+    for path in (ROOT / "crates").glob("*/src/**/*.rs"):
+        registered |= set(re.findall(r'"(bulkhead_[a-z_]+)"', path.read_text()))
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(alerts) >= 8
+    for alert in alerts:
+        names = set(re.findall(r"\b(bulkhead_[a-z_]+)", alert["expr"]))
+        assert names, alert["alert"]
+        for name in names:
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name in registered or base in registered, f"{alert['alert']} uses {name}, which Bulkhead never registers"
+    # Label values the alerts match on are ones the code emits.
+    sources = "".join(p.read_text() for p in (ROOT / "crates").glob("*/src/**/*.rs"))
+    for value in re.findall(r'result="([a-z]+)"', " ".join(a["expr"] for a in alerts)):
+        assert f'"{value}"' in sources, value

@@ -117,6 +117,61 @@ fn through_proxy(
     (Kubectl::at(kubeconfig.clone()), kubeconfig)
 }
 
+/// A `kubectl ... --watch` running in the background, its output lines collected.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watching {
+    fn start(kubeconfig: &std::path::Path, args: &[&str]) -> Watching {
+        let mut child = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Watching {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 30 s) for a line that `wanted` accepts.
+    fn until(&mut self, wanted: impl Fn(&str) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.iter().any(|l| wanted(l)) {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("the watch never showed {what}: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Stops kubectl; every line it printed.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen
+    }
+}
+
 /// Waits until `k` lists exactly `expected` with these arguments (`-o name` output, prefix removed).
 async fn sees_exactly(k: &Kubectl, args: &[&str], expected: &BTreeSet<String>) {
     eventually(Duration::from_secs(30), || async {
@@ -200,24 +255,8 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
 
     // A watch started now shows a namespace created later in the tenant, and nothing of others.
     let (_, alice_config) = through_proxy(&cluster, &bulkhead, &w, "alice", &w.a);
-    let mut watch = Command::new("kubectl")
-        .env("KUBECONFIG", &alice_config)
-        .args(["get", "namespaces", "--watch", "-o", "name"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the watch lists first");
-    assert!(first.contains(&w.a), "{first}");
+    let mut watch = Watching::start(&alice_config, &["get", "namespaces", "--watch", "-o", "name"]);
+    watch.until(|l| l.contains(&w.a), "the first list");
     let later = format!("{}-later", w.a);
     let theirs = format!("{}-later", w.b);
     cluster.apply(&format!(
@@ -228,17 +267,8 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {later}, labels: {{bulkhead.dev/tenant: {}}}}}\n",
         w.a
     ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = vec![first];
-    while !seen.iter().any(|l| l.ends_with(&format!("/{later}"))) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("the watch never showed {later}: {seen:?}"),
-        }
-    }
-    let _ = watch.kill();
-    let _ = watch.wait();
+    watch.until(|l| l.ends_with(&format!("/{later}")), &later);
+    let seen = watch.stop();
     assert!(
         seen.iter().all(|l| !l.contains(&w.b)),
         "another tenant's namespace reached the watch: {seen:?}"
@@ -327,6 +357,38 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
     let wide = alice.ok(&["get", "pods", "--all-namespaces"]);
     assert!(wide.starts_with("NAMESPACE"), "{wide}");
     assert!(!wide.contains(&w.b), "{wide}");
+    // A cross-namespace watch shows pods of a namespace the tenant gains after it started.
+    let mut pods = Watching::start(&alice_config, &["get", "pods", "-A", "--watch", "-o", "name"]);
+    pods.until(
+        |l| l.ends_with(&format!("pod-{}", w.a_namespaces[0])),
+        "the first list",
+    );
+    let third = format!("{}-third", w.a);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {third}, labels: {{bulkhead.dev/tenant: {}}}}}\n",
+        w.a
+    ));
+    for ns in [&third, &w.b_namespaces[0]] {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: late-{ns}, namespace: {ns}}}\nspec:\n  containers: [{{name: main, image: registry.k8s.io/pause:3.9}}]\n"
+        );
+        eventually(Duration::from_secs(30), || async {
+            let out = cluster
+                .kubectl()
+                .run_with_input(&["apply", "-f", "-"], Some(&pod));
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .await;
+    }
+    pods.until(
+        |l| l.ends_with(&format!("late-{third}")),
+        "the pod in the new namespace",
+    );
+    let seen = pods.stop();
+    assert!(seen.iter().all(|l| !l.contains(&w.b)), "{seen:?}");
 
     // Writes go through as the caller: allowed in their namespace, forbidden in another tenant's.
     eventually(Duration::from_secs(30), || async {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use axum::body::Body;
 use bulkhead_api::owner::{ProxyKind, ProxyOperation};
 use bulkhead_api::{ProxySetting, Tenant, labels};
+use bulkhead_cache::kind::Change;
 use bulkhead_policy::admission::ClassInfo;
 use bulkhead_policy::proxy::{
     Visibility, class_allowed, node_allowed, persistent_volume_allowed, visibility,
@@ -22,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Namespace;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::Proxy;
 use crate::auth::{ClientCertificate, Rejection};
@@ -37,8 +38,73 @@ use crate::status;
 /// The largest self-review body the proxy reads.
 const MAX_REVIEW_BODY: usize = 1024 * 1024;
 
+/// How long a cross-namespace watch retries a new namespace where the caller is not (yet) allowed.
+const NEW_NAMESPACE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How many namespaces a cross-namespace list asks at once.
 const FAN_OUT: usize = 8;
+
+/// The watches of one cross-namespace watch: where their lines go, and how they stop together.
+struct Fan {
+    api: crate::upstream::ApiServer,
+    caller: Caller,
+    accept: &'static str,
+    tx: mpsc::Sender<Bytes>,
+    guard: Arc<WatchGuard>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Fan {
+    /// Watches `uri` as the caller, passing its lines on. A watch the API server refuses is skipped
+    /// (a namespace where the caller may not list); one that ends after it started stops them all.
+    /// `patience`: how long a refusal is retried (a new namespace's RoleBindings come a moment after
+    /// the namespace).
+    fn spawn(&self, uri: String, patience: std::time::Duration) {
+        let api = self.api.clone();
+        let caller = self.caller.clone();
+        let accept = self.accept;
+        let tx = self.tx.clone();
+        let guard = self.guard.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let deadline = tokio::time::Instant::now() + patience;
+            let response = loop {
+                let response = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tx.closed() => return,
+                    response = api.send(new_request(Method::GET, &uri, accept, Some(&caller))) => response,
+                };
+                let Ok(response) = response else { return };
+                if response.status().is_success() {
+                    break response;
+                }
+                if response.status() != StatusCode::FORBIDDEN || tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+            };
+            let mut lines = Lines::new(response.into_body());
+            loop {
+                let line = tokio::select! {
+                    line = lines.next() => line,
+                    _ = tx.closed() => return,
+                    _ = stop.cancelled() => return,
+                };
+                let Some(mut line) = line else { break };
+                line.push(b'\n');
+                if tx.send(Bytes::from(line)).await.is_err() {
+                    return;
+                }
+            }
+            stop.cancel();
+        });
+    }
+}
 
 /// How a request was served, for metrics.
 #[derive(Clone, Copy)]
@@ -740,13 +806,14 @@ impl Proxy {
         } else {
             format!("/apis/{}/{}", target.group, target.version)
         };
-        let uris: Vec<String> = namespaces
-            .iter()
-            .map(|ns| query.uri(&format!("{prefix}/namespaces/{ns}/{}", target.resource)))
-            .collect();
+        let path_of = {
+            let resource = target.resource.clone();
+            move |ns: &str| format!("{prefix}/namespaces/{ns}/{resource}")
+        };
         if query.is_watch() {
-            return self.watch_across(uris, accept, &view.caller);
+            return self.watch_across(namespaces, path_of, query, accept, view);
         }
+        let uris: Vec<String> = namespaces.iter().map(|ns| query.uri(&path_of(ns))).collect();
         let answers: Vec<_> = futures::stream::iter(uris)
             .map(|uri| {
                 let caller = view.caller.clone();
@@ -792,40 +859,62 @@ impl Proxy {
         }
     }
 
-    /// Watches in each namespace as the caller, merged into one stream.
-    fn watch_across(&self, uris: Vec<String>, accept: &'static str, caller: &Caller) -> Response<Body> {
+    /// Watches in each namespace as the caller, merged into one stream. Namespaces the caller's
+    /// tenants gain while the watch is open are watched from then on. When one namespace's watch ends
+    /// (its timeout, an error), the whole stream ends, so that the client watches again from its last
+    /// resourceVersion instead of silently missing that namespace's events.
+    fn watch_across(
+        &self,
+        namespaces: Vec<String>,
+        path_of: impl Fn(&str) -> String + Send + 'static,
+        query: Query,
+        accept: &'static str,
+        view: &View,
+    ) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
-        let guard = Arc::new(WatchGuard::new(&self.metrics.open_watches));
-        for uri in uris {
-            let tx = tx.clone();
-            let api = self.api.clone();
-            let caller = caller.clone();
-            let guard = guard.clone();
-            tokio::spawn(async move {
-                let _guard = guard;
-                let Ok(response) = api
-                    .send(new_request(Method::GET, &uri, accept, Some(&caller)))
-                    .await
-                else {
-                    return;
-                };
-                if !response.status().is_success() {
-                    return;
-                }
-                let mut lines = Lines::new(response.into_body());
-                loop {
-                    let line = tokio::select! {
-                        line = lines.next() => line,
-                        _ = tx.closed() => None,
-                    };
-                    let Some(mut line) = line else { return };
-                    line.push(b'\n');
-                    if tx.send(Bytes::from(line)).await.is_err() {
-                        return;
-                    }
-                }
-            });
+        let fan = Fan {
+            api: self.api.clone(),
+            caller: view.caller.clone(),
+            accept,
+            tx,
+            guard: Arc::new(WatchGuard::new(&self.metrics.open_watches)),
+            stop: tokio_util::sync::CancellationToken::new(),
+        };
+        let mut watched: std::collections::HashSet<String> = namespaces.iter().cloned().collect();
+        for ns in &namespaces {
+            fan.spawn(query.uri(&path_of(ns)), std::time::Duration::ZERO);
         }
+        // Later namespaces start from now: their earlier history is not part of this watch.
+        let mut fresh = query;
+        fresh.remove("resourceVersion");
+        fresh.remove("resourceVersionMatch");
+        let tenants = view.visibility.tenants.clone();
+        let mut changes = self.cache.namespaces_feed().subscribe();
+        tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    _ = fan.stop.cancelled() => return,
+                    _ = fan.tx.closed() => return,
+                    change = changes.recv() => change,
+                };
+                let namespace = match change {
+                    Ok(Change::Applied(namespace, _)) => namespace,
+                    Ok(Change::Deleted(_)) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(name) = namespace.metadata.name.clone() else {
+                    continue;
+                };
+                let tenant = namespace
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(labels::TENANT));
+                if tenant.is_some_and(|t| tenants.contains(t)) && watched.insert(name.clone()) {
+                    fan.spawn(fresh.uri(&path_of(&name)), NEW_NAMESPACE_PATIENCE);
+                }
+            }
+        });
         watch_response(StatusCode::OK, channel_body(rx))
     }
 

@@ -172,6 +172,24 @@ impl Watching {
     }
 }
 
+/// Creates a pod as the administrator, retrying while a new namespace's default ServiceAccount is
+/// still missing (real clusters create it a moment after the namespace).
+async fn create_pod(cluster: &Cluster, namespace: &str, name: &str) {
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  containers: [{{name: main, image: registry.k8s.io/pause:3.9}}]\n"
+    );
+    eventually(Duration::from_secs(30), || async {
+        let out = cluster
+            .kubectl()
+            .run_with_input(&["apply", "-f", "-"], Some(&pod));
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+}
+
 /// Waits until `k` lists exactly `expected` with these arguments (`-o name` output, prefix removed).
 async fn sees_exactly(k: &Kubectl, args: &[&str], expected: &BTreeSet<String>) {
     eventually(Duration::from_secs(30), || async {
@@ -336,21 +354,8 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
     assert!(err.contains("not found"), "{err}");
 
     // Pods across namespaces: only theirs.
-    // (Retried: on a real cluster a new namespace's default ServiceAccount comes a moment later.)
     for ns in w.a_namespaces.iter().chain(&w.b_namespaces) {
-        let pod = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: pod-{ns}, namespace: {ns}}}\nspec:\n  containers: [{{name: main, image: registry.k8s.io/pause:3.9}}]\n"
-        );
-        eventually(Duration::from_secs(30), || async {
-            let out = cluster
-                .kubectl()
-                .run_with_input(&["apply", "-f", "-"], Some(&pod));
-            out.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-        })
-        .await;
+        create_pod(&cluster, ns, &format!("pod-{ns}")).await;
     }
     let mine: BTreeSet<String> = w.a_namespaces.iter().map(|ns| format!("pod-{ns}")).collect();
     sees_exactly(&alice, &["get", "pods", "-A", "-o", "name"], &mine).await;
@@ -369,19 +374,7 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
         w.a
     ));
     for ns in [&third, &w.b_namespaces[0]] {
-        let pod = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: late-{ns}, namespace: {ns}}}\nspec:\n  containers: [{{name: main, image: registry.k8s.io/pause:3.9}}]\n"
-        );
-        eventually(Duration::from_secs(30), || async {
-            let out = cluster
-                .kubectl()
-                .run_with_input(&["apply", "-f", "-"], Some(&pod));
-            out.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-        })
-        .await;
+        create_pod(&cluster, ns, &format!("late-{ns}")).await;
     }
     pods.until(
         |l| l.ends_with(&format!("late-{third}")),

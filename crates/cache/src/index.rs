@@ -1,6 +1,6 @@
 //! Indexes kept beside a store, fed the same watcher events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
 use kube::runtime::watcher::Event;
@@ -76,5 +76,71 @@ impl<O: Eq + Hash, V> Contributions<O, V> {
     /// Forgets `object`, returning what it contributed.
     pub fn take(&mut self, object: &O) -> Vec<V> {
         self.by_object.remove(object).unwrap_or_default()
+    }
+}
+
+/// A many-to-many map kept from one side: each key (an object) names values (subjects), and the map
+/// answers which keys name a value. Setting a key's values replaces what it named before; no empty
+/// entries are left behind.
+#[derive(Debug)]
+pub struct Reverse<K, V> {
+    by_value: HashMap<V, BTreeSet<K>>,
+    named: Contributions<K, V>,
+}
+
+impl<K, V> Default for Reverse<K, V> {
+    fn default() -> Self {
+        Reverse {
+            by_value: HashMap::new(),
+            named: Contributions::default(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Ord + Clone, V: Eq + Hash + Clone> Reverse<K, V> {
+    /// `key` now names exactly `values`.
+    pub fn set(&mut self, key: K, values: Vec<V>) {
+        let previous = self.named.replace(key.clone(), values.clone());
+        self.unlink(&key, previous);
+        for value in values {
+            self.by_value.entry(value).or_default().insert(key.clone());
+        }
+    }
+
+    /// `key` names nothing any more.
+    pub fn remove(&mut self, key: &K) {
+        let previous = self.named.take(key);
+        self.unlink(key, previous);
+    }
+
+    /// The keys naming `value`.
+    pub fn get(&self, value: &V) -> Option<&BTreeSet<K>> {
+        self.by_value.get(value)
+    }
+
+    /// The keys naming any of `values`.
+    pub fn any(&self, values: &[V]) -> BTreeSet<K> {
+        values
+            .iter()
+            .filter_map(|v| self.by_value.get(v))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether nothing is named.
+    pub fn is_empty(&self) -> bool {
+        self.by_value.is_empty()
+    }
+
+    fn unlink(&mut self, key: &K, values: Vec<V>) {
+        for value in values {
+            if let Some(keys) = self.by_value.get_mut(&value) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_value.remove(&value);
+                }
+            }
+        }
     }
 }

@@ -1,40 +1,23 @@
 //! ProxySettings by the subjects they name, so the proxy finds a caller's in one lookup however many
 //! tenants lend their view.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use bulkhead_api::{ProxySetting, Subject};
 use kube::ResourceExt;
 
-use crate::index::{Contributions, Index};
+use crate::index::{Index, Reverse};
 
 /// (namespace, name) of each ProxySetting naming a subject.
 #[derive(Debug, Default)]
 pub struct SubjectIndex {
-    by_subject: HashMap<Subject, BTreeSet<(String, String)>>,
-    named: Contributions<(String, String), Subject>,
+    named: Reverse<(String, String), Subject>,
 }
 
 impl SubjectIndex {
     /// The ProxySettings (namespace, name) naming any of these subjects.
     pub fn naming_any(&self, subjects: &[Subject]) -> BTreeSet<(String, String)> {
-        subjects
-            .iter()
-            .filter_map(|s| self.by_subject.get(s))
-            .flatten()
-            .cloned()
-            .collect()
-    }
-
-    fn unlink(&mut self, key: &(String, String), subjects: Vec<Subject>) {
-        for subject in subjects {
-            if let Some(keys) = self.by_subject.get_mut(&subject) {
-                keys.remove(key);
-                if keys.is_empty() {
-                    self.by_subject.remove(&subject);
-                }
-            }
-        }
+        self.named.any(subjects)
     }
 }
 
@@ -44,19 +27,12 @@ fn key(setting: &ProxySetting) -> (String, String) {
 
 impl Index<ProxySetting> for SubjectIndex {
     fn insert(&mut self, setting: &ProxySetting) {
-        let key = key(setting);
-        let subjects: Vec<Subject> = setting.spec.subjects.iter().map(|s| s.subject()).collect();
-        let previous = self.named.replace(key.clone(), subjects.clone());
-        self.unlink(&key, previous);
-        for subject in subjects {
-            self.by_subject.entry(subject).or_default().insert(key.clone());
-        }
+        let subjects = setting.spec.subjects.iter().map(|s| s.subject()).collect();
+        self.named.set(key(setting), subjects);
     }
 
     fn remove(&mut self, setting: &ProxySetting) {
-        let key = key(setting);
-        let previous = self.named.take(&key);
-        self.unlink(&key, previous);
+        self.named.remove(&key(setting));
     }
 }
 

@@ -1,62 +1,38 @@
 //! Tenants by owner subject.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use bulkhead_api::{Subject, Tenant};
 use kube::ResourceExt;
 
-use crate::index::{Contributions, Index};
+use crate::index::{Index, Reverse};
 
 /// Which tenants each subject (user, group, service account) owns.
 #[derive(Debug, Default)]
 pub struct OwnerIndex {
-    by_subject: HashMap<Subject, BTreeSet<String>>,
-    owners: Contributions<String, Subject>,
+    owners: Reverse<String, Subject>,
 }
 
 impl OwnerIndex {
     /// The tenants a subject owns directly.
     pub fn tenants_owned_by(&self, subject: &Subject) -> Option<&BTreeSet<String>> {
-        self.by_subject.get(subject)
+        self.owners.get(subject)
     }
 
     /// The tenants any of these subjects owns.
     pub fn tenants_owned_by_any(&self, subjects: &[Subject]) -> BTreeSet<String> {
-        subjects
-            .iter()
-            .filter_map(|s| self.by_subject.get(s))
-            .flatten()
-            .cloned()
-            .collect()
-    }
-
-    fn unlink(&mut self, tenant: &str, subjects: Vec<Subject>) {
-        for subject in subjects {
-            if let Some(tenants) = self.by_subject.get_mut(&subject) {
-                tenants.remove(tenant);
-                if tenants.is_empty() {
-                    self.by_subject.remove(&subject);
-                }
-            }
-        }
+        self.owners.any(subjects)
     }
 }
 
 impl Index<Tenant> for OwnerIndex {
     fn insert(&mut self, tenant: &Tenant) {
-        let name = tenant.name_any();
-        let subjects: Vec<Subject> = tenant.spec.owners.iter().map(|o| o.subject()).collect();
-        let previous = self.owners.replace(name.clone(), subjects.clone());
-        self.unlink(&name, previous);
-        for subject in subjects {
-            self.by_subject.entry(subject).or_default().insert(name.clone());
-        }
+        let subjects = tenant.spec.owners.iter().map(|o| o.subject()).collect();
+        self.owners.set(tenant.name_any(), subjects);
     }
 
     fn remove(&mut self, tenant: &Tenant) {
-        let name = tenant.name_any();
-        let previous = self.owners.take(&name);
-        self.unlink(&name, previous);
+        self.owners.remove(&tenant.name_any());
     }
 }
 
@@ -133,10 +109,7 @@ mod tests {
         assert_eq!(owned(&index, Subject::User("carol".into())), ["solar"]);
         index.apply(&Event::Delete(tenant("solar", &[])));
         assert_eq!(owned(&index, Subject::User("bob".into())), Vec::<String>::new());
-        assert!(
-            index.get().by_subject.is_empty(),
-            "no empty entries are left behind"
-        );
+        assert!(index.get().owners.is_empty(), "no empty entries are left behind");
     }
 
     #[test]

@@ -19,6 +19,43 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Creates `count` tenants `<prefix>-t<i>` with the spec `spec(i, name)`, each with `per_tenant`
+/// namespaces `<name>-<n>`, everything labelled `bulkhead-bench=<prefix>` (32 requests at a time).
+async fn create_tenants(
+    cluster: &Cluster,
+    prefix: &str,
+    count: usize,
+    per_tenant: usize,
+    spec: impl Fn(usize, &str) -> serde_json::Value,
+) {
+    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
+    let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let tenants = tenants.clone();
+            let namespaces = namespaces.clone();
+            let name = format!("{prefix}-t{i}");
+            let spec = spec(i, &name);
+            async move {
+                let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
+                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+                    "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
+                    "spec": spec,
+                }))?;
+                tenants.create(&PostParams::default(), &tenant).await?;
+                for n in 0..per_tenant {
+                    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"), "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
+                    namespaces.create(&PostParams::default(), &ns).await?;
+                }
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -35,40 +72,20 @@ async fn scale_many_tenants_converge() {
     let cluster = Cluster::start().await;
     let prefix = cluster.unique("bench");
     let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
-    let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
     // Everything made here carries a label, so that a real cluster is cleaned up in two calls.
     let mark = format!("bulkhead-bench={prefix}");
     cluster.clean_up(&["tenants", "-l", &mark]);
     cluster.clean_up(&["namespaces", "-l", &mark]);
     let started = Instant::now();
-    futures::stream::iter(0..tenants_n)
-        .map(|i| {
-            let tenants = tenants.clone();
-            let namespaces = namespaces.clone();
-            let name = format!("{prefix}-t{i}");
-            let prefix = prefix.clone();
-            async move {
-                let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
-                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
-                    "spec": {
-                        "owners": [{"kind": "User", "name": format!("{name}-owner")}, {"kind": "Group", "name": format!("{name}-devs"), "clusterRoles": ["edit", "view"]}],
-                        "resourceQuotas": {"scope": "Namespace", "items": [{"hard": {"pods": "10"}}]},
-                        "limitRanges": {"items": [{"limits": [{"type": "Container", "default": {"cpu": "500m"}}]}]},
-                        "networkPolicies": {"items": [{"podSelector": {}, "policyTypes": ["Ingress"]}]},
-                    },
-                }))?;
-                tenants.create(&PostParams::default(), &tenant).await?;
-                for n in 0..per_tenant {
-                    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"), "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
-                    namespaces.create(&PostParams::default(), &ns).await?;
-                }
-                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-            }
+    create_tenants(&cluster, &prefix, tenants_n, per_tenant, |_, name| {
+        json!({
+            "owners": [{"kind": "User", "name": format!("{name}-owner")}, {"kind": "Group", "name": format!("{name}-devs"), "clusterRoles": ["edit", "view"]}],
+            "resourceQuotas": {"scope": "Namespace", "items": [{"hard": {"pods": "10"}}]},
+            "limitRanges": {"items": [{"limits": [{"type": "Container", "default": {"cpu": "500m"}}]}]},
+            "networkPolicies": {"items": [{"podSelector": {}, "policyTypes": ["Ingress"]}]},
         })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    })
+    .await;
     eprintln!(
         "created {tenants_n} tenants x {per_tenant} namespaces in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -271,36 +288,18 @@ async fn replication_converges_at_scale_and_idles() {
     let mark = format!("bulkhead-bench={prefix}");
     cluster.clean_up(&["tenants", "-l", &mark]);
     cluster.clean_up(&["namespaces", "-l", &mark]);
-    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
-    let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
     let platform = format!("{prefix}-platform");
     cluster.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {platform}, labels: {{bulkhead-bench: {prefix}}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cluster-info, namespace: {platform}, labels: {{share: \"yes\"}}}}\ndata: {{region: eu}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: pull, namespace: {platform}, labels: {{share: \"yes\"}}}}\nstringData: {{token: x}}\n"
     ));
-    futures::stream::iter(0..tenants_n)
-        .map(|i| {
-            let (tenants, namespaces, prefix) = (tenants.clone(), namespaces.clone(), prefix.clone());
-            let name = format!("{prefix}-t{i}");
-            async move {
-                let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
-                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
-                    "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
-                    "spec": {"owners": [{"kind": "User", "name": format!("{name}-owner")}]},
-                }))?;
-                tenants.create(&PostParams::default(), &tenant).await?;
-                for n in 0..per_tenant {
-                    let ns: Namespace =
-                        serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"),
-                        "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
-                    namespaces.create(&PostParams::default(), &ns).await?;
-                }
-                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    create_tenants(
+        &cluster,
+        &prefix,
+        tenants_n,
+        per_tenant,
+        |_, name| json!({"owners": [{"kind": "User", "name": format!("{name}-owner")}]}),
+    )
+    .await;
     let gtr = format!("{prefix}-gtr");
     cluster.apply(&format!(
         r#"apiVersion: bulkhead.dev/v1alpha1
@@ -441,38 +440,16 @@ async fn proxy_overhead_and_filtered_lists() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {accounts}, labels: {{bulkhead-bench: {prefix}}}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: user, namespace: {accounts}}}\n"
     ));
     let user = format!("system:serviceaccount:{accounts}:user");
-    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
-    let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
     let started = Instant::now();
-    futures::stream::iter(0..tenants_n)
-        .map(|i| {
-            let tenants = tenants.clone();
-            let namespaces = namespaces.clone();
-            let name = format!("{prefix}-t{i}");
-            let owner = if i == 0 {
-                json!({"kind": "ServiceAccount", "name": user})
-            } else {
-                json!({"kind": "User", "name": format!("{name}-owner")})
-            };
-            let prefix = prefix.clone();
-            async move {
-                let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
-                    "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
-                    "metadata": {"name": name, "labels": {"bulkhead-bench": prefix}},
-                    "spec": {"owners": [owner]},
-                }))?;
-                tenants.create(&PostParams::default(), &tenant).await?;
-                for n in 0..per_tenant {
-                    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("{name}-{n}"), "labels": {"bulkhead.dev/tenant": name, "bulkhead-bench": prefix}}}))?;
-                    namespaces.create(&PostParams::default(), &ns).await?;
-                }
-                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    create_tenants(&cluster, &prefix, tenants_n, per_tenant, |i, name| {
+        let owner = if i == 0 {
+            json!({"kind": "ServiceAccount", "name": user})
+        } else {
+            json!({"kind": "User", "name": format!("{name}-owner")})
+        };
+        json!({"owners": [owner]})
+    })
+    .await;
     let first = format!("{prefix}-t0-0");
     cluster.apply(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bench, namespace: {first}}}\ndata: {{k: v}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: bench-view, namespace: {first}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: ServiceAccount, name: user, namespace: {accounts}}}]\n"

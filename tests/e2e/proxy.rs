@@ -383,6 +383,13 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
     let seen = pods.stop();
     assert!(seen.iter().all(|l| !l.contains(&w.b)), "{seen:?}");
 
+    // Reads inside another tenant's namespace are the API server's to refuse, and it does.
+    let theirs = &w.b_namespaces[0];
+    let err = alice.fails(&["get", "pod", &format!("pod-{theirs}"), "-n", theirs]);
+    assert!(err.contains("forbidden"), "{err}");
+    let err = alice.fails(&["get", "pods", "-n", theirs, "--watch", "--request-timeout=5s"]);
+    assert!(err.contains("forbidden"), "{err}");
+
     // Writes go through as the caller: allowed in their namespace, forbidden in another tenant's.
     eventually(Duration::from_secs(30), || async {
         let out = alice.run(&[

@@ -454,12 +454,18 @@ impl Proxy {
                 (&Method::GET, Some(_), None) => Ok(self
                     .cluster_object(accept, &path, view, kind, target, query)
                     .await),
-                (&Method::PUT | &Method::PATCH, Some(name), None) if kind != Filtered::Tenants => Ok(self
-                    .cluster_write(request, view, kind, target, &name, ProxyOperation::Update)
-                    .await),
-                (&Method::DELETE, Some(name), None) if kind != Filtered::Tenants => Ok(self
-                    .cluster_write(request, view, kind, target, &name, ProxyOperation::Delete)
-                    .await),
+                (&Method::PUT | &Method::PATCH, Some(name), None) => match kind {
+                    Filtered::Cluster(k) => Ok(self
+                        .cluster_write(request, view, k, target, &name, ProxyOperation::Update)
+                        .await),
+                    Filtered::Tenants => Err(request),
+                },
+                (&Method::DELETE, Some(name), None) => match kind {
+                    Filtered::Cluster(k) => Ok(self
+                        .cluster_write(request, view, k, target, &name, ProxyOperation::Delete)
+                        .await),
+                    Filtered::Tenants => Err(request),
+                },
                 _ => Err(request),
             };
         }
@@ -679,24 +685,25 @@ impl Proxy {
         &self,
         request: Request<Body>,
         view: &View,
-        kind: Filtered,
+        kind: ProxyKind,
         target: &Target,
         name: &str,
         operation: ProxyOperation,
     ) -> Response<Body> {
+        let filtered = Filtered::Cluster(kind);
         let (code, current) = match self.api.json(Method::GET, request.uri().path(), None).await {
             Ok(answer) => answer,
             Err(error) => return status::upstream_failed(&error.to_string()),
         };
         if code == StatusCode::NOT_FOUND
-            || (code.is_success() && !allowed(kind, view, &current, ProxyOperation::List))
+            || (code.is_success() && !allowed(filtered, view, &current, ProxyOperation::List))
         {
             return status::not_found(&target.group, &target.resource, name);
         }
         if !code.is_success() {
             return status::json_response(code, &current);
         }
-        if !allowed(kind, view, &current, operation) {
+        if !allowed(filtered, view, &current, operation) {
             let what = if target.group.is_empty() {
                 target.resource.clone()
             } else {
@@ -710,10 +717,6 @@ impl Proxy {
                     "delete"
                 } else {
                     "update"
-                },
-                kind = match kind {
-                    Filtered::Cluster(k) => k,
-                    Filtered::Tenants => ProxyKind::Nodes,
                 },
             ));
         }

@@ -175,6 +175,106 @@ fn resource_version(list: &Value) -> Option<u64> {
     list["metadata"]["resourceVersion"].as_str()?.parse().ok()
 }
 
+/// A duration as the API server prints ages (`HumanDuration` in apimachinery): `45s`, `3m20s`, `5h`,
+/// `2d4h`, `3y12d`.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    if seconds < 0 {
+        return "0s".into();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let d = (hours / 24) % 365;
+        return if d == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{d}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// Namespaces as the Table the API server prints for them (Name, Status, Age), rows shaped as
+/// `include_object` asks; `now` in seconds since the epoch.
+pub fn namespace_table(
+    namespaces: &[&k8s_openapi::api::core::v1::Namespace],
+    resource_version: &str,
+    include_object: Option<&str>,
+    now: i64,
+) -> Value {
+    let rows: Vec<Value> = namespaces
+        .iter()
+        .map(|ns| {
+            let age = ns.metadata.creation_timestamp.as_ref().map_or_else(
+                || "<unknown>".to_owned(),
+                |t| human_duration(now - t.0.as_second()),
+            );
+            let phase = ns
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let object = serde_json::to_value(ns).unwrap_or(Value::Null);
+            let mut row = json!({"cells": [ns.metadata.name, phase, age], "object": object});
+            shape_row(&mut row, include_object);
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "priority": 0,
+             "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"},
+            {"name": "Status", "type": "string", "format": "", "priority": 0,
+             "description": "The status of the namespace"},
+            {"name": "Age", "type": "string", "format": "", "priority": 0,
+             "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"},
+        ],
+        "rows": rows,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +387,59 @@ mod tests {
         assert_eq!(tables["metadata"]["resourceVersion"], "3");
         assert!(tables["metadata"].get("continue").is_none());
         assert_eq!(merge_lists(vec![]), None);
+    }
+
+    #[test]
+    fn ages_are_printed_as_the_api_server_prints_them() {
+        let cases = [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (200, "3m20s"),
+            (600, "10m"),
+            (10_799, "179m"),
+            (10_800, "3h"),
+            (4 * 3600 + 30 * 60, "4h30m"),
+            (8 * 3600, "8h"),
+            (47 * 3600, "47h"),
+            (48 * 3600, "2d"),
+            (50 * 3600, "2d2h"),
+            (8 * 86_400, "8d"),
+            (729 * 86_400, "729d"),
+            (730 * 86_400, "2y"),
+            (742 * 86_400, "2y12d"),
+            (8 * 365 * 86_400, "8y"),
+        ];
+        for (seconds, printed) in cases {
+            assert_eq!(human_duration(seconds), printed, "{seconds}s");
+        }
+    }
+
+    #[test]
+    fn namespaces_print_as_the_api_servers_table() {
+        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(json!({
+            "metadata": {"name": "solar-dev", "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"a": "b"}},
+            "status": {"phase": "Active"},
+        }))
+        .unwrap();
+        let created = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let table = namespace_table(&[&ns], "42", None, created + 3 * 86_400);
+        assert_eq!(table["kind"], "Table");
+        assert_eq!(table["metadata"]["resourceVersion"], "42");
+        let names: Vec<&str> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Name", "Status", "Age"]);
+        assert_eq!(table["rows"][0]["cells"], json!(["solar-dev", "Active", "3d"]));
+        assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(table["rows"][0]["object"]["metadata"]["labels"]["a"], "b");
+        let whole = namespace_table(&[&ns], "42", Some("Object"), created);
+        assert_eq!(whole["rows"][0]["object"]["status"]["phase"], "Active");
+        assert_eq!(whole["rows"][0]["cells"][2], "0s");
     }
 }

@@ -30,10 +30,10 @@ use crate::auth::{ClientCertificate, Rejection};
 use crate::filter::{
     WatchFilter, filter_collection, merge_lists, readable_accept, shape_single, single_object, wants_table,
 };
-use crate::forward;
 use crate::metrics::WatchGuard;
 use crate::route::{Query, Target};
 use crate::status;
+use crate::{filter, forward};
 
 /// The largest self-review body the proxy reads.
 const MAX_REVIEW_BODY: usize = 1024 * 1024;
@@ -498,17 +498,21 @@ impl Proxy {
     /// Tables, selectors, protobuf) from the API server with the caller's tenants as a label
     /// selector, so resourceVersions, bookmarks and printing are the API server's own.
     async fn namespaces(&self, accept: Option<String>, view: &View, mut query: Query) -> Response<Body> {
-        let plain_json = accept
-            .as_deref()
-            .is_none_or(|a| a.contains("application/json") || a.contains("*/*"))
-            && !wants_table(accept.as_deref())
-            && !accept.as_deref().is_some_and(|a| a.contains("protobuf"));
-        if plain_json
-            && !query.is_watch()
-            && query.get("labelSelector").is_none()
-            && query.get("fieldSelector").is_none()
-        {
-            return self.namespaces_from_cache(view);
+        // From the cache: plain JSON lists and kubectl's v1 Tables, without selectors.
+        let format = match accept.as_deref() {
+            _ if query.is_watch()
+                || query.get("labelSelector").is_some()
+                || query.get("fieldSelector").is_some() =>
+            {
+                None
+            }
+            Some(a) if a.contains("as=Table;v=v1;g=meta.k8s.io") => Some(true),
+            Some(a) if wants_table(Some(a)) || a.contains("protobuf") => None,
+            Some(a) if !(a.contains("application/json") || a.contains("*/*")) => None,
+            _ => Some(false),
+        };
+        if let Some(table) = format {
+            return self.namespaces_from_cache(view, table.then(|| query.get("includeObject")));
         }
         let tenants: Vec<&str> = view.visibility.tenants.iter().map(String::as_str).collect();
         if let Err(reason) =
@@ -521,7 +525,9 @@ impl Proxy {
             .await
     }
 
-    fn namespaces_from_cache(&self, view: &View) -> Response<Body> {
+    /// The caller's namespaces from the cache: a NamespaceList, or with `table` (the `includeObject`
+    /// asked) the Table the API server prints.
+    fn namespaces_from_cache(&self, view: &View, table: Option<Option<&str>>) -> Response<Body> {
         let mut namespaces: Vec<Arc<Namespace>> = view
             .visibility
             .tenants
@@ -535,6 +541,12 @@ impl Proxy {
             .filter_map(|n| n.metadata.resource_version.as_deref()?.parse::<u64>().ok())
             .max()
             .unwrap_or_default();
+        if let Some(include_object) = table {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            let namespaces: Vec<&Namespace> = namespaces.iter().map(AsRef::as_ref).collect();
+            let table = filter::namespace_table(&namespaces, &version.to_string(), include_object, now);
+            return status::json_response(StatusCode::OK, &table);
+        }
         let list = NamespaceList {
             kind: "NamespaceList",
             api_version: "v1",

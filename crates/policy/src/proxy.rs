@@ -8,6 +8,7 @@
 //! `Delete` to change them; what is seen is then narrowed to the tenant's own: nodes matching its
 //! `nodeSelector`, classes in its allowed lists, persistent volumes labelled with it.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bulkhead_api::owner::{ProxyKind, ProxyOperation, ProxySettings};
@@ -117,7 +118,7 @@ impl Visibility {
 /// the caller acts for grants the operation on Nodes and the node matches that tenant's `nodeSelector`.
 pub fn node_allowed(
     visibility: &Visibility,
-    tenants: &BTreeMap<String, &Tenant>,
+    tenants: &BTreeMap<String, impl Borrow<Tenant>>,
     node_labels: &BTreeMap<String, String>,
     operation: ProxyOperation,
 ) -> bool {
@@ -125,7 +126,8 @@ pub fn node_allowed(
         .tenants_allowing(ProxyKind::Nodes, operation)
         .filter_map(|t| tenants.get(t))
         .any(|t| {
-            t.spec
+            t.borrow()
+                .spec
                 .node_selector
                 .iter()
                 .all(|(k, v)| node_labels.get(k) == Some(v))
@@ -136,7 +138,7 @@ pub fn node_allowed(
 /// grants the operation on that kind and allows the class (by name, regex, labels or default).
 pub fn class_allowed(
     visibility: &Visibility,
-    tenants: &BTreeMap<String, &Tenant>,
+    tenants: &BTreeMap<String, impl Borrow<Tenant>>,
     kind: ProxyKind,
     name: &str,
     info: &ClassInfo,
@@ -146,6 +148,7 @@ pub fn class_allowed(
         .tenants_allowing(kind, operation)
         .filter_map(|t| tenants.get(t))
         .any(|t| {
+            let t: &Tenant = t.borrow();
             let list = match kind {
                 ProxyKind::StorageClasses => t.spec.storage_classes.as_ref(),
                 ProxyKind::IngressClasses => t

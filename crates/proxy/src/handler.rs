@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -166,14 +167,10 @@ fn allowed(kind: Filtered, view: &View, object: &Value, operation: ProxyOperatio
                 .collect()
         })
         .unwrap_or_default();
-    let tenants: BTreeMap<String, &Tenant> = view
-        .tenants
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_ref()))
-        .collect();
+    let tenants = &view.tenants;
     match kind {
         Filtered::Tenants => view.visibility.sees_tenant(name),
-        Filtered::Cluster(ProxyKind::Nodes) => node_allowed(&view.visibility, &tenants, &labels, operation),
+        Filtered::Cluster(ProxyKind::Nodes) => node_allowed(&view.visibility, tenants, &labels, operation),
         Filtered::Cluster(ProxyKind::PersistentVolumes) => {
             persistent_volume_allowed(&view.visibility, &labels, operation)
         }
@@ -182,7 +179,7 @@ fn allowed(kind: Filtered, view: &View, object: &Value, operation: ProxyOperatio
                 labels,
                 value: object["value"].as_i64().and_then(|v| i32::try_from(v).ok()),
             };
-            class_allowed(&view.visibility, &tenants, class, name, &info, operation)
+            class_allowed(&view.visibility, tenants, class, name, &info, operation)
         }
     }
 }
@@ -314,11 +311,14 @@ impl Proxy {
     }
 
     async fn dispatch(&self, request: Request<Body>) -> (Class, Response<Body>) {
-        if !self.cache.is_synced() {
-            return (
-                Class::Rejected,
-                status::unavailable("the proxy is still loading its cache; retry shortly"),
-            );
+        if !self.synced.load(Ordering::Relaxed) {
+            if !self.cache.is_synced() {
+                return (
+                    Class::Rejected,
+                    status::unavailable("the proxy is still loading its cache; retry shortly"),
+                );
+            }
+            self.synced.store(true, Ordering::Relaxed);
         }
         let certificate = request.extensions().get::<ClientCertificate>().cloned();
         let caller = match self

@@ -56,6 +56,8 @@ pub struct Proxy {
     discovery: discovery::Discovery,
     metrics: ProxyMetrics,
     own_identity: String,
+    /// Set once the cache has synced (it stays synced), so requests stop asking every store.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
@@ -74,6 +76,7 @@ impl Proxy {
             api,
             metrics,
             own_identity,
+            synced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

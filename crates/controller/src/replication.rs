@@ -600,26 +600,22 @@ async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Resul
         return Ok(Action::await_change());
     }
     set_finalizer(&api, object, true).await?;
-    let Some(tenant) = ctx.cache.tenant_of_namespace(&namespace) else {
-        let problems = vec![format!(
-            "namespace `{namespace}` is not part of a tenant: a TenantResource replicates only within its own tenant"
-        )];
-        let (processed, more) = run_job(ctx, &j, &[]).await; // prunes what it made while it had one
-        let all: Vec<String> = problems.into_iter().chain(more).collect();
-        return finish(
-            ctx,
-            object,
-            &api,
-            &j,
-            previous,
-            processed,
-            all,
-            &object.spec.resync_period,
-        )
-        .await;
+    // Outside a tenant there is nowhere to copy to: the run with no targets prunes what it made while
+    // the namespace had one.
+    let (targets, mut problems) = match ctx.cache.tenant_of_namespace(&namespace) {
+        Some(tenant) => (
+            targets_of_tenants(&ctx.cache, &BTreeSet::from([tenant])),
+            Vec::new(),
+        ),
+        None => (
+            Vec::new(),
+            vec![format!(
+                "namespace `{namespace}` is not part of a tenant: a TenantResource replicates only within its own tenant"
+            )],
+        ),
     };
-    let targets = targets_of_tenants(&ctx.cache, &BTreeSet::from([tenant]));
-    let (processed, problems) = run_job(ctx, &j, &targets).await;
+    let (processed, more) = run_job(ctx, &j, &targets).await;
+    problems.extend(more);
     finish(
         ctx,
         object,

@@ -56,6 +56,22 @@ async fn create_tenants(
         .unwrap();
 }
 
+/// `bulkhead run --roles controller` holding the Lease `lease` in `default`, with `extra` arguments.
+fn start_controller(cluster: &Cluster, lease: &str, extra: &[&str]) -> Bulkhead {
+    let mut args = vec![
+        "--roles",
+        "controller",
+        "--webhook-tls",
+        "external",
+        "--lease-namespace",
+        "default",
+        "--lease-name",
+        lease,
+    ];
+    args.extend_from_slice(extra);
+    Bulkhead::start(cluster, &args)
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -104,21 +120,7 @@ async fn scale_many_tenants_converge() {
     let breakdown_before = cluster.testkit().map(|t| t.writes());
     let lease = cluster.unique("bench-lease");
     let start = Instant::now();
-    let bulkhead = Bulkhead::start(
-        &cluster,
-        &[
-            "--roles",
-            "controller",
-            "--webhook-tls",
-            "external",
-            "--lease-namespace",
-            "default",
-            "--lease-name",
-            &lease,
-            "--log-level",
-            "warn,bulkhead::run=info",
-        ],
-    );
+    let bulkhead = start_controller(&cluster, &lease, &["--log-level", "warn,bulkhead::run=info"]);
     let pid = bulkhead.pid();
     loop {
         let list = tenants.list(&ListParams::default()).await.unwrap();
@@ -181,19 +183,7 @@ async fn tenant_quota_overshoot_under_concurrent_pod_creation() {
     let cluster = Cluster::start().await;
     let tenant = cluster.unique("bench-quota");
     let lease = cluster.unique("bench-quota-lease");
-    let bulkhead = Bulkhead::start(
-        &cluster,
-        &[
-            "--roles",
-            "controller",
-            "--webhook-tls",
-            "external",
-            "--lease-namespace",
-            "default",
-            "--lease-name",
-            &lease,
-        ],
-    );
+    let bulkhead = start_controller(&cluster, &lease, &[]);
     bulkhead.wait_ready().await;
     cluster.apply(&format!(
         "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: alice}}]\n  resourceQuotas:\n    scope: Tenant\n    items: [{{hard: {{pods: \"{limit}\"}}}}]\n"
@@ -320,21 +310,7 @@ spec:
     let before = replication_writes(&cluster);
     let lease = cluster.unique("rbench-lease");
     let start = Instant::now();
-    let bulkhead = Bulkhead::start(
-        &cluster,
-        &[
-            "--roles",
-            "controller",
-            "--webhook-tls",
-            "external",
-            "--lease-namespace",
-            "default",
-            "--lease-name",
-            &lease,
-            "--log-level",
-            "warn,bulkhead::run=info",
-        ],
-    );
+    let bulkhead = start_controller(&cluster, &lease, &["--log-level", "warn,bulkhead::run=info"]);
     let resources: Api<bulkhead_api::GlobalTenantResource> = Api::all(cluster.admin.clone());
     loop {
         let r = resources.get(&gtr).await.unwrap();

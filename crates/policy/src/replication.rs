@@ -194,6 +194,15 @@ mod tests {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
+    /// `Kind/namespace/name` of every object a plan wants, in order.
+    fn kinds_and_names(plan: &Plan) -> Vec<String> {
+        plan.objects
+            .iter()
+            .map(key_of)
+            .map(|k| format!("{}/{}/{}", k.1, k.2, k.3))
+            .collect()
+    }
+
     #[test]
     fn copies_and_raw_items_land_in_every_selected_namespace_with_metadata() {
         let res = resources(
@@ -222,12 +231,7 @@ mod tests {
             Ok(vec![source.clone()])
         });
         assert!(plan.problems.is_empty(), "{:?}", plan.problems);
-        let keys: Vec<_> = plan
-            .objects
-            .iter()
-            .map(key_of)
-            .map(|k| format!("{}/{}/{}", k.1, k.2, k.3))
-            .collect();
+        let keys = kinds_and_names(&plan);
         assert_eq!(
             keys,
             [
@@ -267,12 +271,7 @@ mod tests {
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pull", "namespace": "solar-a"}}),
             ])
         });
-        let keys: Vec<_> = plan
-            .objects
-            .iter()
-            .map(key_of)
-            .map(|k| format!("{}/{}/{}", k.1, k.2, k.3))
-            .collect();
+        let keys = kinds_and_names(&plan);
         assert_eq!(
             keys,
             [

@@ -1,6 +1,7 @@
 //! The e2e harness: a cluster (testkit or real), kubectl and kube-rs clients acting as given users,
 //! the bulkhead binary as a child process, cleanup of what a test creates, and "eventually" assertions.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -93,6 +94,15 @@ impl Cluster {
     /// The administrator's kubeconfig.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The administrator's kubeconfig, current context only, with every file it names (CA, client
+    /// certificate) embedded as data, as JSON: kubeconfigs name files as often as they embed them.
+    pub fn flat_kubeconfig(&self) -> serde_json::Value {
+        let view = self
+            .kubectl()
+            .ok(&["config", "view", "--raw", "--minify", "--flatten", "-o", "json"]);
+        serde_json::from_str(&view).expect("kubectl config view prints JSON")
     }
 
     /// kubectl as the administrator.
@@ -286,8 +296,20 @@ impl Bulkhead {
     /// under names of its own (configurations and Secret), so tests sharing a cluster do not collide;
     /// on a real cluster they are deleted when this handle goes.
     pub fn start(cluster: &Cluster, extra: &[&str]) -> Bulkhead {
+        Bulkhead::start_with_chart(cluster, extra, &[])
+    }
+
+    /// As [`Bulkhead::start`]; on a real cluster the chart is rendered with these values too
+    /// (`key=value`, e.g. `proxy.clusterScopedWrites=true`) before its RBAC is applied.
+    ///
+    /// On a real cluster Bulkhead never runs as the administrator: the harness renders the chart (Helm's
+    /// own library), applies its ServiceAccounts, roles and bindings under a release of its own, and runs
+    /// the binary with a token of the chart's ServiceAccount for the roles it runs (in split mode the
+    /// proxy has its own), so what the chart lacks shows up as a failing test.
+    pub fn start_with_chart(cluster: &Cluster, extra: &[&str], chart_values: &[&str]) -> Bulkhead {
         let mut webhook_args: Vec<String> = Vec::new();
         let mut leftovers = Vec::new();
+        let mut webhook_name = None;
         if !extra.contains(&"--webhook-tls") {
             let host = std::env::var(WEBHOOK_HOST_ENV).unwrap_or_else(|_| "127.0.0.1".to_owned());
             let bind = if host == "127.0.0.1" {
@@ -300,6 +322,7 @@ impl Bulkhead {
                 .expect("a free port")
                 .port();
             let name = cluster.unique("e2e-webhook");
+            webhook_name = Some(name.clone());
             webhook_args.extend([
                 "--namespace".to_owned(),
                 "default".to_owned(),
@@ -328,6 +351,13 @@ impl Bulkhead {
         if !extra.contains(&"--proxy-addr") {
             webhook_args.extend(["--proxy-addr".to_owned(), proxy.to_string()]);
         }
+        let mut bulkhead_kubeconfig = cluster.kubeconfig().to_owned();
+        if !cluster.is_testkit() {
+            let identity = ChartIdentity::install(cluster, extra, webhook_name.as_deref(), chart_values);
+            webhook_args.extend(["--identity".to_owned(), identity.user.clone()]);
+            bulkhead_kubeconfig = identity.kubeconfig;
+            leftovers.extend(identity.objects);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
             .args([
                 "run",
@@ -337,7 +367,7 @@ impl Bulkhead {
                 "127.0.0.1:0",
                 "--kubeconfig",
             ])
-            .arg(cluster.kubeconfig())
+            .arg(&bulkhead_kubeconfig)
             .args(&webhook_args)
             .args(extra)
             .stdout(Stdio::null())
@@ -492,6 +522,131 @@ impl Drop for Bulkhead {
                 .args(["delete", "--ignore-not-found", "--wait=false"])
                 .args(what)
                 .output();
+        }
+    }
+}
+
+/// Bulkhead's identity on a real cluster: a ServiceAccount the chart creates, with the chart's RBAC.
+struct ChartIdentity {
+    /// `system:serviceaccount:<namespace>:<name>`.
+    user: String,
+    /// A kubeconfig with the cluster of the administrator's and a token of the ServiceAccount.
+    kubeconfig: PathBuf,
+    /// What to delete when the Bulkhead handle goes (kubectl arguments).
+    objects: Vec<Vec<String>>,
+}
+
+/// The value after `flag` in `args`.
+fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| args.get(i + 1))
+        .copied()
+}
+
+/// The Python that has Helm's library (the virtualenv `cargo xtask test` makes beside the build output),
+/// or `BULKHEAD_E2E_PYTHON`.
+fn chart_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("BULKHEAD_E2E_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_bulkhead"));
+    bin.parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("xtask-venv/bin/python"))
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+impl ChartIdentity {
+    /// Renders the chart for the roles in `extra` (`--roles`; all three: combined mode, else split mode),
+    /// applies its RBAC as the administrator, and makes a kubeconfig for the ServiceAccount that runs
+    /// those roles.
+    fn install(
+        cluster: &Cluster,
+        extra: &[&str],
+        webhook_name: Option<&str>,
+        chart_values: &[&str],
+    ) -> ChartIdentity {
+        let roles = flag_value(extra, "--roles").unwrap_or("controller,webhook,proxy");
+        let roles: BTreeSet<&str> = roles.split(',').map(str::trim).collect();
+        let namespace = flag_value(extra, "--lease-namespace").unwrap_or("default");
+        let lease = flag_value(extra, "--lease-name").unwrap_or("bulkhead-controller");
+        let release = cluster.unique("e2e-chart");
+        let combined = roles.len() == 3;
+        let proxy_only = roles.len() == 1 && roles.contains("proxy");
+        let mut values = vec![
+            format!("mode={}", if combined { "combined" } else { "split" }),
+            format!("leaderElection.leaseName={lease}"),
+            // The configuration is the cluster's own (or none): the chart's copy is not the point here.
+            "configuration.create=false".to_owned(),
+        ];
+        if let Some(name) = webhook_name {
+            values.push(format!("webhook.configurationName={name}"));
+            values.push(format!("webhook.secretName={name}"));
+        }
+        if flag_value(extra, "--webhook-tls") == Some("external") {
+            values.push("webhook.tls=certManager".to_owned());
+        }
+        values.extend(chart_values.iter().map(|v| (*v).to_owned()));
+        let out = Command::new(chart_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../charts/bulkhead/tests/render.py"
+            ))
+            .args([&release, namespace])
+            .args(&values)
+            .args([
+                "--kinds",
+                "ServiceAccount,ClusterRole,ClusterRoleBinding,Role,RoleBinding",
+            ])
+            .output()
+            .expect("python runs (run the suite through `cargo xtask test`, or set BULKHEAD_E2E_PYTHON)");
+        assert!(
+            out.status.success(),
+            "rendering the chart failed (is Helm's library installed? `cargo xtask test` makes its virtualenv):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("render.py prints JSON");
+        let mut objects = Vec::new();
+        let mut accounts = Vec::new();
+        for item in list["items"].as_array().into_iter().flatten() {
+            let kind = item["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+            let name = item["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            if kind == "serviceaccount" {
+                accounts.push(name.clone());
+            }
+            let mut what = vec![kind.clone(), name];
+            if let Some(ns) = item["metadata"]["namespace"].as_str() {
+                what.extend(["-n".to_owned(), ns.to_owned()]);
+            }
+            objects.push(what);
+        }
+        let path = cluster.dir().join(format!("{release}-rbac.json"));
+        std::fs::write(&path, &out.stdout).unwrap();
+        cluster.kubectl().ok(&["apply", "-f", path.to_str().unwrap()]);
+        // In split mode the proxy runs as a ServiceAccount of its own (`<name>-proxy`).
+        let account = accounts
+            .iter()
+            .find(|a| a.ends_with("-proxy") == proxy_only)
+            .or(accounts.first())
+            .cloned()
+            .expect("the chart renders a ServiceAccount");
+        let token = cluster.service_account_token(namespace, &account);
+        let view = cluster.flat_kubeconfig();
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cluster", "cluster": view["clusters"][0]["cluster"].clone()}],
+            "users": [{"name": account.clone(), "user": {"token": token}}],
+            "contexts": [{"name": "chart", "context": {"cluster": "cluster", "user": account.clone()}}],
+            "current-context": "chart",
+        });
+        let kubeconfig_path = cluster.dir().join(format!("{release}.kubeconfig"));
+        std::fs::write(&kubeconfig_path, kubeconfig.to_string()).unwrap();
+        ChartIdentity {
+            user: format!("system:serviceaccount:{namespace}:{account}"),
+            kubeconfig: kubeconfig_path,
+            objects,
         }
     }
 }

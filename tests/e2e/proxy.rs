@@ -99,7 +99,8 @@ async fn start(cluster: &Cluster, extra: &[&str]) -> Bulkhead {
     let lease = cluster.unique("e2e-px-lease");
     let mut args = vec!["--lease-namespace", "default", "--lease-name", &lease];
     args.extend_from_slice(extra);
-    let bulkhead = Bulkhead::start(cluster, &args);
+    // The chart lets the proxy make the cluster-scoped writes proxySettings grant only when asked to.
+    let bulkhead = Bulkhead::start_with_chart(cluster, &args, &["proxy.clusterScopedWrites=true"]);
     bulkhead.wait_ready().await;
     bulkhead
 }
@@ -453,8 +454,7 @@ async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
     let cluster = Cluster::start().await;
     let ttl = Duration::from_secs(2);
     // The cluster's CA, so the administrator's client certificate (kind, kubeadm) is accepted too.
-    let admin_config: serde_json::Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(cluster.kubeconfig()).unwrap()).unwrap();
+    let admin_config = cluster.flat_kubeconfig();
     let ca = cluster.dir().join("cluster-ca.crt");
     let ca_data = admin_config["clusters"][0]["cluster"]["certificate-authority-data"]
         .as_str()

@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod controlplane;
 mod dev;
 mod test;
 
@@ -14,6 +15,10 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   crds [--check]   write charts/bulkhead/crds/ from crates/api and files/webhooks.json from crates/policy
                    (--check: fail if they differ)
+  controlplane [build|up]
+                   build the real control plane (etcd, kube-apiserver, kube-controller-manager) from
+                   the Go modules in xtask/controlplane/ into $HOME/.cache/bulkhead/controlplane/;
+                   up: start it on loopback and serve until Ctrl-C
   dev [ARGS...]    run Bulkhead against an in-memory cluster (the testkit); ARGS go to `bulkhead run`
   bench-controller the controller at scale (release build): BULKHEAD_BENCH_TENANTS (1000) tenants x
                    BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
@@ -27,6 +32,8 @@ commands:
                    BULKHEAD_BENCH_HTTP2=1: the proxy offers HTTP/2 to the API server
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
+  e2e [ARGS...]    the end-to-end suite on the real control plane only (built or cached, started on
+                   loopback, stopped after); ARGS go to the test runner (e.g. a test name filter)
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
                    tests (real Helm, through a Python virtualenv it creates); ARGS go to the Rust runner";
 
@@ -38,6 +45,8 @@ fn main() -> ExitCode {
             crds(check).and_then(|()| webhooks(check))
         }
         Some("test") => test::run(&args[1..]),
+        Some("controlplane") => controlplane::run(&args[1..]),
+        Some("e2e") => test::e2e_on_controlplane(test::has_nextest(), &args[1..]),
         Some("dev") => dev::run(&args[1..]),
         Some("bench-controller") => bench("scale_many_tenants_converge"),
         Some("bench-quota") => bench("tenant_quota_overshoot"),
@@ -211,6 +220,13 @@ fn bench(test: &str) -> Result<()> {
             ])
             .current_dir(root()),
     )
+}
+
+/// Where cargo puts build output.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// Runs a command, failing with its name when it cannot start or exits non-zero.

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use bulkhead_testkit::controlplane::ControlPlane;
 
-use crate::{root, run_cmd};
+use crate::{root, run_cmd, target_dir};
 
 /// Python packages the chart tests need, pinned so every machine renders with the same Helm.
 const PYTHON_REQUIREMENTS: &str = "charts/bulkhead/tests/requirements.txt";
@@ -15,10 +16,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let venv = venv_dir();
     ensure_venv(&venv)?;
 
-    let nextest = Command::new("cargo")
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let nextest = has_nextest();
     let mut rust = Command::new("cargo");
     if nextest {
         rust.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -27,6 +25,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     rust.args(args).current_dir(&root);
     run_cmd(&mut rust).context("Rust tests")?;
+
+    // The end-to-end suite again, on the real control plane, one test at a time (webhooks are
+    // cluster-wide) and with Bulkhead under the chart's RBAC.
+    e2e_on_controlplane(nextest, &[]).context("end-to-end tests on the real control plane")?;
 
     // The chart tests check the chart's flags against the binary's own --help.
     run_cmd(
@@ -45,11 +47,93 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Where cargo puts build output.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
+/// Builds (or finds cached) and starts the real control plane, runs the e2e suite against it with
+/// `args` for the test runner, and stops it.
+pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> {
+    let venv = venv_dir();
+    ensure_venv(&venv)?;
+    let bin = crate::controlplane::ensure_built()?;
+    let started = std::time::Instant::now();
+    let plane = ControlPlane::start_with(&bin, &[]).context("starting the control plane")?;
+    println!(
+        "control plane (Kubernetes {}) ready at {} in {:.1} s",
+        bulkhead_testkit::controlplane::KUBERNETES_VERSION,
+        plane.url(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut e2e = Command::new("cargo");
+    if nextest {
+        e2e.args([
+            "nextest",
+            "run",
+            "-p",
+            "bulkhead",
+            "--test",
+            "e2e",
+            "--no-fail-fast",
+            "-j",
+            "1",
+        ]);
+        e2e.args(args);
+    } else {
+        e2e.args(["test", "-p", "bulkhead", "--test", "e2e", "--no-fail-fast"]);
+        e2e.args(args);
+        e2e.args(["--", "--test-threads=1"]);
+    }
+    e2e.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
+        .env("BULKHEAD_E2E_PYTHON", venv.join("bin/python"))
+        .current_dir(root());
+    let mut result = run_cmd(&mut e2e);
+    if result.is_ok() {
+        result = nothing_left_behind(&plane);
+    }
+    if result.is_err() {
+        eprintln!("control plane logs (tails):\n{}", plane.logs(2000));
+    }
+    drop(plane);
+    result
+}
+
+/// After the suite every namespace it made must go: a real API server keeps a namespace Terminating
+/// while anything in it has a finalizer, so one left behind is a finalizer nobody will remove.
+fn nothing_left_behind(plane: &ControlPlane) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", plane.kubeconfig())
+            .args(["get", "namespaces", "-o", "name"])
+            .output()
+            .context("kubectl get namespaces")?;
+        let left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("namespace/"))
+            .filter(|n| n.starts_with("e2e-"))
+            .map(str::to_owned)
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            let mut report = String::new();
+            for ns in &left {
+                let out = Command::new("kubectl")
+                    .env("KUBECONFIG", plane.kubeconfig())
+                    .args(["get", "namespace", ns, "-o", "jsonpath={.status}"])
+                    .output()?;
+                report.push_str(&format!("\n  {ns}: {}", String::from_utf8_lossy(&out.stdout)));
+            }
+            anyhow::bail!("namespaces the suite made are still there 90 s after it ended:{report}");
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Whether cargo-nextest is installed.
+pub(crate) fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// The virtualenv lives beside the build output so a persistent CARGO_TARGET_DIR keeps it between runs.

@@ -16,13 +16,14 @@ use bulkhead_api::replication::{NamespacedItem, ProcessedItem, ReplicatedResourc
 use bulkhead_api::{GlobalTenantResource, TenantResource};
 use bulkhead_cache::Cache;
 use bulkhead_cache::kind::Change;
+use bulkhead_cache::sources::MetadataEvent;
 use bulkhead_policy::desired::TenantNamespace;
 use bulkhead_policy::replication::{Target, key_of, owner_label, plan};
 use bulkhead_policy::selector;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::discovery::Scope;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
@@ -736,9 +737,12 @@ async fn watch_sources(
                 Some(key.2.clone()),
                 selector,
                 token.clone(),
-                move |_, _| {
-                    // Nobody listening right now is fine.
-                    let _ = changes.send(signal.clone());
+                move |event| {
+                    // The end of the first list counts too: the source may have changed between the
+                    // reconcile that read it and the start of this watch. Nobody listening is fine.
+                    if !matches!(event, MetadataEvent::Listed(_)) {
+                        let _ = changes.send(signal.clone());
+                    }
                 },
             );
             running.insert(key, token);
@@ -775,13 +779,44 @@ async fn watch_copies(
             };
             let (watch_ctx, drifted) = (ctx.clone(), drifted.clone());
             let (av, k) = (api_version.clone(), kind.clone());
+            let mut listed: BTreeSet<(String, String, String)> = BTreeSet::new();
             bulkhead_cache::sources::watch_metadata(
                 ctx.client.clone(),
                 resource,
                 None,
                 Some(labels::REPLICATED_BY.to_owned()),
                 stop.clone(),
-                move |object, deleted| {
+                move |event| {
+                    let (object, deleted) = match event {
+                        MetadataEvent::Listed(o) => {
+                            listed.insert(copy_key(o));
+                            (o, false)
+                        }
+                        MetadataEvent::Applied(o) => (o, false),
+                        MetadataEvent::Deleted(o) => (o, true),
+                        MetadataEvent::ListDone => {
+                            // Copies of this kind that were applied but not listed were deleted
+                            // before the watch (re)started.
+                            let mut applied = watch_ctx.applied.lock();
+                            let gone: Vec<_> = applied
+                                .keys()
+                                .filter(|key| key.1 == av && key.2 == k)
+                                .filter(|key| {
+                                    !listed.contains(&(key.0.clone(), key.3.clone(), key.4.clone()))
+                                })
+                                .cloned()
+                                .collect();
+                            for key in &gone {
+                                applied.remove(key);
+                            }
+                            drop(applied);
+                            for owner in gone.into_iter().map(|key| key.0).collect::<BTreeSet<_>>() {
+                                let _ = drifted.send(owner);
+                            }
+                            listed.clear();
+                            return;
+                        }
+                    };
                     let Some(owner) = object
                         .metadata
                         .labels
@@ -819,6 +854,21 @@ async fn watch_copies(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// (owner, namespace, name) of a copy, from its `replicated-by` label.
+fn copy_key(object: &PartialObjectMeta<DynamicObject>) -> (String, String, String) {
+    (
+        object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::REPLICATED_BY))
+            .cloned()
+            .unwrap_or_default(),
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The resources of a store whose `replicated-by` value is `owner`.

@@ -753,7 +753,12 @@ impl Proxy {
             Err(_) => return status::bad_request("the review is too large or could not be read"),
         };
         let rebuilt = Request::from_parts(parts, Body::from(body));
-        let outgoing = forward::outgoing(rebuilt, Some(&view.caller), &uri);
+        let mut outgoing = forward::outgoing(rebuilt, Some(&view.caller), &uri);
+        // kubectl sends the review in protobuf and accepts JSON too: the answer must be one the
+        // proxy can read and amend (the API server answers protobuf when asked first for it).
+        outgoing
+            .headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let (code, headers, bytes) = match self.api.send_buffered(outgoing).await {
             Ok(answer) => answer,
             Err(error) => return status::upstream_failed(&error.to_string()),

@@ -93,6 +93,24 @@ async fn answer(mut request: Request<Incoming>, seen: Seen) -> Response<Full<Byt
             json!({"kind": "TokenReview", "status": status}),
         );
     }
+    if path.ends_with("/selfsubjectaccessreviews") {
+        // As the API server does: protobuf to a client that asks for it first, JSON otherwise.
+        if header(&request, "accept").starts_with("application/vnd.kubernetes.protobuf") {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"k8s\x00\x0a\x01")));
+            *response.status_mut() = StatusCode::CREATED;
+            response.headers_mut().insert(
+                "content-type",
+                "application/vnd.kubernetes.protobuf".parse().unwrap(),
+            );
+            return response;
+        }
+        return json_answer(
+            StatusCode::CREATED,
+            json!({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+                   "spec": {"resourceAttributes": {"verb": "list", "resource": "namespaces"}},
+                   "status": {"allowed": false}}),
+        );
+    }
     if path.ends_with("/subjectaccessreviews") {
         return json_answer(
             StatusCode::CREATED,
@@ -142,7 +160,13 @@ async fn start_with(client_ca: Option<&str>) -> Running {
     config.auth_info.token = Some("proxy-token".to_owned().into());
     let api = ApiServer::new(&config, false).unwrap();
     let cache = Cache::detached();
-    for event in [Event::Init, Event::InitDone] {
+    let tenant: bulkhead_api::Tenant = serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "solar"},
+        "spec": {"owners": [{"kind": "User", "name": "alice"}]},
+    }))
+    .unwrap();
+    for event in [Event::Init, Event::InitApply(tenant), Event::InitDone] {
         cache.tenants_feed().apply(event);
     }
     for event in [Event::Init, Event::InitDone] {
@@ -511,4 +535,27 @@ async fn a_renewed_certificate_is_served_from_the_next_handshake() {
             .is_ok(),
         "a broken renewal replaced a working certificate"
     );
+}
+
+#[tokio::test]
+async fn self_reviews_sent_in_protobuf_are_answered_in_json_with_namespaces_listable() {
+    let running = start().await;
+    let stream = connect(&running).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // kubectl auth can-i: a protobuf body, protobuf preferred in the answer, JSON accepted.
+    let request = Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+        .header("host", "localhost")
+        .header("authorization", "Bearer alice-token")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .header("accept", "application/vnd.kubernetes.protobuf, */*")
+        .body(Body::from(&b"k8s\x00\x0a\x01"[..]))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let review: Value = serde_json::from_slice(&bytes).expect("a JSON answer");
+    assert_eq!(review["status"]["allowed"], true, "{review}");
 }

@@ -12,6 +12,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod controlplane;
 pub mod handlers;
 pub mod openapi;
 pub mod patch;

@@ -65,13 +65,20 @@ impl Cluster {
             all.push_str(&bulkhead_api::crds::to_yaml(&crd).unwrap());
         }
         std::fs::write(&crds, all).unwrap();
-        cluster.kubectl().ok(&[
+        let out = cluster.kubectl().run(&[
             "apply",
             "--server-side",
             "--force-conflicts",
             "-f",
             crds.to_str().unwrap(),
         ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "applying the CRDs failed:\n{stderr}");
+        // A real API server warns about what it ignores in a schema (an unknown format, say).
+        assert!(
+            !stderr.contains("Warning"),
+            "the API server warned about the CRDs:\n{stderr}"
+        );
         cluster.kubectl().ok(&[
             "wait",
             "--for=condition=Established",

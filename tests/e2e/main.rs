@@ -10,6 +10,7 @@ mod controller;
 mod harness;
 mod harness_checks;
 mod proxy;
+mod realserver;
 mod replication;
 mod scale;
 mod startup;

@@ -139,3 +139,114 @@ async fn a_second_replica_takes_over_when_the_leader_stops() {
     drop(second);
     let _ = leases.delete(&lease, &Default::default()).await;
 }
+
+/// The chart's split mode: controller, webhook and proxy in three processes, each under the RBAC the
+/// chart gives its Deployment (on a real cluster: the controller and webhook as the main
+/// ServiceAccount, the proxy as its own). A tenant owner's namespace is admitted by the webhook,
+/// equipped by the controller and listed through the proxy.
+#[tokio::test]
+async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
+    let cluster = Cluster::start().await;
+    let name = cluster.unique("e2e-split");
+    let lease = cluster.unique("e2e-split-lease");
+    let host = std::env::var(crate::harness::WEBHOOK_HOST_ENV).unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let bind = if host == "127.0.0.1" {
+        "127.0.0.1"
+    } else {
+        "0.0.0.0"
+    };
+    let port = std::net::TcpListener::bind((bind, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
+        cluster.clean_up(&[kind, &name]);
+    }
+    cluster.clean_up(&["secret", "-n", "default", &name]);
+    let chart = [
+        format!("webhook.configurationName={name}"),
+        format!("webhook.secretName={name}"),
+    ];
+    let chart: Vec<&str> = chart.iter().map(String::as_str).collect();
+    let shared = [
+        "--webhook-tls",
+        "managed",
+        "--namespace",
+        "default",
+        "--webhook-configuration",
+        &name,
+        "--webhook-secret",
+        &name,
+    ];
+    let url = format!("https://{host}:{port}");
+    let mut controller_args = vec![
+        "--roles",
+        "controller",
+        "--webhook-url",
+        &url,
+        "--lease-namespace",
+        "default",
+        "--lease-name",
+        &lease,
+    ];
+    controller_args.extend(shared);
+    let addr = format!("{bind}:{port}");
+    let mut webhook_args = vec!["--roles", "webhook", "--webhook-addr", &addr];
+    webhook_args.extend(shared);
+    let controller = Bulkhead::start_with_chart(&cluster, &controller_args, &chart);
+    let webhook = Bulkhead::start_with_chart(&cluster, &webhook_args, &chart);
+    let proxy = Bulkhead::start(&cluster, &["--roles", "proxy"]);
+    for process in [&controller, &webhook, &proxy] {
+        process.wait_ready().await;
+    }
+
+    let t = cluster.unique("e2e-split-t");
+    let alice = cluster.unique("alice");
+    let accounts = cluster.unique("e2e-split-accounts");
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {accounts}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: owner, namespace: {accounts}}}\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec: {{owners: [{{kind: User, name: {alice}}}, {{kind: ServiceAccount, name: 'system:serviceaccount:{accounts}:owner'}}]}}\n"
+    ));
+    // A person in the user groups creates a namespace; the ServiceAccount owner (whose token the proxy
+    // can review) lists it through the proxy.
+    let owner = cluster.kubectl_as(&alice, &["bulkhead.dev"]);
+    let ns = format!("{t}-one");
+    cluster.clean_up(&["namespace", &ns]);
+    // The webhook assigns it (the controller's provisioner binding may take a moment).
+    eventually(Duration::from_secs(30), || async {
+        let out = owner.run(&["create", "namespace", &ns]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    let label = cluster.kubectl().ok(&[
+        "get",
+        "namespace",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}",
+    ]);
+    assert_eq!(label, t, "the webhook assigned the namespace");
+    // The controller gives the owner its RoleBinding there.
+    eventually(Duration::from_secs(30), || async {
+        let out = owner.run(&["create", "configmap", "made-by-owner", "-n", &ns]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    // The proxy shows the owner exactly its namespace.
+    let token = cluster.service_account_token(&accounts, "owner");
+    let through = crate::harness::Kubectl::at(proxy.proxy_kubeconfig(cluster.dir(), &t, &token));
+    eventually(Duration::from_secs(30), || async {
+        let out = through.run(&["get", "namespaces", "-o", "name"]);
+        let seen = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (seen == format!("namespace/{ns}"))
+            .then_some(())
+            .ok_or_else(|| format!("saw {seen:?}; {}", String::from_utf8_lossy(&out.stderr)))
+    })
+    .await;
+}

@@ -1,16 +1,20 @@
-//! `cargo xtask dev`: Bulkhead running against an in-memory cluster, no cluster needed. Starts the
-//! testkit API server (with Bulkhead's CRDs), then `bulkhead run` against it, and tells how to point
-//! kubectl at it. Ctrl-C stops both.
+//! `cargo xtask dev`: Bulkhead running against a cluster on this machine, no cluster needed. By default
+//! the real control plane (etcd, kube-apiserver, kube-controller-manager built from their Go modules,
+//! see `cargo xtask controlplane`); with `--testkit` the in-memory testkit API server. Installs
+//! Bulkhead's CRDs, starts `bulkhead run` against it, and tells how to point kubectl at it. Ctrl-C
+//! stops everything.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use bulkhead_testkit::controlplane::{ControlPlane, KUBERNETES_VERSION};
 
-use crate::{root, run_cmd};
+use crate::{root, run_cmd, target_dir};
 
-/// Where the testkit listens during `cargo xtask dev`.
-const ADDR: &str = "127.0.0.1:6443";
+/// Where the testkit listens during `cargo xtask dev --testkit`.
+const TESTKIT_ADDR: &str = "127.0.0.1:6443";
 
 struct Guard(Vec<Child>);
 
@@ -23,38 +27,41 @@ impl Drop for Guard {
     }
 }
 
-pub(crate) fn run(extra: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let testkit = args.iter().any(|a| a == "--testkit");
+    let extra: Vec<&String> = args.iter().filter(|a| *a != "--testkit").collect();
     let root = root();
     run_cmd(
         Command::new("cargo")
             .args(["build", "--quiet", "-p", "bulkhead-testkit", "-p", "bulkhead"])
             .current_dir(&root),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir();
     let kubeconfig = target.join("dev.kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
-    let mut guard = Guard(Vec::new());
-    guard.0.push(
-        Command::new(target.join("debug/testkit"))
-            .args(["--addr", ADDR, "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting the testkit")?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kubeconfig.exists() {
-        if let Some(status) = guard.0[0].try_wait().context("watching the testkit")? {
-            bail!("the testkit stopped ({status}) before it served on {ADDR}");
-        }
-        if Instant::now() > deadline {
-            bail!("the testkit did not start on {ADDR} (is the port taken?)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    println!("An in-memory cluster runs at https://{ADDR} with Bulkhead's CRDs. In another shell:");
+    let mut bulkhead_args: Vec<String> = Vec::new();
+    // Whichever runs stops when these go.
+    let mut testkit_process: Option<Guard> = None;
+    let mut control_plane: Option<ControlPlane> = None;
+    let what = if testkit {
+        testkit_process = Some(start_testkit(&target, &kubeconfig)?);
+        "an in-memory cluster (the testkit)".to_owned()
+    } else {
+        let bin = crate::controlplane::ensure_built()?;
+        let plane = ControlPlane::start_with(&bin, &[]).context("starting the control plane")?;
+        std::fs::copy(plane.kubeconfig(), &kubeconfig)?;
+        install_crds(&kubeconfig, &target)?;
+        // The administrator's client certificate is accepted by the proxy too.
+        let ca = plane.dir().join("ca.crt");
+        bulkhead_args.extend(["--proxy-client-ca".to_owned(), ca.to_string_lossy().into_owned()]);
+        let what = format!(
+            "the real control plane (Kubernetes {KUBERNETES_VERSION}, no nodes) at {}",
+            plane.url()
+        );
+        control_plane = Some(plane);
+        what
+    };
+    println!("Bulkhead's CRDs are installed in {what}. In another shell:");
     println!("  export KUBECONFIG={}", kubeconfig.display());
     println!("  kubectl apply -f examples/tenant-full.yaml && kubectl get tenants");
     println!("  kubectl create namespace solar-dev --as alice --as-group bulkhead.dev");
@@ -67,7 +74,7 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
         .args(["run", "--kubeconfig"])
         .arg(&kubeconfig)
         .args(["--namespace", "default", "--admin-addr", "127.0.0.1:8080"])
-        // The testkit calls webhooks by URL: register this process's webhook at its address.
+        // The API server calls the webhook by URL: register this process's webhook at its address.
         .args([
             "--webhook-addr",
             "127.0.0.1:9443",
@@ -76,12 +83,65 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
             "--proxy-addr",
             "127.0.0.1:9001",
         ])
+        .args(&bulkhead_args)
         .args(extra)
         .status()
         .context("starting bulkhead")?;
-    drop(guard);
+    drop(control_plane);
+    drop(testkit_process);
     if !status.success() && status.code() != Some(130) {
         bail!("bulkhead exited with {status}");
     }
     Ok(())
+}
+
+fn start_testkit(target: &Path, kubeconfig: &Path) -> Result<Guard> {
+    let mut guard = Guard(Vec::new());
+    guard.0.push(
+        Command::new(target.join("debug/testkit"))
+            .args(["--addr", TESTKIT_ADDR, "--kubeconfig"])
+            .arg(kubeconfig)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the testkit")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubeconfig.exists() {
+        if let Some(status) = guard.0[0].try_wait().context("watching the testkit")? {
+            bail!("the testkit stopped ({status}) before it served on {TESTKIT_ADDR}");
+        }
+        if Instant::now() > deadline {
+            bail!("the testkit did not start on {TESTKIT_ADDR} (is the port taken?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(guard)
+}
+
+/// Applies Bulkhead's CRDs (server-side, as `bulkhead crds | kubectl apply` would) and waits until the
+/// API server serves them.
+fn install_crds(kubeconfig: &Path, target: &Path) -> Result<()> {
+    let mut all = String::new();
+    for crd in bulkhead_api::crds::all() {
+        all.push_str("---\n");
+        all.push_str(&bulkhead_api::crds::to_yaml(&crd)?);
+    }
+    let file: PathBuf = target.join("dev-crds.yaml");
+    std::fs::write(&file, all)?;
+    let kubectl = |args: &[&str]| {
+        run_cmd(
+            Command::new("kubectl")
+                .env("KUBECONFIG", kubeconfig)
+                .args(args)
+                .stdout(Stdio::null()),
+        )
+    };
+    kubectl(&["apply", "--server-side", "-f", &file.to_string_lossy()])?;
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ])
 }

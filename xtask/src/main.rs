@@ -30,6 +30,7 @@ commands:
                    proxy vs the API server with a label selector (BULKHEAD_BENCH_TENANTS (1000) x
                    BULKHEAD_BENCH_NAMESPACES (10)), passthrough GET overhead, requests/s at concurrency 16;
                    BULKHEAD_BENCH_HTTP2=1: the proxy offers HTTP/2 to the API server
+  bench-*          take --controlplane to run on the real control plane (started for the run)
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
   e2e [ARGS...]    the end-to-end suite on the real control plane only (built or cached, started on
@@ -48,10 +49,10 @@ fn main() -> ExitCode {
         Some("controlplane") => controlplane::run(&args[1..]),
         Some("e2e") => test::e2e_on_controlplane(test::has_nextest(), &args[1..]),
         Some("dev") => dev::run(&args[1..]),
-        Some("bench-controller") => bench("scale_many_tenants_converge"),
-        Some("bench-quota") => bench("tenant_quota_overshoot"),
-        Some("bench-replication") => bench("replication_converges_at_scale"),
-        Some("bench-proxy") => bench("proxy_overhead_and_filtered_lists"),
+        Some("bench-controller") => bench("scale_many_tenants_converge", &args[1..]),
+        Some("bench-quota") => bench("tenant_quota_overshoot", &args[1..]),
+        Some("bench-replication") => bench("replication_converges_at_scale", &args[1..]),
+        Some("bench-proxy") => bench("proxy_overhead_and_filtered_lists", &args[1..]),
         Some("bench-webhook") => run_cmd(
             Command::new("cargo")
                 .args(["bench", "-p", "bulkhead-webhook", "--bench", "admission"])
@@ -149,7 +150,13 @@ fn webhooks_json() -> Result<String> {
         name: "__SERVICE__".into(),
         port: 443,
     };
-    let (mutating, validating) = configurations("__NAME__", &endpoint, "", &["__USER_GROUPS__".to_owned()]);
+    let (mutating, validating) = configurations(
+        "__NAME__",
+        &endpoint,
+        "",
+        &["__USER_GROUPS__".to_owned()],
+        "__NAMESPACE__",
+    );
     let mut objects = Vec::new();
     for (api, kind, mut object) in [
         (
@@ -203,23 +210,34 @@ fn webhooks(check: bool) -> Result<()> {
 }
 
 /// Runs one of the ignored benchmark tests of the e2e suite in a release build.
-fn bench(test: &str) -> Result<()> {
-    run_cmd(
-        Command::new("cargo")
-            .args([
-                "test",
-                "--release",
-                "-p",
-                "bulkhead",
-                "--test",
-                "e2e",
-                test,
-                "--",
-                "--ignored",
-                "--nocapture",
-            ])
-            .current_dir(root()),
-    )
+fn bench(test: &str, args: &[String]) -> Result<()> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "bulkhead",
+        "--test",
+        "e2e",
+        test,
+        "--",
+        "--ignored",
+        "--nocapture",
+    ])
+    .current_dir(root());
+    // --controlplane: on the real control plane, started for the run (Bulkhead under the chart's RBAC).
+    let _plane = if args.iter().any(|a| a == "--controlplane") {
+        let python = test::chart_python()?;
+        let bin = controlplane::ensure_built()?;
+        let plane = bulkhead_testkit::controlplane::ControlPlane::start_with(&bin, &[])
+            .context("starting the control plane")?;
+        cmd.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
+            .env("BULKHEAD_E2E_PYTHON", python);
+        Some(plane)
+    } else {
+        None
+    };
+    run_cmd(&mut cmd)
 }
 
 /// Where cargo puts build output.

@@ -50,8 +50,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 /// Builds (or finds cached) and starts the real control plane, runs the e2e suite against it with
 /// `args` for the test runner, and stops it.
 pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> {
-    let venv = venv_dir();
-    ensure_venv(&venv)?;
+    let python = chart_python()?;
     let bin = crate::controlplane::ensure_built()?;
     let started = std::time::Instant::now();
     let plane = ControlPlane::start_with(&bin, &[]).context("starting the control plane")?;
@@ -81,7 +80,7 @@ pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> 
         e2e.args(["--", "--test-threads=1"]);
     }
     e2e.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
-        .env("BULKHEAD_E2E_PYTHON", venv.join("bin/python"))
+        .env("BULKHEAD_E2E_PYTHON", python)
         .current_dir(root());
     let mut result = run_cmd(&mut e2e);
     if result.is_ok() {
@@ -126,6 +125,13 @@ fn nothing_left_behind(plane: &ControlPlane) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
+}
+
+/// The virtualenv's Python (made first if needed), which has Helm's library for the chart.
+pub(crate) fn chart_python() -> Result<std::path::PathBuf> {
+    let venv = venv_dir();
+    ensure_venv(&venv)?;
+    Ok(venv.join("bin/python"))
 }
 
 /// Whether cargo-nextest is installed.

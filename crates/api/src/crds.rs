@@ -8,6 +8,39 @@ use kube::CustomResourceExt;
 
 use crate::{BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource};
 
+/// The `format`s kube-apiserver recognizes in CRD schemas (k8s.io/kube-openapi's validate formats).
+const KNOWN_FORMATS: &[&str] = &[
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+    "date-time",
+    "int32",
+    "int64",
+    "float",
+    "double",
+];
+
 /// The header of every generated CRD file.
 pub const GENERATED_HEADER: &str =
     "# Generated from crates/api by `cargo xtask crds`. Do not edit: change the Rust types instead.\n";
@@ -112,6 +145,12 @@ fn check_node(s: &JSONSchemaProps, path: &str, in_junctor: bool, out: &mut Vec<S
             out.push(format!("{path}: {field} is not allowed in a CRD schema"));
         }
     }
+    // The API server warns about (and ignores) any other format: `unrecognized format "uint32"`.
+    if let Some(format) = s.format.as_deref()
+        && !KNOWN_FORMATS.contains(&format)
+    {
+        out.push(format!("{path}: format `{format}` is not one Kubernetes knows"));
+    }
     if s.properties.is_some() && matches!(s.additional_properties, Some(JSONSchemaPropsOrBool::Schema(_))) {
         out.push(format!("{path}: properties and additionalProperties together"));
     }
@@ -178,9 +217,11 @@ mod tests {
         let owners = spec.properties.as_mut().unwrap().get_mut("owners").unwrap();
         owners.type_ = None;
         owners.unique_items = Some(true);
+        owners.format = Some("uint32".into());
         let v = structural_violations(&crd);
         assert!(v.iter().any(|m| m.ends_with(".spec.owners: no type")), "{v:?}");
         assert!(v.iter().any(|m| m.contains("uniqueItems")), "{v:?}");
+        assert!(v.iter().any(|m| m.contains("format `uint32`")), "{v:?}");
     }
 
     #[test]

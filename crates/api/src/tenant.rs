@@ -312,6 +312,7 @@ pub struct TenantStatus {
     pub state: Option<TenantState>,
     /// How many namespaces the tenant has.
     #[serde(default)]
+    #[schemars(extend("format" = "int32"))]
     pub size: u32,
     /// The tenant's namespaces, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

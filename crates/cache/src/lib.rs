@@ -234,6 +234,10 @@ impl Cache {
                 all.clone(),
                 shutdown.clone(),
             );
+        }
+        // The webhook reads TenantResources too (who may change a copy): a webhook-only process (the
+        // chart's split mode) must watch them, or it waits for them forever and is never ready.
+        if needs.owned_objects || needs.admission {
             inner
                 .tenant_resources
                 .spawn_watch(kube::Api::all(client), all, shutdown);

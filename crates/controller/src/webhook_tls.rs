@@ -117,7 +117,13 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
         }
     };
     let groups = ctx.cache.configuration().user_groups;
-    let (mutating, validating) = configurations(&s.configuration_name, &s.endpoint, &bundle.ca_cert, &groups);
+    let (mutating, validating) = configurations(
+        &s.configuration_name,
+        &s.endpoint,
+        &bundle.ca_cert,
+        &groups,
+        &s.namespace,
+    );
     let mut hasher = DefaultHasher::new();
     serde_json::to_string(&(&mutating, &validating))
         .unwrap_or_default()

@@ -101,16 +101,29 @@ fn tenant_namespaces() -> LabelSelector {
     }
 }
 
-/// The CEL condition passing only requests from possible tenant users.
-pub fn tenant_users_condition(user_groups: &[String]) -> MatchCondition {
-    let groups: Vec<String> = user_groups
+/// The CEL condition passing only requests from possible tenant users: members of `user_groups`, and
+/// service accounts except those of kube-system and of Bulkhead's own namespaces (`exempt_namespaces`).
+/// Those are never tenant namespaces, and kube-system's controllers (the namespace controller deletes
+/// and finalizes namespaces) must keep working while Bulkhead is down.
+pub fn tenant_users_condition(user_groups: &[String], exempt_namespaces: &[String]) -> MatchCondition {
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let groups: Vec<String> = user_groups.iter().map(|g| quote(g)).collect();
+    let mut exempt: Vec<String> = vec![quote("system:serviceaccount:kube-system:")];
+    for ns in exempt_namespaces
         .iter()
-        .map(|g| format!("'{}'", g.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect();
+        .filter(|ns| !ns.is_empty() && *ns != "kube-system")
+    {
+        exempt.push(quote(&format!("system:serviceaccount:{ns}:")));
+    }
     MatchCondition {
         name: "tenant-users".to_owned(),
         expression: format!(
-            "request.userInfo.username.startsWith('system:serviceaccount:') || request.userInfo.groups.exists(g, g in [{}])",
+            "(request.userInfo.username.startsWith('system:serviceaccount:') && !({})) || request.userInfo.groups.exists(g, g in [{}])",
+            exempt
+                .iter()
+                .map(|p| format!("request.userInfo.username.startsWith({p})"))
+                .collect::<Vec<_>>()
+                .join(" || "),
             groups.join(", ")
         ),
     }
@@ -274,14 +287,15 @@ fn metadata(name: &str) -> ObjectMeta {
 }
 
 /// The mutating and validating configurations (both called `name`) for `endpoint`, trusting
-/// `ca_bundle` (PEM).
+/// `ca_bundle` (PEM). `own_namespace` is Bulkhead's: its service accounts are never tenant users.
 pub fn configurations(
     name: &str,
     endpoint: &Endpoint,
     ca_bundle: &str,
     user_groups: &[String],
+    own_namespace: &str,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
-    let condition = tenant_users_condition(user_groups);
+    let condition = tenant_users_condition(user_groups, &[own_namespace.to_owned()]);
     let common = |hook: &Hook, mode: &str| {
         (
             format!("{}.{mode}.bulkhead.dev", hook.name.unwrap_or(hook.check)),
@@ -355,6 +369,7 @@ mod tests {
             &Endpoint::Url("https://127.0.0.1:9443/".into()),
             "CA",
             &["bulkhead.dev".into(), "it's".into()],
+            "bulkhead-system",
         );
         let validating = v.webhooks.unwrap();
         let ns = validating
@@ -369,7 +384,7 @@ mod tests {
         );
         assert_eq!(
             ns.match_conditions.as_ref().unwrap()[0].expression,
-            r"request.userInfo.username.startsWith('system:serviceaccount:') || request.userInfo.groups.exists(g, g in ['bulkhead.dev', 'it\'s'])"
+            r"(request.userInfo.username.startsWith('system:serviceaccount:') && !(request.userInfo.username.startsWith('system:serviceaccount:kube-system:') || request.userInfo.username.startsWith('system:serviceaccount:bulkhead-system:'))) || request.userInfo.groups.exists(g, g in ['bulkhead.dev', 'it\'s'])"
         );
         assert_eq!(
             ns.client_config.url.as_deref(),
@@ -410,6 +425,7 @@ mod tests {
             },
             "CA",
             &[],
+            "bulkhead-system",
         );
         assert_eq!(v.metadata.name.as_deref(), Some("bulkhead-e2e"));
         let hooks = v.webhooks.unwrap();

@@ -303,12 +303,17 @@ impl Admission {
             .map_err(|e| format!("TLS set-up: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // Without TCP_NODELAY a review's body waits for the ACK of its headers (Nagle's algorithm
+        // meeting delayed ACKs): 10-50 ms per review instead of well under one.
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(http);
         let client: HttpsClient = Client::builder(TokioExecutor::new()).build(connector);
         self.clients.lock().insert(ca_bundle.to_owned(), client.clone());
         Ok(client)

@@ -290,6 +290,8 @@ pub struct Bulkhead {
     /// Where its proxy listens (when it runs the proxy role).
     pub proxy: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    /// The name of its webhook configurations, when the harness chose it.
+    pub webhook_configuration: Option<String>,
     /// What to delete from a real cluster when it goes (its webhook configurations and Secret).
     leftovers: Vec<Vec<String>>,
     kubeconfig: PathBuf,
@@ -400,6 +402,7 @@ impl Bulkhead {
             admin: "127.0.0.1:1".parse().unwrap(),
             proxy,
             log,
+            webhook_configuration: webhook_name,
             leftovers,
             kubeconfig: cluster.kubeconfig().to_owned(),
         };

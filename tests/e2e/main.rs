@@ -9,6 +9,7 @@
 mod controller;
 mod harness;
 mod harness_checks;
+mod helm;
 mod proxy;
 mod realserver;
 mod replication;

@@ -531,4 +531,12 @@ spec:
         ),
         ""
     );
+    // Deleted while Bulkhead runs, a TenantResource goes once Bulkhead has pruned its copies. Left for
+    // the end of the test, its finalizer would outlive Bulkhead and keep its namespace Terminating on a
+    // real API server (docs/replication.md says so for uninstalling).
+    for (name, ns) in [("shared", &a_one), ("stray", &free)] {
+        cluster
+            .kubectl()
+            .ok(&["delete", "tenantresource", name, "-n", ns, "--timeout=30s"]);
+    }
 }

@@ -192,7 +192,15 @@ async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
     ];
     controller_args.extend(shared);
     let addr = format!("{bind}:{port}");
-    let mut webhook_args = vec!["--roles", "webhook", "--webhook-addr", &addr];
+    // Both are told where the API server reaches the webhook, as the chart tells both its Service.
+    let mut webhook_args = vec![
+        "--roles",
+        "webhook",
+        "--webhook-addr",
+        &addr,
+        "--webhook-url",
+        &url,
+    ];
     webhook_args.extend(shared);
     let controller = Bulkhead::start_with_chart(&cluster, &controller_args, &chart);
     let webhook = Bulkhead::start_with_chart(&cluster, &webhook_args, &chart);

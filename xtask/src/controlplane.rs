@@ -96,12 +96,81 @@ fn ldflags(binary: &str) -> String {
     flags
 }
 
-/// `cargo xtask controlplane [build|up]`.
+/// The real clients built from their Go modules: (module directory under `xtask/controlplane/`,
+/// package, binary name, version, linker flags). The version is the one that go.mod pins.
+const CLIENTS: [(&str, &str, &str, &str, &str); 2] = [
+    (
+        "clients",
+        "helm.sh/helm/v4/cmd/helm",
+        "helm",
+        "v4.3.2",
+        "-X helm.sh/helm/v4/internal/version.version=v4.3.2",
+    ),
+    (
+        "k9s",
+        "github.com/derailed/k9s",
+        "k9s",
+        "v0.50.16",
+        "-X github.com/derailed/k9s/cmd.version=v0.50.16",
+    ),
+];
+
+/// Returns the path of the `helm` CLI built from its Go module, building it first when it is not
+/// cached yet (`$HOME/.cache/bulkhead/clients/helm-<version>/helm`).
+pub(crate) fn ensure_helm() -> Result<PathBuf> {
+    ensure_client(0)
+}
+
+/// The same for k9s (`cargo xtask controlplane k9s`; the e2e run does not need it).
+pub(crate) fn ensure_k9s() -> Result<PathBuf> {
+    ensure_client(1)
+}
+
+fn ensure_client(which: usize) -> Result<PathBuf> {
+    let (module, package, binary, version, version_flags) = CLIENTS[which];
+    let dir = bin_dir()
+        .parent()
+        .map(|p| p.with_file_name("clients"))
+        .unwrap_or_else(|| PathBuf::from("clients"))
+        .join(format!("{binary}-{version}"));
+    let path = dir.join(binary);
+    if path.is_file() {
+        return Ok(path);
+    }
+    println!(
+        "building {binary} {version} from its Go module into {}",
+        dir.display()
+    );
+    let started = Instant::now();
+    std::fs::create_dir_all(&dir)?;
+    let partial = dir.join(format!("{binary}.partial"));
+    run_cmd(
+        Command::new("go")
+            .args([
+                "build",
+                "-trimpath",
+                &format!("-ldflags=-s -w {version_flags}"),
+                "-o",
+            ])
+            .arg(&partial)
+            .arg(package)
+            .current_dir(root().join("xtask/controlplane").join(module))
+            .env("GOFLAGS", "-mod=readonly -buildvcs=false")
+            .env("GOTOOLCHAIN", "local"),
+    )
+    .with_context(|| format!("building {binary} (is Go installed?)"))?;
+    std::fs::rename(&partial, &path)?;
+    println!("built {binary} in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(path)
+}
+
+/// `cargo xtask controlplane [build|up|k9s]`.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         None | Some("build") => {
             let dir = ensure_built()?;
             println!("control plane binaries: {}", dir.display());
+            println!("helm: {}", ensure_helm()?.display());
             Ok(())
         }
         Some("up") => {
@@ -118,6 +187,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }
         }
-        Some(other) => anyhow::bail!("unknown controlplane command `{other}` (try: build, up)"),
+        Some("k9s") => {
+            println!("k9s: {}", ensure_k9s()?.display());
+            Ok(())
+        }
+        Some(other) => anyhow::bail!("unknown controlplane command `{other}` (try: build, up, k9s)"),
     }
 }

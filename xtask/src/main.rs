@@ -15,10 +15,10 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   crds [--check]   write charts/bulkhead/crds/ from crates/api and files/webhooks.json from crates/policy
                    (--check: fail if they differ)
-  controlplane [build|up]
+  controlplane [build|up|k9s]
                    build the real control plane (etcd, kube-apiserver, kube-controller-manager) from
                    the Go modules in xtask/controlplane/ into $HOME/.cache/bulkhead/controlplane/;
-                   up: start it on loopback and serve until Ctrl-C
+                   (and helm); up: start it on loopback and serve until Ctrl-C; k9s: build k9s
   dev [ARGS...]    run Bulkhead against an in-memory cluster (the testkit); ARGS go to `bulkhead run`
   bench-controller the controller at scale (release build): BULKHEAD_BENCH_TENANTS (1000) tenants x
                    BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
@@ -30,6 +30,8 @@ commands:
                    proxy vs the API server with a label selector (BULKHEAD_BENCH_TENANTS (1000) x
                    BULKHEAD_BENCH_NAMESPACES (10)), passthrough GET overhead, requests/s at concurrency 16;
                    BULKHEAD_BENCH_HTTP2=1: the proxy offers HTTP/2 to the API server
+  bench-namespaces namespace creates by a tenant user with Bulkhead's webhooks vs without (release
+                   build): creates/s at concurrency 16 and one-at-a-time latency, side by side
   bench-*          take --controlplane to run on the real control plane (started for the run)
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Some("bench-quota") => bench("tenant_quota_overshoot", &args[1..]),
         Some("bench-replication") => bench("replication_converges_at_scale", &args[1..]),
         Some("bench-proxy") => bench("proxy_overhead_and_filtered_lists", &args[1..]),
+        Some("bench-namespaces") => bench("namespace_creates_with_and_without_webhooks", &args[1..]),
         Some("bench-webhook") => run_cmd(
             Command::new("cargo")
                 .args(["bench", "-p", "bulkhead-webhook", "--bench", "admission"])

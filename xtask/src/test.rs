@@ -52,6 +52,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> {
     let python = chart_python()?;
     let bin = crate::controlplane::ensure_built()?;
+    let helm = crate::controlplane::ensure_helm()?;
     let started = std::time::Instant::now();
     let plane = ControlPlane::start_with(&bin, &[]).context("starting the control plane")?;
     println!(
@@ -81,6 +82,7 @@ pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> 
     }
     e2e.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
         .env("BULKHEAD_E2E_PYTHON", python)
+        .env("BULKHEAD_E2E_HELM", helm)
         .current_dir(root());
     let mut result = run_cmd(&mut e2e);
     if result.is_ok() {

@@ -155,6 +155,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
                         },
                     },
                     reload_every: Duration::from_secs(10),
+                    // With a certificate the controller keeps, it must name this webhook's address.
+                    expected_names: match args.webhook.webhook_tls {
+                        WebhookTlsMode::Managed => args
+                            .webhook
+                            .certificate_names(&namespace)
+                            .map_err(|e| anyhow!(e))?,
+                        WebhookTlsMode::External => Vec::new(),
+                    },
                 };
                 let webhook_metrics = bulkhead_webhook::AdmissionMetrics::register(metrics.registry())
                     .context("cannot register the webhook's metrics")?;

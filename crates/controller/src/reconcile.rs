@@ -12,10 +12,11 @@ use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
 use bulkhead_cache::kind::KindCache;
 use bulkhead_cache::owned::ByTenant;
-use bulkhead_policy::desired::{self, Desired, QuotaUsage, TenantNamespace};
+use bulkhead_policy::desired::{self, Desired, QuotaObserved, TenantNamespace};
 use bulkhead_policy::quota;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -62,6 +63,10 @@ pub struct Context {
     /// What was last applied, by object: a hash of the configuration sent. An entry is dropped when an
     /// apply fails, so the next reconcile applies again.
     pub applied: Mutex<HashMap<String, u64>>,
+    /// The limits last written to each tenant-scope ResourceQuota (namespace, name): the cache may not
+    /// have seen a raise yet, and sharing the tenant's budget must count it (see
+    /// [`quota::raise_within_slack`]).
+    pub quota_written: Mutex<HashMap<(String, String), BTreeMap<String, Quantity>>>,
     /// Metrics.
     pub metrics: ControllerMetrics,
 }
@@ -84,6 +89,7 @@ impl Context {
             client,
             cache,
             applied: Mutex::new(HashMap::new()),
+            quota_written: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -150,9 +156,9 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             labels: ns.labels().clone(),
         })
         .collect();
-    let usage = quota_usage(cache.resource_quotas(), &name);
-    ctx.metrics.observe_quota(tenant, &usage);
-    let desired = desired::desired_state(tenant, &namespaces, &usage);
+    let quotas = quota_observed(cache.resource_quotas(), &name, &ctx.quota_written.lock());
+    ctx.metrics.observe_quota(tenant, &quotas.used);
+    let desired = desired::desired_state(tenant, &namespaces, &quotas);
 
     let mut failures = Vec::new();
     for metadata in &desired.namespaces {
@@ -181,7 +187,9 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     }
     failures.extend(sync_kind(ctx, &name, &desired.role_bindings, cache.role_bindings()).await);
     let quotas = lowered_first(&desired.resource_quotas, cache.resource_quotas().store());
-    failures.extend(sync_kind(ctx, &name, &quotas, cache.resource_quotas()).await);
+    let quota_failures = sync_kind(ctx, &name, &quotas, cache.resource_quotas()).await;
+    remember_quota_limits(ctx, &quotas, quota_failures.is_empty());
+    failures.extend(quota_failures);
     failures.extend(sync_kind(ctx, &name, &desired.limit_ranges, cache.limit_ranges()).await);
     failures.extend(sync_kind(ctx, &name, &desired.network_policies, cache.network_policies()).await);
 
@@ -233,21 +241,81 @@ fn lowered_first(desired: &[ResourceQuota], store: &Store<ResourceQuota>) -> Vec
     ordered
 }
 
-/// What each namespace's quota for each item reports as used.
-fn quota_usage(cached: &KindCache<ResourceQuota, ByTenant>, tenant: &str) -> QuotaUsage {
+/// Records the limits just written. When some write failed its outcome is unknown: a limit is then
+/// remembered as the higher of the old and the new, which is what may be in force.
+fn remember_quota_limits(ctx: &Context, written: &[ResourceQuota], all_succeeded: bool) {
+    let mut memo = ctx.quota_written.lock();
+    for quota in written {
+        let Some(hard) = quota.spec.as_ref().and_then(|s| s.hard.clone()) else {
+            continue;
+        };
+        let key = (quota.namespace().unwrap_or_default(), quota.name_any());
+        let entry = memo.entry(key).or_default();
+        if all_succeeded {
+            *entry = hard;
+        } else {
+            *entry = higher_limits(entry, &hard);
+        }
+    }
+}
+
+/// Each resource's higher limit of the two.
+fn higher_limits(
+    a: &BTreeMap<String, Quantity>,
+    b: &BTreeMap<String, Quantity>,
+) -> BTreeMap<String, Quantity> {
+    let mut out = a.clone();
+    for (resource, q) in b {
+        let keep = out.get(resource).and_then(|o| quota::parse_millis(&o.0));
+        if keep.is_none_or(|k| quota::parse_millis(&q.0).is_some_and(|n| n > k)) {
+            out.insert(resource.clone(), q.clone());
+        }
+    }
+    out
+}
+
+/// What each namespace's quota for each item reports as used, and the limits it holds in force: the
+/// higher of what the cache shows and what this process last wrote.
+fn quota_observed(
+    cached: &KindCache<ResourceQuota, ByTenant>,
+    tenant: &str,
+    written: &HashMap<(String, String), BTreeMap<String, Quantity>>,
+) -> QuotaObserved {
     let prefix = format!("bulkhead-{tenant}-");
     let owned = cached.read_index(|index| index.of(tenant).cloned().unwrap_or_default());
-    let mut usage = QuotaUsage::new();
+    let mut observed = QuotaObserved::default();
     for (ns, name) in owned {
         let Some(index) = name.strip_prefix(&prefix).and_then(|i| i.parse::<usize>().ok()) else {
             continue;
         };
-        let quota = cached.store().get(&ObjectRef::new(&name).within(&ns));
-        if let Some(used) = quota.and_then(|q| q.status.as_ref().and_then(|s| s.used.clone())) {
-            usage.insert((ns, index), used);
+        let Some(quota) = cached.store().get(&ObjectRef::new(&name).within(&ns)) else {
+            continue;
+        };
+        if let Some(used) = quota.status.as_ref().and_then(|s| s.used.clone()) {
+            observed.used.insert((ns.clone(), index), used);
         }
+        let cached_hard = quota
+            .spec
+            .as_ref()
+            .and_then(|s| s.hard.clone())
+            .unwrap_or_default();
+        let hard = match written.get(&(ns.clone(), name.clone())) {
+            Some(last) => higher_limits(&cached_hard, last),
+            None => cached_hard,
+        };
+        observed.in_force.insert((ns, index), hard);
     }
-    usage
+    // Quotas written but not in the cache yet hold their limits all the same.
+    for ((ns, name), last) in written {
+        let Some(index) = name.strip_prefix(&prefix).and_then(|i| i.parse::<usize>().ok()) else {
+            continue;
+        };
+        observed
+            .in_force
+            .entry((ns.clone(), index))
+            .or_insert_with(|| last.clone());
+    }
+    observed
 }
 
 /// Applies every desired object of a kind that changed, and deletes this tenant's objects of that kind

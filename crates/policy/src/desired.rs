@@ -179,9 +179,19 @@ fn meta(
 pub type QuotaUsage =
     BTreeMap<(String, usize), BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>;
 
-/// Everything `tenant` wants in `namespaces`. For tenant-scope quotas, `usage` is what each namespace's
-/// quota reports as used.
-pub fn desired_state(tenant: &Tenant, namespaces: &[TenantNamespace], usage: &QuotaUsage) -> Desired {
+/// What the tenant's ResourceQuotas say now, by namespace and item index: usage (`status.used`) and
+/// the limits in force (`spec.hard`).
+#[derive(Debug, Clone, Default)]
+pub struct QuotaObserved {
+    /// `status.used`.
+    pub used: QuotaUsage,
+    /// `spec.hard`.
+    pub in_force: QuotaUsage,
+}
+
+/// Everything `tenant` wants in `namespaces`. For tenant-scope quotas, `quotas` is what each
+/// namespace's quota reports as used and holds in force now.
+pub fn desired_state(tenant: &Tenant, namespaces: &[TenantNamespace], quotas: &QuotaObserved) -> Desired {
     let name = tenant.metadata.name.as_deref().unwrap_or_default();
     let spec = &tenant.spec;
     let mut out = Desired::default();
@@ -232,8 +242,11 @@ pub fn desired_state(tenant: &Tenant, namespaces: &[TenantNamespace], usage: &Qu
         .enumerate()
         .map(|(i, item)| {
             let names: Vec<&str> = namespaces.iter().map(|n| n.name.as_str()).collect();
-            quota::share_tenant_hard(item.hard.as_ref().unwrap_or(&BTreeMap::new()), &names, |ns| {
-                usage.get(&(ns.to_owned(), i))
+            let total = item.hard.clone().unwrap_or_default();
+            let used = |ns: &str| quotas.used.get(&(ns.to_owned(), i));
+            let shares = quota::share_tenant_hard(&total, &names, used);
+            quota::raise_within_slack(&total, shares, used, |ns| {
+                quotas.in_force.get(&(ns.to_owned(), i))
             })
         })
         .collect();
@@ -409,7 +422,7 @@ mod tests {
     fn the_full_example_wants_every_object_in_every_namespace() {
         let tenant = full();
         let namespaces = [ns("solar-dev", &[]), ns("solar-prod", &[("env", "prod")])];
-        let d = desired_state(&tenant, &namespaces, &QuotaUsage::new());
+        let d = desired_state(&tenant, &namespaces, &QuotaObserved::default());
         assert!(d.problems.is_empty(), "{:?}", d.problems);
         // alice: admin + deleter; solar-devs: edit; gitops: admin; one additional binding.
         for namespace in ["solar-dev", "solar-prod"] {
@@ -499,7 +512,7 @@ mod tests {
         let d = desired_state(
             &tenant,
             &[ns("solar-dev", &[]), ns("solar-prod", &[("env", "prod")])],
-            &QuotaUsage::new(),
+            &QuotaObserved::default(),
         );
         let dev = &d.namespaces[0];
         let prod = &d.namespaces[1];
@@ -522,9 +535,9 @@ mod tests {
     #[test]
     fn binding_names_do_not_move_when_another_owner_goes() {
         let mut tenant = full();
-        let before = desired_state(&tenant, &[ns("x", &[])], &QuotaUsage::new());
+        let before = desired_state(&tenant, &[ns("x", &[])], &QuotaObserved::default());
         tenant.spec.owners.remove(0);
-        let after = desired_state(&tenant, &[ns("x", &[])], &QuotaUsage::new());
+        let after = desired_state(&tenant, &[ns("x", &[])], &QuotaObserved::default());
         let before_names = names(&before.role_bindings, "x");
         let after_names = names(&after.role_bindings, "x");
         assert_eq!(after_names.len(), 3);
@@ -557,7 +570,7 @@ mod tests {
             ]},
         }))
         .unwrap();
-        let d = desired_state(&tenant, &[ns("t-a", &[])], &QuotaUsage::new());
+        let d = desired_state(&tenant, &[ns("t-a", &[])], &QuotaObserved::default());
         let roles: Vec<&str> = d.role_bindings.iter().map(|b| b.role_ref.name.as_str()).collect();
         assert_eq!(roles, ["admin", "bulkhead-namespace-deleter"]);
         assert_eq!(
@@ -577,11 +590,14 @@ mod tests {
             scope: QuotaScope::Tenant,
             items: vec![hard("10")],
         });
-        let usage: QuotaUsage = [(
-            ("a".to_owned(), 0),
-            [("pods".to_owned(), Quantity("4".into()))].into(),
-        )]
-        .into();
+        let usage = QuotaObserved {
+            used: [(
+                ("a".to_owned(), 0),
+                [("pods".to_owned(), Quantity("4".into()))].into(),
+            )]
+            .into(),
+            in_force: QuotaUsage::new(),
+        };
         let d = desired_state(&tenant, &[ns("a", &[]), ns("b", &[])], &usage);
         let pods = |n: usize| {
             d.resource_quotas[n].spec.as_ref().unwrap().hard.as_ref().unwrap()["pods"]
@@ -601,7 +617,7 @@ mod tests {
 
     #[test]
     fn no_namespaces_no_objects_and_the_cluster_roles() {
-        let d = desired_state(&full(), &[], &QuotaUsage::new());
+        let d = desired_state(&full(), &[], &QuotaObserved::default());
         assert!(d.role_bindings.is_empty() && d.resource_quotas.is_empty() && d.namespaces.is_empty());
         let (roles, binding) = cluster_objects(&["tenants".to_owned()]);
         let verbs: Vec<(String, Vec<String>)> = roles

@@ -121,6 +121,53 @@ pub fn share_tenant_hard<'a>(
     out
 }
 
+/// What may be applied now on the way to `shares` (from [`share_tenant_hard`]) so that the limits in
+/// force never add up to more than the tenant's, whichever of the writes has landed and however stale
+/// the usage the shares were computed from. A namespace may hold `max(limit in force, used)`; lowering
+/// is always safe, and raises are paid only from what nobody may hold now (the tenant's limit minus
+/// the sum of those). What a lowering frees is spent on the next pass, once the lowered quota is seen.
+/// Usage read a moment late could otherwise hand the same pod to two namespaces.
+pub fn raise_within_slack<'a>(
+    total: &BTreeMap<String, Quantity>,
+    mut shares: BTreeMap<String, BTreeMap<String, Quantity>>,
+    used: impl Fn(&str) -> Option<&'a BTreeMap<String, Quantity>>,
+    in_force: impl Fn(&str) -> Option<&'a BTreeMap<String, Quantity>>,
+) -> BTreeMap<String, BTreeMap<String, Quantity>> {
+    let names: Vec<String> = shares.keys().cloned().collect();
+    for (resource, limit) in total {
+        let Some(limit) = parse_millis(&limit.0) else {
+            continue;
+        };
+        let read = |map: Option<&BTreeMap<String, Quantity>>| {
+            map.and_then(|m| m.get(resource)).and_then(|q| parse_millis(&q.0))
+        };
+        let holds = |ns: &str| {
+            let used = read(used(ns)).unwrap_or(0);
+            read(in_force(ns)).map_or(used, |hard| hard.max(used))
+        };
+        let mut slack = (limit - names.iter().map(|ns| holds(ns)).sum::<i128>()).max(0);
+        for ns in &names {
+            let Some(wanted) = shares
+                .get(ns)
+                .and_then(|h| h.get(resource))
+                .and_then(|q| parse_millis(&q.0))
+            else {
+                continue;
+            };
+            let now = holds(ns);
+            if wanted <= now {
+                continue;
+            }
+            let raise = (wanted - now).min(slack);
+            slack -= raise;
+            if let Some(hard) = shares.get_mut(ns) {
+                hard.insert(resource.clone(), Quantity(format_millis(now + raise)));
+            }
+        }
+    }
+    shares
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +223,82 @@ mod tests {
         // Fractional limits are shared in thousandths.
         let cpu = share_tenant_hard(&q(&[("requests.cpu", "1500m")]), &["a", "b"], |_| None);
         assert_eq!(cpu["a"], q(&[("requests.cpu", "750m")]));
+    }
+
+    #[test]
+    fn raises_wait_for_the_lowerings_they_need() {
+        let limit = q(&[("pods", "10")]);
+        // a used 6 with 6 in force; b and c hold 2 each. Stale usage said a used 5: the shares give
+        // b and c more than the tenant has left.
+        let in_force = BTreeMap::from([
+            ("a", q(&[("pods", "6")])),
+            ("b", q(&[("pods", "2")])),
+            ("c", q(&[("pods", "2")])),
+        ]);
+        let used = BTreeMap::from([
+            ("a", q(&[("pods", "6")])),
+            ("b", q(&[("pods", "1")])),
+            ("c", q(&[("pods", "0")])),
+        ]);
+        let shares = BTreeMap::from([
+            ("a".to_owned(), q(&[("pods", "5")])),
+            ("b".to_owned(), q(&[("pods", "3")])),
+            ("c".to_owned(), q(&[("pods", "2")])),
+        ]);
+        let now = raise_within_slack(&limit, shares.clone(), |ns| used.get(ns), |ns| in_force.get(ns));
+        // Nothing is free yet (6 + 2 + 2): b waits; a's lowering (to 5, below its use) goes ahead.
+        assert_eq!(now["a"], q(&[("pods", "5")]));
+        assert_eq!(now["b"], q(&[("pods", "2")]));
+        assert_eq!(now["c"], q(&[("pods", "2")]));
+        // No quota in force yet (a new tenant): everything is free, the shares go through.
+        let first = raise_within_slack(&limit, shares, |_| None, |_| None);
+        assert_eq!(first["b"], q(&[("pods", "3")]));
+    }
+
+    #[test]
+    fn whatever_lands_first_the_limits_in_force_stay_within_the_tenants() {
+        // Random usage, limits in force and (possibly stale) shares: the sum over namespaces of
+        // max(in force, new) never passes the limit, so no order of writes can overshoot it.
+        for seed in 0..500u64 {
+            let mut x = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut next = |m: u64| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) % m
+            };
+            let limit = 10 + next(20) as i128;
+            let names: Vec<String> = (0..1 + next(5)).map(|i| format!("ns{i}")).collect();
+            let mut in_force = BTreeMap::new();
+            let mut used = BTreeMap::new();
+            let mut budget = limit;
+            for n in &names {
+                let hard = next(budget as u64 + 1) as i128;
+                budget -= hard;
+                let use_now = next(hard as u64 + 1) as i128;
+                in_force.insert(n.clone(), q(&[("pods", &hard.to_string())]));
+                used.insert(n.clone(), q(&[("pods", &use_now.to_string())]));
+            }
+            let stale: BTreeMap<String, BTreeMap<String, Quantity>> = names
+                .iter()
+                .map(|n| (n.clone(), q(&[("pods", &next(limit as u64).to_string())])))
+                .collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let total = q(&[("pods", &limit.to_string())]);
+            let shares = share_tenant_hard(&total, &refs, |ns| stale.get(ns));
+            let now = raise_within_slack(&total, shares, |ns| used.get(ns), |ns| in_force.get(ns));
+            let worst: i128 = names
+                .iter()
+                .map(|n| {
+                    let new = parse_millis(&now[n]["pods"].0).unwrap();
+                    let old = parse_millis(&in_force[n]["pods"].0).unwrap();
+                    new.max(old)
+                })
+                .sum();
+            assert!(worst <= limit * 1000, "seed {seed}: {worst} > {limit}");
+        }
     }
 
     #[test]

@@ -776,11 +776,16 @@ impl Proxy {
                     && attributes["resource"] == "namespaces"
                     && attributes["subresource"].as_str().unwrap_or_default().is_empty()
                     && matches!(attributes["verb"].as_str(), Some("get" | "list" | "watch"));
-                let visible = match attributes["name"].as_str().filter(|n| !n.is_empty()) {
-                    Some(name) => view
+                // A name matters to `get` only: a list or watch through the proxy shows the caller's
+                // namespaces whatever it names (k9s asks "list namespaces" naming its current one).
+                let visible = match (
+                    attributes["verb"].as_str(),
+                    attributes["name"].as_str().filter(|n| !n.is_empty()),
+                ) {
+                    (Some("get"), Some(name)) => view
                         .visibility
                         .sees_namespace(self.cache.tenant_of_namespace(name).as_deref()),
-                    None => true,
+                    _ => true,
                 };
                 if about_namespaces && visible && review["status"]["allowed"] != true {
                     review["status"] = json!({

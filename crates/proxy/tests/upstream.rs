@@ -104,11 +104,15 @@ async fn answer(mut request: Request<Incoming>, seen: Seen) -> Response<Full<Byt
             );
             return response;
         }
+        // A JSON review is answered for what it asks (RBAC says no: the caller owns no namespaces).
+        let body = request.body_mut().collect().await.unwrap().to_bytes();
+        let spec = serde_json::from_slice::<Value>(&body)
+            .map(|v| v["spec"].clone())
+            .unwrap_or_else(|_| json!({"resourceAttributes": {"verb": "list", "resource": "namespaces"}}));
         return json_answer(
             StatusCode::CREATED,
             json!({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
-                   "spec": {"resourceAttributes": {"verb": "list", "resource": "namespaces"}},
-                   "status": {"allowed": false}}),
+                   "spec": spec, "status": {"allowed": false}}),
         );
     }
     if path.ends_with("/subjectaccessreviews") {
@@ -558,4 +562,32 @@ async fn self_reviews_sent_in_protobuf_are_answered_in_json_with_namespaces_list
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let review: Value = serde_json::from_slice(&bytes).expect("a JSON answer");
     assert_eq!(review["status"]["allowed"], true, "{review}");
+}
+
+#[tokio::test]
+async fn listing_namespaces_is_allowed_whatever_namespace_a_review_names_but_not_getting_anothers() {
+    let running = start().await;
+    for (verb, name, allowed) in [
+        ("list", "default", true),
+        ("watch", "default", true),
+        ("get", "default", false),
+    ] {
+        let stream = connect(&running).await;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "resource": "namespaces", "name": name}}});
+        let request = Request::post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")
+            .header("host", "localhost")
+            .header("authorization", "Bearer alice-token")
+            .header("content-type", "application/json")
+            .body(Body::from(review.to_string()))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(answer["status"]["allowed"], allowed, "{verb} {name}: {answer}");
+    }
 }

@@ -40,7 +40,7 @@ DefaultStorageClass,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebh
 
 /// The controllers kube-controller-manager runs: what the API server's own behaviour needs without nodes.
 pub const CONTROLLERS: &str = "namespace,garbagecollector,resourcequota,serviceaccount,\
-clusterrole-aggregation,root-ca-cert-publisher";
+clusterrole-aggregation,root-ca-cert-publisher,pvc-protection,pv-protection";
 
 /// The group the administrator's client certificate names.
 pub const ADMIN_GROUP: &str = "system:masters";

@@ -220,12 +220,69 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey
     Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
+/// The names of `names` that the certificate (PEM, the first one) does not carry as a DNS or IP
+/// subject alternative name. An unreadable certificate misses them all.
+pub fn names_missing(cert_pem: &[u8], names: &[String]) -> Vec<String> {
+    let sans: Vec<String> = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .and_then(Result::ok)
+        .and_then(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+            let san = cert.subject_alternative_name().ok()??;
+            Some(
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                        x509_parser::extensions::GeneralName::IPAddress(bytes) => match bytes.len() {
+                            4 => <[u8; 4]>::try_from(*bytes)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            16 => <[u8; 16]>::try_from(*bytes)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    names
+        .iter()
+        .filter(|name| {
+            let wanted = name
+                .parse::<std::net::IpAddr>()
+                .map_or_else(|_| (*name).clone(), |ip| ip.to_string());
+            !sans.iter().any(|san| san.eq_ignore_ascii_case(&wanted))
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn names() -> Vec<String> {
         vec!["bulkhead-webhook.bulkhead-system.svc".into(), "127.0.0.1".into()]
+    }
+
+    #[test]
+    fn a_certificate_names_its_dns_names_and_ip_addresses_as_subject_alternative_names() {
+        let now = SystemTime::now();
+        let bundle = issue(None, Plan::NewAuthority, &names(), now).expect("issue");
+        let cert = bundle.cert.as_bytes();
+        assert!(names_missing(cert, &names()).is_empty());
+        // An IP address must be an IP SAN (the API server refuses a DNS name that looks like one).
+        assert!(names_missing(cert, &["127.0.0.1".into()]).is_empty());
+        assert_eq!(
+            names_missing(cert, &["127.0.0.2".into(), "bulkhead-webhook.other.svc".into()]),
+            ["127.0.0.2", "bulkhead-webhook.other.svc"]
+        );
+        assert_eq!(names_missing(b"garbage", &["127.0.0.1".into()]), ["127.0.0.1"]);
     }
 
     #[test]

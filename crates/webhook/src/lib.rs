@@ -52,6 +52,10 @@ pub struct Settings {
     pub cert_source: CertSource,
     /// How often to look for a changed certificate once one is loaded.
     pub reload_every: Duration,
+    /// The names the API server reaches the webhook by (the certificate the controller issues names
+    /// them). Until the loaded certificate names them all the role is not up: a certificate left from a
+    /// run with another address would make every review fail. Empty: not checked (cert-manager).
+    pub expected_names: Vec<String>,
 }
 
 /// Runs the webhook role until `shutdown` is cancelled. It reports up once a certificate is loaded.
@@ -82,7 +86,7 @@ pub async fn run(
         client,
         settings.cert_source,
         cert,
-        settings.reload_every,
+        (settings.reload_every, settings.expected_names),
         up,
         shutdown.clone(),
     );
@@ -92,26 +96,34 @@ pub async fn run(
     );
 }
 
-/// Reads the certificate now and then; serves each new one from the next handshake.
+/// Reads the certificate now and then; serves each new one from the next handshake. The role is up
+/// while the certificate served names every expected name.
 async fn keep_loaded(
     client: Client,
     source: CertSource,
     cert: Arc<ReloadableCert>,
-    every: Duration,
+    (every, expected): (Duration, Vec<String>),
     up: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let mut current: Option<(Vec<u8>, Vec<u8>)> = None;
     let mut complained = false;
+    let mut covers = false;
     loop {
         match read(&client, &source).await {
             Ok(Some(pair)) if current.as_ref() != Some(&pair) => match certs::certified_key(&pair.0, &pair.1)
             {
                 Ok(key) => {
                     cert.set(key);
-                    info!(source = ?source, "serving certificate loaded");
+                    let missing = certs::names_missing(&pair.0, &expected);
+                    covers = missing.is_empty();
+                    if covers {
+                        info!(source = ?source, "serving certificate loaded");
+                    } else {
+                        warn!(source = ?source, missing = %missing.join(","), "the serving certificate does not name this webhook's address yet; not ready until it is renewed");
+                    }
                     current = Some(pair);
-                    up.send_replace(true);
+                    up.send_replace(covers);
                 }
                 Err(e) => warn!(source = ?source, error = %e, "the serving certificate is unusable"),
             },
@@ -124,7 +136,7 @@ async fn keep_loaded(
             }
             Err(e) => warn!(source = ?source, error = %e, "cannot read the serving certificate"),
         }
-        let wait = if cert.is_loaded() {
+        let wait = if cert.is_loaded() && covers {
             every
         } else {
             Duration::from_millis(500)

@@ -15,13 +15,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 fn bundle() -> Bundle {
-    issue(
-        None,
-        Plan::NewAuthority,
-        &["127.0.0.1".to_owned()],
-        SystemTime::now(),
-    )
-    .unwrap()
+    bundle_for("127.0.0.1")
+}
+
+fn bundle_for(name: &str) -> Bundle {
+    issue(None, Plan::NewAuthority, &[name.to_owned()], SystemTime::now()).unwrap()
 }
 
 /// Connects trusting every CA given; returns the leaf certificate the server presented.
@@ -72,6 +70,7 @@ async fn a_certificate_replaced_in_its_directory_is_served_from_the_next_handsha
         own_identity: String::new(),
         cert_source: CertSource::Dir(dir.path().to_owned()),
         reload_every: Duration::from_millis(100),
+        expected_names: vec!["127.0.0.1".to_owned()],
     };
     let metrics = AdmissionMetrics::register(&prometheus::Registry::new()).unwrap();
     let task = tokio::spawn(run(
@@ -87,6 +86,18 @@ async fn a_certificate_replaced_in_its_directory_is_served_from_the_next_handsha
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!*up.borrow());
     assert!(presented(addr, &[&first]).await.is_err());
+
+    // A certificate left from a run at another address: a client for 127.0.0.1 (the API server) refuses
+    // it, and the role is not up with it.
+    let stale = bundle_for("10.9.8.7");
+    write(&stale);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let refused = presented(addr, &[&stale]).await.unwrap_err();
+    assert!(refused.contains("not valid for name"), "{refused}");
+    assert!(
+        !*up.borrow(),
+        "up with a certificate that does not name 127.0.0.1"
+    );
 
     write(&first);
     tokio::time::timeout(Duration::from_secs(5), up.wait_for(|u| *u))

@@ -383,13 +383,16 @@ spec:
     let rss = peak_rss_kib(bulkhead.pid())
         .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
         .unwrap_or_else(|| "n/a".into());
-    // The fewest writes: one apply per copy, the finalizer, one status write.
+    // The fewest writes: one apply per copy, the finalizer, one status write; and what a plain client
+    // takes for as many writes in the same run.
+    let rate = plain_write_rate(&cluster, &prefix, items + 2, 16).await;
     println!(
-        "BENCH replication tenants={tenants_n} namespaces_per_tenant={per_tenant} items=3 copies={items} converge_seconds={:.2} writes={} minimum_writes={} idle_writes_6s={} peak_rss={rss}",
+        "BENCH replication tenants={tenants_n} namespaces_per_tenant={per_tenant} items=3 copies={items} converge_seconds={:.2} writes={} minimum_writes={} idle_writes_6s={} peak_rss={rss} plain_client_seconds_for_minimum={:.2}",
         converged.as_secs_f64(),
         show(at_convergence, before),
         items + 2,
         show(after_idle, at_convergence),
+        (items + 2) as f64 / rate,
     );
     if let (Some(a), Some(b)) = (after_idle, at_convergence) {
         assert_eq!(a, b, "replication wrote while idle");

@@ -2,14 +2,14 @@
 //! the real control plane (etcd, kube-apiserver, kube-controller-manager built from their Go modules,
 //! see `cargo xtask controlplane`); with `--testkit` the in-memory testkit API server. Installs
 //! Bulkhead's CRDs, starts `bulkhead run` against it, and tells how to point kubectl at it. Ctrl-C
-//! stops everything.
+//! stops everything; so does killing xtask (every child dies with it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bulkhead_testkit::controlplane::{ControlPlane, KUBERNETES_VERSION};
+use bulkhead_testkit::controlplane::{ControlPlane, KUBERNETES_VERSION, dying_with_parent};
 
 use crate::{root, run_cmd, target_dir};
 
@@ -70,7 +70,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "  kubectl --server https://127.0.0.1:9001 --insecure-skip-tls-verify --as alice --as-group bulkhead.dev get ns"
     );
     println!("Starting bulkhead (Ctrl-C stops everything)...\n");
-    let status = Command::new(target.join("debug/bulkhead"))
+    let status = dying_with_parent(&target.join("debug/bulkhead"))
         .args(["run", "--kubeconfig"])
         .arg(&kubeconfig)
         .args(["--namespace", "default", "--admin-addr", "127.0.0.1:8080"])
@@ -98,7 +98,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 fn start_testkit(target: &Path, kubeconfig: &Path) -> Result<Guard> {
     let mut guard = Guard(Vec::new());
     guard.0.push(
-        Command::new(target.join("debug/testkit"))
+        dying_with_parent(&target.join("debug/testkit"))
             .args(["--addr", TESTKIT_ADDR, "--kubeconfig"])
             .arg(kubeconfig)
             .stdout(Stdio::null())

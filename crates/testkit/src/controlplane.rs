@@ -352,19 +352,25 @@ impl Drop for ControlPlane {
 fn start_process(binary: &Path, args: &[String], log: &Path) -> std::io::Result<Child> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
-    let mut cmd = if setpriv_available() {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--"]).arg(binary);
-        cmd
-    } else {
-        Command::new(binary)
-    };
+    let mut cmd = dying_with_parent(binary);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
         .map_err(|e| other(format!("starting {}: {e}", binary.display())))
+}
+
+/// A command for `program` that is killed when the thread that starts it goes (`setpriv --pdeathsig
+/// KILL`, where util-linux has it; a plain command elsewhere).
+pub fn dying_with_parent(program: &Path) -> Command {
+    if setpriv_available() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
 }
 
 fn setpriv_available() -> bool {

@@ -270,6 +270,19 @@ impl Kubectl {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs kubectl until it succeeds (retrying while RBAC, the webhook or the API server are still
+    /// being set up) and returns its standard output; fails the test with the last error after `timeout`.
+    pub async fn ok_eventually(&self, timeout: Duration, args: &[&str]) -> String {
+        eventually(timeout, || async {
+            let out = self.run(args);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .await
+    }
+
     /// Runs kubectl expecting failure; returns its standard error.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -280,6 +293,22 @@ impl Kubectl {
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
+}
+
+/// A free address for a webhook to listen on, and the URL the cluster's API server reaches it at
+/// (`BULKHEAD_E2E_WEBHOOK_HOST`, default `127.0.0.1`): (`--webhook-addr`, `--webhook-url`).
+pub fn webhook_endpoint() -> (String, String) {
+    let host = std::env::var(WEBHOOK_HOST_ENV).unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let bind = if host == "127.0.0.1" {
+        "127.0.0.1"
+    } else {
+        "0.0.0.0"
+    };
+    let port = std::net::TcpListener::bind((bind, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    (format!("{bind}:{port}"), format!("https://{host}:{port}"))
 }
 
 /// The bulkhead binary, running as a child process.
@@ -320,25 +349,16 @@ impl Bulkhead {
         let mut leftovers = Vec::new();
         let mut webhook_name = None;
         if !extra.contains(&"--webhook-tls") {
-            let host = std::env::var(WEBHOOK_HOST_ENV).unwrap_or_else(|_| "127.0.0.1".to_owned());
-            let bind = if host == "127.0.0.1" {
-                "127.0.0.1"
-            } else {
-                "0.0.0.0"
-            };
-            let port = std::net::TcpListener::bind((bind, 0))
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
+            let (addr, url) = webhook_endpoint();
             let name = cluster.unique("e2e-webhook");
             webhook_name = Some(name.clone());
             webhook_args.extend([
                 "--namespace".to_owned(),
                 "default".to_owned(),
                 "--webhook-addr".to_owned(),
-                format!("{bind}:{port}"),
+                addr,
                 "--webhook-url".to_owned(),
-                format!("https://{host}:{port}"),
+                url,
                 "--webhook-configuration".to_owned(),
                 name.clone(),
                 "--webhook-secret".to_owned(),

@@ -26,14 +26,8 @@ async fn started(cluster: &Cluster) -> Bulkhead {
 
 /// Creates a namespace as `k`, retrying while RBAC or the webhook is still being set up.
 async fn create_namespace(k: &Kubectl, ns: &str) {
-    eventually(Duration::from_secs(20), || async {
-        let out = k.run(&["create", "namespace", ns]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    k.ok_eventually(Duration::from_secs(20), &["create", "namespace", ns])
+        .await;
 }
 
 #[tokio::test]
@@ -123,13 +117,9 @@ async fn a_deleted_tenant_takes_its_namespaces_and_their_contents() {
     let t = cluster.unique("e2e-gc");
     let alice = cluster.unique("alice");
     let _bulkhead = started(&cluster).await;
-    let manifest = format!(
+    cluster.apply(&format!(
         "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec: {{owners: [{{kind: User, name: {alice}}}]}}\n"
-    );
-    let out = cluster
-        .kubectl()
-        .run_with_input(&["apply", "-f", "-"], Some(&manifest));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ));
     let owner = cluster.kubectl_as(&alice, &[USERS]);
     let namespaces = [format!("{t}-a"), format!("{t}-b")];
     for ns in &namespaces {
@@ -161,7 +151,7 @@ async fn tenant_quota_usage_comes_from_the_quota_controller() {
     let t = cluster.unique("e2e-usage");
     let alice = cluster.unique("alice");
     let _bulkhead = started(&cluster).await;
-    let manifest = format!(
+    cluster.apply(&format!(
         r#"apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant
 metadata: {{name: {t}}}
@@ -171,50 +161,36 @@ spec:
     items:
     - hard: {{configmaps: "5"}}
 "#
-    );
-    let out = cluster
-        .kubectl()
-        .run_with_input(&["apply", "-f", "-"], Some(&manifest));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    cluster.clean_up(&["tenant", &t]);
+    ));
     let owner = cluster.kubectl_as(&alice, &[USERS]);
     let ns = format!("{t}-a");
     create_namespace(&owner, &ns).await;
-    // The namespace's kube-root-ca.crt counts too: the quota controller counts what is there.
-    eventually(Duration::from_secs(30), || async {
-        let used = cluster.kubectl().ok(&[
-            "get",
-            "resourcequota",
-            "-n",
-            &ns,
-            "-o",
-            "jsonpath={.items[0].status.used.configmaps}",
-        ]);
-        (used == "1").then_some(()).ok_or(format!("used: {used:?}"))
-    })
-    .await;
-    for i in 0..4 {
-        eventually(Duration::from_secs(20), || async {
-            let out = owner.run(&["create", "configmap", &format!("c{i}"), "-n", &ns]);
-            out.status
-                .success()
-                .then_some(())
-                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    // What the quota controller reports as used comes to `want` ConfigMaps.
+    let used_becomes = |want: &'static str| {
+        let (cluster, ns) = (&cluster, &ns);
+        eventually(Duration::from_secs(30), move || async move {
+            let used = cluster.kubectl().ok(&[
+                "get",
+                "resourcequota",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.items[0].status.used.configmaps}",
+            ]);
+            (used == want).then_some(()).ok_or(format!("used: {used:?}"))
         })
-        .await;
+    };
+    // The namespace's kube-root-ca.crt counts too: the quota controller counts what is there.
+    used_becomes("1").await;
+    for i in 0..4 {
+        owner
+            .ok_eventually(
+                Duration::from_secs(20),
+                &["create", "configmap", &format!("c{i}"), "-n", &ns],
+            )
+            .await;
     }
     let err = owner.fails(&["create", "configmap", "one-too-many", "-n", &ns]);
     assert!(err.contains("exceeded quota"), "{err}");
-    eventually(Duration::from_secs(30), || async {
-        let used = cluster.kubectl().ok(&[
-            "get",
-            "resourcequota",
-            "-n",
-            &ns,
-            "-o",
-            "jsonpath={.items[0].status.used.configmaps}",
-        ]);
-        (used == "5").then_some(()).ok_or(format!("used: {used:?}"))
-    })
-    .await;
+    used_becomes("5").await;
 }

@@ -149,17 +149,7 @@ async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
     let cluster = Cluster::start().await;
     let name = cluster.unique("e2e-split");
     let lease = cluster.unique("e2e-split-lease");
-    let host = std::env::var(crate::harness::WEBHOOK_HOST_ENV).unwrap_or_else(|_| "127.0.0.1".to_owned());
-    let bind = if host == "127.0.0.1" {
-        "127.0.0.1"
-    } else {
-        "0.0.0.0"
-    };
-    let port = std::net::TcpListener::bind((bind, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (addr, url) = crate::harness::webhook_endpoint();
     for kind in ["mutatingwebhookconfiguration", "validatingwebhookconfiguration"] {
         cluster.clean_up(&[kind, &name]);
     }
@@ -179,7 +169,6 @@ async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
         "--webhook-secret",
         &name,
     ];
-    let url = format!("https://{host}:{port}");
     let mut controller_args = vec![
         "--roles",
         "controller",
@@ -191,7 +180,6 @@ async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
         &lease,
     ];
     controller_args.extend(shared);
-    let addr = format!("{bind}:{port}");
     // Both are told where the API server reaches the webhook, as the chart tells both its Service.
     let mut webhook_args = vec![
         "--roles",
@@ -221,14 +209,9 @@ async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
     let ns = format!("{t}-one");
     cluster.clean_up(&["namespace", &ns]);
     // The webhook assigns it (the controller's provisioner binding may take a moment).
-    eventually(Duration::from_secs(30), || async {
-        let out = owner.run(&["create", "namespace", &ns]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    owner
+        .ok_eventually(Duration::from_secs(30), &["create", "namespace", &ns])
+        .await;
     let label = cluster.kubectl().ok(&[
         "get",
         "namespace",
@@ -238,14 +221,12 @@ async fn the_roles_work_apart_as_the_charts_split_mode_runs_them() {
     ]);
     assert_eq!(label, t, "the webhook assigned the namespace");
     // The controller gives the owner its RoleBinding there.
-    eventually(Duration::from_secs(30), || async {
-        let out = owner.run(&["create", "configmap", "made-by-owner", "-n", &ns]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    owner
+        .ok_eventually(
+            Duration::from_secs(30),
+            &["create", "configmap", "made-by-owner", "-n", &ns],
+        )
+        .await;
     // The proxy shows the owner exactly its namespace.
     let token = cluster.service_account_token(&accounts, "owner");
     let through = crate::harness::Kubectl::at(proxy.proxy_kubeconfig(cluster.dir(), &t, &token));

@@ -48,14 +48,8 @@ async fn owner_can_act(cluster: &Cluster, ns: &str) {
 /// Creates a namespace as `k`, retrying while Bulkhead is still setting up (the provisioner binding
 /// for the user group comes with the controller's first pass).
 async fn create_namespace(k: &Kubectl, ns: &str) {
-    eventually(Duration::from_secs(20), || async {
-        let out = k.run(&["create", "namespace", ns]);
-        out.status
-            .success()
-            .then_some(())
-            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-    .await;
+    k.ok_eventually(Duration::from_secs(20), &["create", "namespace", ns])
+        .await;
 }
 
 async fn start(cluster: &Cluster) -> Bulkhead {

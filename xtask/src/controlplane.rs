@@ -45,22 +45,7 @@ pub(crate) fn ensure_built() -> Result<PathBuf> {
     std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
     let started = Instant::now();
     for (module, package, binary) in BUILDS {
-        run_cmd(
-            Command::new("go")
-                .args([
-                    "build",
-                    "-trimpath",
-                    &format!("-ldflags={}", ldflags(binary)),
-                    "-o",
-                ])
-                .arg(partial.join(binary))
-                .arg(package)
-                .current_dir(root().join("xtask/controlplane").join(module))
-                // The versions are the ones go.mod and go.sum pin, with the Go installed here.
-                .env("GOFLAGS", "-mod=readonly -buildvcs=false")
-                .env("GOTOOLCHAIN", "local"),
-        )
-        .with_context(|| format!("building {binary} (is Go installed?)"))?;
+        go_build(module, package, binary, &ldflags(binary), &partial.join(binary))?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&partial, &dir).with_context(|| format!("moving the binaries to {}", dir.display()))?;
@@ -69,6 +54,21 @@ pub(crate) fn ensure_built() -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(dir)
+}
+
+/// `go build`s `package` (the binary `binary`) in the build module `xtask/controlplane/<module>` into `out`.
+fn go_build(module: &str, package: &str, binary: &str, ldflags: &str, out: &std::path::Path) -> Result<()> {
+    run_cmd(
+        Command::new("go")
+            .args(["build", "-trimpath", &format!("-ldflags={ldflags}"), "-o"])
+            .arg(out)
+            .arg(package)
+            .current_dir(root().join("xtask/controlplane").join(module))
+            // The versions are the ones go.mod and go.sum pin, with the Go installed here.
+            .env("GOFLAGS", "-mod=readonly -buildvcs=false")
+            .env("GOTOOLCHAIN", "local"),
+    )
+    .with_context(|| format!("building {binary} (is Go installed?)"))
 }
 
 /// Linker flags: no symbol tables, and the version stamped as Kubernetes' own build stamps it (clients
@@ -144,21 +144,13 @@ fn ensure_client(which: usize) -> Result<PathBuf> {
     let started = Instant::now();
     std::fs::create_dir_all(&dir)?;
     let partial = dir.join(format!("{binary}.partial"));
-    run_cmd(
-        Command::new("go")
-            .args([
-                "build",
-                "-trimpath",
-                &format!("-ldflags=-s -w {version_flags}"),
-                "-o",
-            ])
-            .arg(&partial)
-            .arg(package)
-            .current_dir(root().join("xtask/controlplane").join(module))
-            .env("GOFLAGS", "-mod=readonly -buildvcs=false")
-            .env("GOTOOLCHAIN", "local"),
-    )
-    .with_context(|| format!("building {binary} (is Go installed?)"))?;
+    go_build(
+        module,
+        package,
+        binary,
+        &format!("-s -w {version_flags}"),
+        &partial,
+    )?;
     std::fs::rename(&partial, &path)?;
     println!("built {binary} in {:.0} s", started.elapsed().as_secs_f64());
     Ok(path)

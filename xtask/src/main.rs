@@ -230,13 +230,7 @@ fn bench(test: &str, args: &[String]) -> Result<()> {
     .current_dir(root());
     // --controlplane: on the real control plane, started for the run (Bulkhead under the chart's RBAC).
     let _plane = if args.iter().any(|a| a == "--controlplane") {
-        let python = test::chart_python()?;
-        let bin = controlplane::ensure_built()?;
-        let plane = bulkhead_testkit::controlplane::ControlPlane::start_with(&bin, &[])
-            .context("starting the control plane")?;
-        cmd.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
-            .env("BULKHEAD_E2E_PYTHON", python);
-        Some(plane)
+        Some(test::controlplane_for(&mut cmd, false)?)
     } else {
         None
     };

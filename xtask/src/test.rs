@@ -50,17 +50,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 /// Builds (or finds cached) and starts the real control plane, runs the e2e suite against it with
 /// `args` for the test runner, and stops it.
 pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> {
-    let python = chart_python()?;
-    let bin = crate::controlplane::ensure_built()?;
-    let helm = crate::controlplane::ensure_helm()?;
-    let started = std::time::Instant::now();
-    let plane = ControlPlane::start_with(&bin, &[]).context("starting the control plane")?;
-    println!(
-        "control plane (Kubernetes {}) ready at {} in {:.1} s",
-        bulkhead_testkit::controlplane::KUBERNETES_VERSION,
-        plane.url(),
-        started.elapsed().as_secs_f64()
-    );
     let mut e2e = Command::new("cargo");
     if nextest {
         e2e.args([
@@ -80,10 +69,8 @@ pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> 
         e2e.args(args);
         e2e.args(["--", "--test-threads=1"]);
     }
-    e2e.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
-        .env("BULKHEAD_E2E_PYTHON", python)
-        .env("BULKHEAD_E2E_HELM", helm)
-        .current_dir(root());
+    let plane = controlplane_for(&mut e2e, true)?;
+    e2e.current_dir(root());
     let mut result = run_cmd(&mut e2e);
     if result.is_ok() {
         result = nothing_left_behind(&plane);
@@ -93,6 +80,28 @@ pub(crate) fn e2e_on_controlplane(nextest: bool, args: &[String]) -> Result<()> 
     }
     drop(plane);
     result
+}
+
+/// Builds (or finds cached) and starts the real control plane, and points `cmd`'s e2e harness at it:
+/// its kubeconfig, the Python that renders the chart, and (`with_helm`) the helm CLI. The control
+/// plane stops when the returned handle goes.
+pub(crate) fn controlplane_for(cmd: &mut Command, with_helm: bool) -> Result<ControlPlane> {
+    let python = chart_python()?;
+    let bin = crate::controlplane::ensure_built()?;
+    if with_helm {
+        cmd.env("BULKHEAD_E2E_HELM", crate::controlplane::ensure_helm()?);
+    }
+    let started = std::time::Instant::now();
+    let plane = ControlPlane::start_with(&bin, &[]).context("starting the control plane")?;
+    println!(
+        "control plane (Kubernetes {}) ready at {} in {:.1} s",
+        bulkhead_testkit::controlplane::KUBERNETES_VERSION,
+        plane.url(),
+        started.elapsed().as_secs_f64()
+    );
+    cmd.env("BULKHEAD_E2E_KUBECONFIG", plane.kubeconfig())
+        .env("BULKHEAD_E2E_PYTHON", python);
+    Ok(plane)
 }
 
 /// After the suite every namespace it made must go: a real API server keeps a namespace Terminating

@@ -788,11 +788,7 @@ async fn watch_copies(
                 stop.clone(),
                 move |event| {
                     let (object, deleted) = match event {
-                        MetadataEvent::Listed(o) => {
-                            listed.insert(copy_key(o));
-                            (o, false)
-                        }
-                        MetadataEvent::Applied(o) => (o, false),
+                        MetadataEvent::Listed(o) | MetadataEvent::Applied(o) => (o, false),
                         MetadataEvent::Deleted(o) => (o, true),
                         MetadataEvent::ListDone => {
                             // Copies of this kind that were applied but not listed were deleted
@@ -817,21 +813,13 @@ async fn watch_copies(
                             return;
                         }
                     };
-                    let Some(owner) = object
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(labels::REPLICATED_BY))
-                    else {
+                    let Some((owner, namespace, name)) = copy_key(object) else {
                         return;
                     };
-                    let key = (
-                        owner.clone(),
-                        av.clone(),
-                        k.clone(),
-                        object.metadata.namespace.clone().unwrap_or_default(),
-                        object.metadata.name.clone().unwrap_or_default(),
-                    );
+                    if matches!(event, MetadataEvent::Listed(_)) {
+                        listed.insert((owner.clone(), namespace.clone(), name.clone()));
+                    }
+                    let key = (owner.clone(), av.clone(), k.clone(), namespace, name);
                     let mut applied = watch_ctx.applied.lock();
                     let drift = match applied.get(&key) {
                         None => false, // not applied by this process (yet)
@@ -843,7 +831,7 @@ async fn watch_copies(
                     if drift {
                         applied.remove(&key);
                         drop(applied);
-                        let _ = drifted.send(owner.clone());
+                        let _ = drifted.send(owner);
                     }
                 },
             );
@@ -856,19 +844,14 @@ async fn watch_copies(
     }
 }
 
-/// (owner, namespace, name) of a copy, from its `replicated-by` label.
-fn copy_key(object: &PartialObjectMeta<DynamicObject>) -> (String, String, String) {
-    (
-        object
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(labels::REPLICATED_BY))
-            .cloned()
-            .unwrap_or_default(),
+/// (owner, namespace, name) of a copy, the owner from its `replicated-by` label (none without it).
+fn copy_key(object: &PartialObjectMeta<DynamicObject>) -> Option<(String, String, String)> {
+    let owner = object.metadata.labels.as_ref()?.get(labels::REPLICATED_BY)?;
+    Some((
+        owner.clone(),
         object.metadata.namespace.clone().unwrap_or_default(),
         object.metadata.name.clone().unwrap_or_default(),
-    )
+    ))
 }
 
 /// The resources of a store whose `replicated-by` value is `owner`.

@@ -21,8 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// The `k8s.io/kubernetes` release the control plane is built from (`xtask/controlplane/kubernetes`).
@@ -463,7 +462,7 @@ struct Certs {
 
 impl Certs {
     fn write(dir: &Path) -> std::io::Result<Certs> {
-        let ca = ca().map_err(other)?;
+        let ca = crate::tls::certificate_authority("bulkhead-controlplane-ca").map_err(other)?;
         std::fs::write(dir.join("ca.crt"), ca.pem())?;
         let (cert, key) = serving_cert(&ca).map_err(other)?;
         std::fs::write(dir.join("apiserver.crt"), cert)?;
@@ -476,20 +475,6 @@ impl Certs {
         std::fs::write(dir.join("sa.pub"), sa.public_key_pem())?;
         Ok(Certs { ca })
     }
-}
-
-fn ca() -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "bulkhead-controlplane-ca");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
 }
 
 fn serving_cert(ca: &CertifiedIssuer<'static, KeyPair>) -> Result<(String, String), rcgen::Error> {

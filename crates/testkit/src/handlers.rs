@@ -420,8 +420,58 @@ pub async fn create(req: Request) -> ApiResult<Response> {
     }
     let mut object = req.body_object()?;
     check_identity(&req, &mut object)?;
+    record_manager(&req, &mut object, None, "Update");
     let mut warnings = decode_custom(&req, &mut object)?;
     store_new(&req, object, &mut warnings).await
+}
+
+/// Records the writer in the object's managedFields as the API server does: one entry per manager,
+/// operation and subresource, stamped with the time (a write that changes nothing keeps the old
+/// entries, as the store keeps the old object). The manager is `fieldManager`, else the client's
+/// user agent up to its first `/`. Field sets are not tracked: every entry's `fieldsV1` is empty.
+fn record_manager(req: &Request, object: &mut Value, old: Option<&Value>, operation: &str) {
+    let manager = req
+        .query
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            req.headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let subresource = req.target.subresource.clone();
+    let mut entries: Vec<Value> = old
+        .and_then(|o| o.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    entries.retain(|e| {
+        !(e["manager"] == json!(manager)
+            && e["operation"] == json!(operation)
+            && e.get("subresource").and_then(Value::as_str) == subresource.as_deref())
+    });
+    let mut entry = json!({
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": req.rt().api_version(),
+        "time": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {},
+    });
+    if let Some(sub) = subresource {
+        entry["subresource"] = json!(sub);
+    }
+    entries.push(entry);
+    if let Some(meta) = object
+        .as_object_mut()
+        .map(|o| o.entry("metadata").or_insert_with(|| json!({})))
+    {
+        meta["managedFields"] = Value::Array(entries);
+    }
 }
 
 /// Admission, validation and storage of a new object: the common end of a POST and of an apply that creates.
@@ -473,6 +523,7 @@ pub async fn update(req: Request) -> ApiResult<Response> {
     let mut object = req.body_object()?;
     check_identity(&req, &mut object)?;
     let old = req.existing()?;
+    record_manager(&req, &mut object, Some(&old), "Update");
     let mut warnings = decode_custom(&req, &mut object)?;
     write(&req, object, old, &mut warnings).await
 }
@@ -572,11 +623,13 @@ pub async fn patch(req: Request) -> ApiResult<Response> {
                     return Err(ApiError::forbidden(attrs.forbidden_message(&req.user.name)));
                 }
                 let mut object = config.clone();
+                record_manager(&req, &mut object, None, "Apply");
                 warnings.extend(decode_custom(&req, &mut object)?);
                 store_new(&req, object, &mut warnings).await?
             }
             Some(old) => {
                 let mut object = server_side_apply(&old, previous.as_ref(), &config);
+                record_manager(&req, &mut object, Some(&old), "Apply");
                 if let Some(rv) = old.pointer("/metadata/resourceVersion") {
                     // Apply never conflicts on resourceVersion unless the config names one.
                     if config.pointer("/metadata/resourceVersion").is_none() {
@@ -596,6 +649,7 @@ pub async fn patch(req: Request) -> ApiResult<Response> {
     let old = old.ok_or_else(|| ApiError::not_found(req.rt(), req.name()))?;
     let mut object = apply_patch(patch_type, &old, &req.body)?;
     check_identity(&req, &mut object)?;
+    record_manager(&req, &mut object, Some(&old), "Update");
     let mut warnings = decode_custom(&req, &mut object)?;
     write(&req, object, old, &mut warnings).await
 }

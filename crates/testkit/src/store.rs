@@ -382,6 +382,8 @@ impl Store {
             return Err(ApiError::conflict(rt, name));
         }
         let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        // Who wrote what (set by the handler): kept whatever part of the object is written.
+        let managed_fields = object.pointer("/metadata/managedFields").cloned();
         match subresource {
             Some("status") => {
                 let status = object.get("status").cloned();
@@ -420,6 +422,9 @@ impl Store {
         object["apiVersion"] = json!(rt.api_version());
         object["kind"] = json!(rt.kind);
         let m = meta_mut(&mut object);
+        if let Some(fields) = managed_fields {
+            m.insert("managedFields".into(), fields);
+        }
         for keep in [
             "name",
             "namespace",

@@ -1,7 +1,7 @@
 //! The process's Prometheus registry. Gauges that mirror state (cache sizes, readiness, leadership)
 //! are read from their source at scrape time, so they can never go stale.
 
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::admin::RoleState;
 use bulkhead_cache::Cache;
@@ -13,6 +13,7 @@ pub struct Metrics {
     cache_synced: IntGaugeVec,
     role_up: IntGaugeVec,
     leader: IntGauge,
+    api_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -50,7 +51,15 @@ impl Metrics {
         registry.register(Box::new(cache_synced.clone()))?;
         registry.register(Box::new(role_up.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "bulkhead_api_requests_total",
+                "Requests this process's shared client sent to the API server, by verb and resource.",
+            ),
+            &["verb", "resource"],
+        )?;
         registry.register(Box::new(build))?;
+        registry.register(Box::new(api_requests.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -61,7 +70,14 @@ impl Metrics {
             cache_synced,
             role_up,
             leader,
+            api_requests,
         })
+    }
+
+    /// Counts one request of the shared client (see [`request_labels`]).
+    pub fn count_request(&self, method: &http::Method, uri: &http::Uri) {
+        let (verb, resource) = request_labels(method, uri);
+        self.api_requests.with_label_values(&[verb, &resource]).inc();
     }
 
     /// The registry, for roles that register their own metrics.
@@ -91,5 +107,87 @@ impl Metrics {
             tracing::warn!(%error, "could not encode metrics");
         }
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A request's verb (`GET`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`) and resource (`pods`,
+/// `tenants/status`; `other` for discovery and the like), read off its path as the API server routes it.
+pub fn request_labels(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
+    let watch = uri.query().is_some_and(|q| {
+        q.split('&').any(|p| {
+            matches!(
+                p,
+                "watch=true" | "watch=1" | "watch=True" | "watch=t" | "watch=T" | "watch=TRUE"
+            )
+        })
+    });
+    let verb = match *method {
+        http::Method::GET if watch => "WATCH",
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    };
+    let segments: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => &[][..],
+    };
+    let rest = match rest {
+        ["namespaces", _ns, kind, more @ ..] => std::iter::once(*kind)
+            .chain(more.iter().copied())
+            .collect::<Vec<_>>(),
+        other => other.to_vec(),
+    };
+    let resource = match rest.as_slice() {
+        [] => "other".to_owned(),
+        [kind] | [kind, _] => (*kind).to_owned(),
+        [kind, _, sub, ..] => format!("{kind}/{sub}"),
+    };
+    (verb, resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_labelled_by_verb_and_resource_as_routed() {
+        let label = |m: http::Method, u: &str| {
+            let (verb, resource) = request_labels(&m, &u.parse().unwrap());
+            format!("{verb} {resource}")
+        };
+        assert_eq!(label(http::Method::GET, "/api/v1/namespaces"), "GET namespaces");
+        assert_eq!(
+            label(http::Method::PATCH, "/api/v1/namespaces/a"),
+            "PATCH namespaces"
+        );
+        assert_eq!(
+            label(
+                http::Method::PATCH,
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings/b"
+            ),
+            "PATCH rolebindings"
+        );
+        assert_eq!(
+            label(
+                http::Method::PATCH,
+                "/apis/bulkhead.dev/v1alpha1/tenants/t/status"
+            ),
+            "PATCH tenants/status"
+        );
+        assert_eq!(
+            label(
+                http::Method::GET,
+                "/apis/coordination.k8s.io/v1/namespaces/d/leases?watch=true&x=1"
+            ),
+            "WATCH leases"
+        );
+        assert_eq!(label(http::Method::GET, "/api/v1/pods?watch=false"), "GET pods");
+        assert_eq!(label(http::Method::GET, "/apis"), "GET other");
+        assert_eq!(label(http::Method::GET, "/version"), "GET other");
     }
 }

@@ -39,7 +39,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let server = config.cluster_url.to_string();
     let default_namespace = config.default_namespace.clone();
     let kube_config = config.clone();
-    let client = Client::try_from(config).context("cannot build a Kubernetes client")?;
+    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
+    let counted = metrics.clone();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("cannot build a Kubernetes client")?
+        .with_layer(&tower::util::MapRequestLayer::new(
+            move |request: http::Request<kube::client::Body>| {
+                counted.count_request(request.method(), request.uri());
+                request
+            },
+        ))
+        .build();
     check_cluster(&client, &server, args.cluster.connect_timeout).await?;
 
     // Bind before anything acts, so a taken port fails start-up instead of a half-started process.
@@ -105,7 +115,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let cache = Cache::start(client.clone(), needs, shutdown.clone());
     cache.set_default_replication_account(&args.controller.tenant_resource_service_account);
-    let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let mut tasks = JoinSet::new();
     let mut role_states = Vec::new();
     let mut leading = None;
@@ -180,8 +189,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 let Some(listener) = proxy_listener.take() else {
                     bail!("the proxy listener is missing");
                 };
+                let proxy_metrics = bulkhead_proxy::ProxyMetrics::register(metrics.registry())
+                    .context("cannot register the proxy's metrics")?;
                 let api = bulkhead_proxy::ApiServer::new(&kube_config, args.proxy.proxy_upstream_http2)
-                    .context("cannot build the proxy's connection to the API server")?;
+                    .context("cannot build the proxy's connection to the API server")?
+                    .counting(proxy_metrics.upstream.clone());
                 let settings = bulkhead_proxy::ProxySettings {
                     cert_dir: args.proxy.proxy_cert_dir.clone(),
                     hostnames: args.proxy.proxy_hostnames.clone(),
@@ -189,8 +201,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     token_ttl: args.proxy.proxy_token_ttl,
                     own_identity: args.identity.clone(),
                 };
-                let proxy_metrics = bulkhead_proxy::ProxyMetrics::register(metrics.registry())
-                    .context("cannot register the proxy's metrics")?;
                 let task = bulkhead_proxy::run(
                     cache.clone(),
                     api,

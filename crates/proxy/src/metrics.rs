@@ -1,6 +1,6 @@
 //! The proxy's Prometheus metrics.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Request counts, latency, TokenReview cache use and open watches.
 #[derive(Clone)]
@@ -9,6 +9,8 @@ pub struct ProxyMetrics {
     pub(crate) duration: HistogramVec,
     pub(crate) token_cache: IntCounterVec,
     pub(crate) open_watches: IntGauge,
+    /// Requests the proxy sent to the API server (as the caller or as Bulkhead).
+    pub upstream: IntCounter,
 }
 
 impl ProxyMetrics {
@@ -19,6 +21,7 @@ impl ProxyMetrics {
         registry.register(Box::new(m.duration.clone()))?;
         registry.register(Box::new(m.token_cache.clone()))?;
         registry.register(Box::new(m.open_watches.clone()))?;
+        registry.register(Box::new(m.upstream.clone()))?;
         Ok(m)
     }
 
@@ -53,6 +56,10 @@ impl ProxyMetrics {
             open_watches: IntGauge::new(
                 "bulkhead_proxy_open_watches",
                 "Watches the proxy is serving right now.",
+            )?,
+            upstream: IntCounter::new(
+                "bulkhead_proxy_upstream_requests_total",
+                "Requests the proxy sent to the API server, as the caller or as Bulkhead.",
             )?,
         })
     }

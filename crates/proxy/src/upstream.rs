@@ -30,6 +30,7 @@ pub const MAX_FILTERED_BODY: usize = 256 * 1024 * 1024;
 pub struct ApiServer {
     pooled: Upstream,
     streams: Upstream,
+    sent: Option<prometheus::IntCounter>,
 }
 
 /// Why a request to the API server failed.
@@ -50,7 +51,14 @@ impl ApiServer {
         Ok(ApiServer {
             pooled: Self::client(config, http2)?,
             streams: Self::client(config, false)?,
+            sent: None,
         })
+    }
+
+    /// Counts every request sent upstream in `counter` (`bulkhead_proxy_upstream_requests_total`).
+    pub fn counting(mut self, counter: prometheus::IntCounter) -> ApiServer {
+        self.sent = Some(counter);
+        self
     }
 
     fn client(config: &kube::Config, http2: bool) -> Result<Upstream, kube::Error> {
@@ -90,6 +98,9 @@ impl ApiServer {
         if long_lived {
             return self.send_upgrade(request).await;
         }
+        if let Some(sent) = &self.sent {
+            sent.inc();
+        }
         self.pooled
             .clone()
             .oneshot(request)
@@ -99,6 +110,9 @@ impl ApiServer {
 
     /// Sends a request over the HTTP/1.1 pool (upgrades, long-lived streams).
     pub async fn send_upgrade(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        if let Some(sent) = &self.sent {
+            sent.inc();
+        }
         self.streams
             .clone()
             .oneshot(request)

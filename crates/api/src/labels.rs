@@ -27,3 +27,6 @@ pub const NAMESPACE_DELETER_ROLE: &str = "bulkhead-namespace-deleter";
 pub const CAPSULE_NAMESPACE_DELETER_ROLE: &str = "capsule-namespace-deleter";
 /// The label Capsule puts on tenant namespaces; migrated selectors that name it still match.
 pub const CAPSULE_TENANT: &str = "capsule.clastix.io/tenant";
+/// The annotation on every object the controller applies: a digest of the configuration it applied, so
+/// that after a restart it can tell, without writing, that an object is as it wants it.
+pub const APPLIED: &str = "bulkhead.dev/applied";

@@ -68,6 +68,11 @@ impl Index<Ingress> for HostIndex {
         let previous = self.hosts_of.take(&key);
         self.unlink(&key, previous);
     }
+
+    /// The Ingresses that serve some host.
+    fn objects(&self) -> usize {
+        self.hosts_of.len()
+    }
 }
 
 #[cfg(test)]

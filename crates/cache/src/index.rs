@@ -14,6 +14,11 @@ pub trait Index<K>: Default {
     fn insert(&mut self, object: &K);
     /// Removes what `object` contributed.
     fn remove(&mut self, object: &K);
+    /// How many objects it holds, for a kind kept as its index alone (see
+    /// [`crate::kind::KindCache::index_only`]).
+    fn objects(&self) -> usize {
+        0
+    }
 }
 
 /// An index that follows a watch, including relists: during a relist (`Init` .. `InitDone`) queries keep
@@ -76,6 +81,16 @@ impl<O: Eq + Hash, V> Contributions<O, V> {
     /// Forgets `object`, returning what it contributed.
     pub fn take(&mut self, object: &O) -> Vec<V> {
         self.by_object.remove(object).unwrap_or_default()
+    }
+
+    /// How many objects contribute something.
+    pub fn len(&self) -> usize {
+        self.by_object.len()
+    }
+
+    /// Whether none does.
+    pub fn is_empty(&self) -> bool {
+        self.by_object.is_empty()
     }
 }
 

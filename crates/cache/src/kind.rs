@@ -31,6 +31,8 @@ struct Shared<K: Resource<DynamicType = ()> + Clone + 'static, I> {
     store: Store<K>,
     writer: Mutex<Writer<K>>,
     index: RwLock<Indexed<I>>,
+    /// Whether the store keeps the objects; if not, only the index does (see [`KindCache::index_only`]).
+    keep_objects: bool,
     synced: watch::Sender<bool>,
     changes: broadcast::Sender<Change<K>>,
 }
@@ -39,8 +41,10 @@ struct Shared<K: Resource<DynamicType = ()> + Clone + 'static, I> {
 #[derive(Debug)]
 pub enum Change<K> {
     /// The object was added or changed (also sent for every object after each full list), with the
-    /// version the cache held before, if any.
-    Applied(Arc<K>, Option<Arc<K>>),
+    /// `bulkhead.dev/tenant` label of the version the cache held before, if any. Only the label: a
+    /// whole previous version would stay alive in the buffer of recent changes long after the store
+    /// let it go.
+    Applied(Arc<K>, Option<String>),
     /// The object is gone.
     Deleted(Arc<K>),
 }
@@ -62,7 +66,18 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     I: Index<K> + Send + Sync + 'static,
 {
-    pub(crate) fn new(kind: &'static str) -> Self {
+    /// An empty store and index, fed by [`KindCache::apply`] (the watch, or tests and benchmarks).
+    pub fn new(kind: &'static str) -> Self {
+        Self::build(kind, true)
+    }
+
+    /// A kind kept as its index alone: the store stays empty, so objects that nothing reads whole
+    /// (Ingresses: the webhook reads only which routes serve a host) cost only their index entries.
+    pub fn index_only(kind: &'static str) -> Self {
+        Self::build(kind, false)
+    }
+
+    fn build(kind: &'static str, keep_objects: bool) -> Self {
         let writer = Writer::new(());
         let store = writer.as_reader();
         KindCache {
@@ -71,6 +86,7 @@ where
                 store,
                 writer: Mutex::new(writer),
                 index: RwLock::new(Indexed::default()),
+                keep_objects,
                 synced: watch::Sender::new(false),
                 changes: broadcast::Sender::new(CHANGE_BUFFER),
             }),
@@ -94,19 +110,29 @@ where
         // Store and index change under one lock so that readers never see one ahead of the other
         // for long; the watch loop is the only writer.
         let previous = match &event {
-            Event::Apply(object) => self.shared.store.get(&ObjectRef::from_obj(object)),
+            Event::Apply(object) => self
+                .shared
+                .store
+                .get(&ObjectRef::from_obj(object))
+                .and_then(|p| p.labels().get(bulkhead_api::labels::TENANT).cloned()),
             _ => None,
         };
         let mut writer = self.shared.writer.lock();
-        writer.apply_watcher_event(&event);
+        if self.shared.keep_objects {
+            writer.apply_watcher_event(&event);
+        }
         self.shared.index.write().apply(&event);
         drop(writer);
-        // Nobody subscribed is fine.
+        // Nobody subscribed is fine. Subscribers get the store's own copy, not one of their own.
         let _ = match event {
-            Event::Apply(object) => self
-                .shared
-                .changes
-                .send(Change::Applied(Arc::new(object), previous)),
+            Event::Apply(object) => {
+                let stored = self
+                    .shared
+                    .store
+                    .get(&ObjectRef::from_obj(&object))
+                    .unwrap_or_else(|| Arc::new(object));
+                self.shared.changes.send(Change::Applied(stored, previous))
+            }
             Event::Delete(object) => self.shared.changes.send(Change::Deleted(Arc::new(object))),
             Event::InitDone => {
                 // A relist may have missed deletions and changes: subscribers hear about everything.
@@ -137,7 +163,11 @@ where
         KindStatus {
             kind: self.shared.kind,
             synced: *self.shared.synced.borrow(),
-            objects: self.shared.store.len(),
+            objects: if self.shared.keep_objects {
+                self.shared.store.len()
+            } else {
+                self.shared.index.read().get().objects()
+            },
         }
     }
 
@@ -152,26 +182,41 @@ where
         let this = KindCache {
             shared: self.shared.clone(),
         };
-        let kind = self.shared.kind;
-        tokio::spawn(
-            async move {
-                let stream = watcher::watcher(api, config).default_backoff();
-                let mut stream = std::pin::pin!(stream);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        next = stream.next() => match next {
-                            Some(Ok(event)) => this.apply(event),
-                            Some(Err(error)) => warn!(%error, "watch failed; retrying with backoff"),
-                            None => break,
-                        },
-                    }
-                }
-                debug!("watch stopped");
-            }
-            .instrument(info_span!("watch", kind)),
-        );
+        spawn_watch(self.shared.kind, api, config, shutdown, move |event| {
+            this.apply(event)
+        });
     }
+}
+
+/// Runs one watch until `shutdown`, handing every event to `apply` and retrying with backoff on errors
+/// (each is logged).
+pub(crate) fn spawn_watch<K>(
+    kind: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    shutdown: CancellationToken,
+    apply: impl Fn(Event<K>) + Send + 'static,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    tokio::spawn(
+        async move {
+            let stream = watcher::watcher(api, config).default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = stream.next() => match next {
+                        Some(Ok(event)) => apply(event),
+                        Some(Err(error)) => warn!(%error, "watch failed; retrying with backoff"),
+                        None => break,
+                    },
+                }
+            }
+            debug!("watch stopped");
+        }
+        .instrument(info_span!("watch", kind)),
+    );
 }
 
 /// Re-exported so callers can name store lookups without depending on kube-runtime directly.

@@ -9,6 +9,7 @@ pub mod index;
 pub mod kind;
 pub mod namespaces;
 pub mod owned;
+pub mod projected;
 pub mod proxy_settings;
 pub mod sources;
 pub mod tenants;
@@ -36,6 +37,7 @@ use crate::admission::{HostIndex, NoIndex};
 use crate::kind::KindCache;
 use crate::namespaces::NamespaceIndex;
 use crate::owned::ByTenant;
+use crate::projected::{Interner, OwnedCache};
 use crate::proxy_settings::SubjectIndex;
 use crate::tenants::OwnerIndex;
 
@@ -49,10 +51,10 @@ struct Inner {
     tenants: KindCache<Tenant, OwnerIndex>,
     namespaces: KindCache<Namespace, NamespaceIndex>,
     configurations: KindCache<BulkheadConfiguration, ByTenant>,
-    role_bindings: KindCache<RoleBinding, ByTenant>,
-    resource_quotas: KindCache<ResourceQuota, ByTenant>,
-    limit_ranges: KindCache<LimitRange, ByTenant>,
-    network_policies: KindCache<NetworkPolicy, ByTenant>,
+    role_bindings: OwnedCache<RoleBinding>,
+    resource_quotas: OwnedCache<ResourceQuota>,
+    limit_ranges: OwnedCache<LimitRange>,
+    network_policies: OwnedCache<NetworkPolicy>,
     storage_classes: KindCache<StorageClass, NoIndex>,
     ingress_classes: KindCache<IngressClass, NoIndex>,
     priority_classes: KindCache<PriorityClass, NoIndex>,
@@ -106,21 +108,22 @@ impl Cache {
     /// An empty cache with no watches: fed by [`Cache::tenants_feed`] and [`Cache::namespaces_feed`].
     /// [`Cache::start`] uses it too, so tests and production share every code path below the watch.
     pub fn detached() -> Cache {
+        let names = Arc::new(Interner::default());
         Cache {
             inner: Arc::new(Inner {
                 tenants: KindCache::new("Tenant"),
                 namespaces: KindCache::new("Namespace"),
                 configurations: KindCache::new("BulkheadConfiguration"),
-                role_bindings: KindCache::new("RoleBinding"),
-                resource_quotas: KindCache::new("ResourceQuota"),
-                limit_ranges: KindCache::new("LimitRange"),
-                network_policies: KindCache::new("NetworkPolicy"),
+                role_bindings: OwnedCache::new("RoleBinding", names.clone()),
+                resource_quotas: OwnedCache::new("ResourceQuota", names.clone()),
+                limit_ranges: OwnedCache::new("LimitRange", names.clone()),
+                network_policies: OwnedCache::new("NetworkPolicy", names),
                 storage_classes: KindCache::new("StorageClass"),
                 ingress_classes: KindCache::new("IngressClass"),
                 priority_classes: KindCache::new("PriorityClass"),
                 runtime_classes: KindCache::new("RuntimeClass"),
                 persistent_volumes: KindCache::new("PersistentVolume"),
-                ingresses: KindCache::new("Ingress"),
+                ingresses: KindCache::index_only("Ingress"),
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
                 proxy_settings: KindCache::new("ProxySetting"),
@@ -261,22 +264,22 @@ impl Cache {
     }
 
     /// RoleBindings Bulkhead created.
-    pub fn role_bindings(&self) -> &KindCache<RoleBinding, ByTenant> {
+    pub fn role_bindings(&self) -> &OwnedCache<RoleBinding> {
         &self.inner.role_bindings
     }
 
     /// ResourceQuotas Bulkhead created.
-    pub fn resource_quotas(&self) -> &KindCache<ResourceQuota, ByTenant> {
+    pub fn resource_quotas(&self) -> &OwnedCache<ResourceQuota> {
         &self.inner.resource_quotas
     }
 
     /// LimitRanges Bulkhead created.
-    pub fn limit_ranges(&self) -> &KindCache<LimitRange, ByTenant> {
+    pub fn limit_ranges(&self) -> &OwnedCache<LimitRange> {
         &self.inner.limit_ranges
     }
 
     /// NetworkPolicies Bulkhead created.
-    pub fn network_policies(&self) -> &KindCache<NetworkPolicy, ByTenant> {
+    pub fn network_policies(&self) -> &OwnedCache<NetworkPolicy> {
         &self.inner.network_policies
     }
 

@@ -136,12 +136,13 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         std::future::ready(item)
     }));
     let by_label = tenant_refs(changes(cache.namespaces_feed().subscribe()))
-        .merge(tenant_refs(changes(cache.role_bindings().subscribe())))
-        .merge(tenant_refs(changes(cache.resource_quotas().subscribe())))
-        .merge(tenant_refs(changes(cache.limit_ranges().subscribe())))
-        .merge(tenant_refs(changes(cache.network_policies().subscribe())));
+        .merge(owned_refs(changes(cache.role_bindings().subscribe())))
+        .merge(owned_refs(changes(cache.resource_quotas().subscribe())))
+        .merge(owned_refs(changes(cache.limit_ranges().subscribe())))
+        .merge(owned_refs(changes(cache.network_policies().subscribe())));
     let stopped = stop.clone();
     Controller::for_stream(trigger, cache.tenants().clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .reconcile_on(by_label)
         .graceful_shutdown_on(async move { stopped.cancelled().await })
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
@@ -158,10 +159,12 @@ trait MergeExt: Stream + Sized {
 
 impl<S: Stream> MergeExt for S {}
 
+/// How many tenants are reconciled at once. Their writes share [`reconcile::WRITE_CONCURRENCY`]
+/// requests in flight; more tenants at once would only hold more desired state in memory.
+pub const RECONCILE_CONCURRENCY: u16 = 32;
+
 /// A cache subscription as a stream. After a lag, the periodic resync covers what was missed.
-fn changes<K: Send + Sync + 'static>(
-    rx: broadcast::Receiver<Change<K>>,
-) -> impl Stream<Item = Change<K>> + Send {
+fn changes<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = T> + Send {
     futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
@@ -182,10 +185,25 @@ fn tenant_refs<K: Resource + Send + Sync + 'static>(
     changes.flat_map(|change| futures::stream::iter(tenants_of(&change)))
 }
 
+/// The Tenants a changed owned object belongs to: now and, if it moved, before.
+fn owned_refs(
+    changes: impl Stream<Item = bulkhead_cache::projected::OwnedChange> + Send,
+) -> impl Stream<Item = ObjectRef<Tenant>> + Send {
+    changes.flat_map(|change| {
+        let refs: Vec<ObjectRef<Tenant>> = change
+            .tenant
+            .iter()
+            .chain(change.before.iter())
+            .map(|t| ObjectRef::new(t))
+            .collect();
+        futures::stream::iter(refs)
+    })
+}
+
 fn tenants_of<K: Resource>(change: &Change<K>) -> Vec<ObjectRef<Tenant>> {
     let tenant = |o: &K| o.labels().get(labels::TENANT).cloned();
     let (now, before) = match change {
-        Change::Applied(o, previous) => (tenant(o), previous.as_deref().and_then(tenant)),
+        Change::Applied(o, previous) => (tenant(o), previous.clone()),
         Change::Deleted(o) => (tenant(o), None),
     };
     let mut refs: Vec<ObjectRef<Tenant>> = now.iter().map(|t| ObjectRef::new(t)).collect();
@@ -202,23 +220,16 @@ async fn keep_cluster_objects(ctx: Arc<reconcile::Context>, stop: CancellationTo
     loop {
         let groups = ctx.cache.configuration().user_groups;
         let (roles, binding) = bulkhead_policy::desired::cluster_objects(&groups);
-        let params = PatchParams::apply(labels::FIELD_MANAGER).force();
         let roles_api: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(ctx.client.clone());
         for role in roles {
             let name = role.name_any();
-            if let Err(error) = roles_api
-                .patch(&name, &params, &Patch::Apply(with_type(&role)))
-                .await
-            {
+            if let Err(error) = apply_unless_current(&roles_api, &name, with_type(&role)).await {
                 warn!(%error, name, "cannot apply the ClusterRole");
             }
         }
         let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(ctx.client.clone());
         let name = binding.name_any();
-        if let Err(error) = bindings
-            .patch(&name, &params, &Patch::Apply(with_type(&binding)))
-            .await
-        {
+        if let Err(error) = apply_unless_current(&bindings, &name, with_type(&binding)).await {
             warn!(%error, name, "cannot apply the ClusterRoleBinding");
         }
         tokio::select! {
@@ -226,6 +237,29 @@ async fn keep_cluster_objects(ctx: Arc<reconcile::Context>, stop: CancellationTo
             _ = config_changes.recv() => {}
         }
     }
+}
+
+/// Server-side applies `patch` (with its digest in the [`labels::APPLIED`] annotation) unless the object
+/// already carries this digest and nobody else wrote it since: a restart reads, and writes nothing.
+pub(crate) async fn apply_unless_current<K>(
+    api: &Api<K>,
+    name: &str,
+    mut patch: serde_json::Value,
+) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let digest = format!("{:016x}", bulkhead_cache::projected::digest(&patch));
+    patch["metadata"]["annotations"][labels::APPLIED] = serde_json::json!(digest);
+    if let Some(current) = api.get_opt(name).await?
+        && current.annotations().get(labels::APPLIED) == Some(&digest)
+        && !bulkhead_cache::projected::touched(current.meta())
+    {
+        return Ok(false);
+    }
+    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&patch)).await?;
+    Ok(true)
 }
 
 pub(crate) fn with_type<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
@@ -251,15 +285,15 @@ mod tests {
     fn a_namespace_moving_between_tenants_triggers_both() {
         let names = |refs: Vec<ObjectRef<Tenant>>| refs.into_iter().map(|r| r.name).collect::<Vec<_>>();
         assert_eq!(
-            names(tenants_of(&Change::Applied(ns(Some("b")), Some(ns(Some("a")))))),
+            names(tenants_of(&Change::Applied(ns(Some("b")), Some("a".into())))),
             ["b", "a"]
         );
         assert_eq!(
-            names(tenants_of(&Change::Applied(ns(Some("a")), Some(ns(Some("a")))))),
+            names(tenants_of(&Change::Applied(ns(Some("a")), Some("a".into())))),
             ["a"]
         );
         assert_eq!(
-            names(tenants_of(&Change::Applied(ns(None), Some(ns(Some("a")))))),
+            names(tenants_of(&Change::Applied(ns(None), Some("a".into())))),
             ["a"]
         );
         assert_eq!(names(tenants_of(&Change::Deleted(ns(Some("a"))))), ["a"]);

@@ -10,21 +10,18 @@ use std::time::{Duration, Instant};
 use bulkhead_api::tenant::{TenantState, TenantStatus};
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
-use bulkhead_cache::kind::KindCache;
-use bulkhead_cache::owned::ByTenant;
+use bulkhead_cache::projected::{self, Owned, OwnedCache, OwnedKind};
 use bulkhead_policy::desired::{self, Desired, QuotaObserved, TenantNamespace};
 use bulkhead_policy::quota;
-use k8s_openapi::NamespaceResourceScope;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
@@ -33,6 +30,38 @@ use crate::metrics::ControllerMetrics;
 
 /// How often every tenant is reconciled even when nothing changed (drift the watches could not see).
 pub const RESYNC: Duration = Duration::from_secs(600);
+
+/// How many writes the controller has in flight at most, over all tenants: enough to keep the API
+/// server busy, few enough that the client keeps its connections and the server its latency.
+pub const WRITE_CONCURRENCY: usize = 16;
+
+/// What the controller last applied to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The digest of the configuration sent.
+    pub config: u64,
+    /// The content digest of the object the API server answered with ([`projected::content_digest`]).
+    pub content: u64,
+    /// The resourceVersion it answered with, when a number.
+    pub version: Option<u64>,
+}
+
+impl Applied {
+    /// Whether `have` is the object as this apply left it, or an older version the cache still holds
+    /// (its watch event is on its way and will trigger a reconcile of its own).
+    fn holds(&self, have: &Owned) -> bool {
+        self.content == have.content
+            || matches!((have.version, self.version), (Some(cached), Some(written)) if cached < written)
+    }
+}
+
+/// What the cache holds of an object about to be applied.
+enum Current {
+    /// The whole object (namespaces), as JSON.
+    Whole(Option<Value>),
+    /// The projection of an owned object.
+    Projected(Option<Arc<Owned>>),
+}
 
 /// What failed while reconciling a tenant.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +89,12 @@ pub struct Context {
     pub client: Client,
     /// The shared cache.
     pub cache: Cache,
-    /// What was last applied, by object: a hash of the configuration sent. An entry is dropped when an
-    /// apply fails, so the next reconcile applies again.
-    pub applied: Mutex<HashMap<String, u64>>,
+    /// What was last applied, by object (a digest of kind, namespace and name): the configuration sent
+    /// and the content the API server answered with. An entry is dropped when an apply fails, so the
+    /// next reconcile applies again.
+    pub applied: Mutex<HashMap<u64, Applied>>,
+    /// Writes in flight, at most [`WRITE_CONCURRENCY`].
+    pub writes: tokio::sync::Semaphore,
     /// The limits last written to each tenant-scope ResourceQuota (namespace, name): the cache may not
     /// have seen a raise yet, and sharing the tenant's budget must count it (see
     /// [`quota::raise_within_slack`]).
@@ -89,6 +121,7 @@ impl Context {
             client,
             cache,
             applied: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Semaphore::new(WRITE_CONCURRENCY),
             quota_written: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -109,11 +142,7 @@ impl Context {
 }
 
 fn hash(value: &Value) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in value.to_string().bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    projected::digest(value)
 }
 
 /// Whether `want` (what Bulkhead applies) is contained in `have` (the object as cached).
@@ -178,7 +207,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             Api::all(ctx.client.clone()),
             &metadata.namespace,
             patch,
-            current,
+            Current::Whole(current),
         )
         .await
         {
@@ -186,9 +215,19 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         }
     }
     failures.extend(sync_kind(ctx, &name, &desired.role_bindings, cache.role_bindings()).await);
-    let quotas = lowered_first(&desired.resource_quotas, cache.resource_quotas().store());
+    let quotas = lowered_first(&desired.resource_quotas, cache.resource_quotas());
     let quota_failures = sync_kind(ctx, &name, &quotas, cache.resource_quotas()).await;
-    remember_quota_limits(ctx, &quotas, quota_failures.is_empty());
+    // Only tenant-scope quotas share a budget whose limits in force must be remembered.
+    let shared_budget = tenant
+        .spec
+        .resource_quotas
+        .as_ref()
+        .is_some_and(|q| q.scope == bulkhead_api::tenant::QuotaScope::Tenant);
+    if shared_budget {
+        remember_quota_limits(ctx, &quotas, quota_failures.is_empty());
+    } else {
+        forget_quota_limits(ctx, &quotas);
+    }
     failures.extend(quota_failures);
     failures.extend(sync_kind(ctx, &name, &desired.limit_ranges, cache.limit_ranges()).await);
     failures.extend(sync_kind(ctx, &name, &desired.network_policies, cache.network_policies()).await);
@@ -220,17 +259,14 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
 
 /// The quotas whose limits go down come first: while some quotas are updated and others not yet, the
 /// limits in force never add up to more than either the old or the new shares do.
-fn lowered_first(desired: &[ResourceQuota], store: &Store<ResourceQuota>) -> Vec<ResourceQuota> {
+fn lowered_first(desired: &[ResourceQuota], cached: &OwnedCache<ResourceQuota>) -> Vec<ResourceQuota> {
     let lowers = |quota: &ResourceQuota| {
-        let current =
-            store.get(&ObjectRef::new(&quota.name_any()).within(&quota.namespace().unwrap_or_default()));
-        let current_hard = current
-            .as_ref()
-            .and_then(|c| c.spec.as_ref())
-            .and_then(|s| s.hard.as_ref());
+        let current = cached.get(&quota.namespace().unwrap_or_default(), &quota.name_any());
+        let current_hard = current.as_ref().and_then(|c| c.quota.as_ref()).map(|q| q.hard());
         let wanted = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
         wanted.iter().flat_map(|h| h.iter()).any(|(resource, want)| {
             let now = current_hard
+                .as_ref()
                 .and_then(|h| h.get(resource))
                 .and_then(|q| quota::parse_millis(&q.0));
             matches!((now, quota::parse_millis(&want.0)), (Some(now), Some(want)) if want < now)
@@ -259,6 +295,17 @@ fn remember_quota_limits(ctx: &Context, written: &[ResourceQuota], all_succeeded
     }
 }
 
+/// Drops what was remembered of these quotas (their tenant's budget is no longer shared).
+fn forget_quota_limits(ctx: &Context, quotas: &[ResourceQuota]) {
+    let mut memo = ctx.quota_written.lock();
+    if memo.is_empty() {
+        return;
+    }
+    for quota in quotas {
+        memo.remove(&(quota.namespace().unwrap_or_default(), quota.name_any()));
+    }
+}
+
 /// Each resource's higher limit of the two.
 fn higher_limits(
     a: &BTreeMap<String, Quantity>,
@@ -277,28 +324,24 @@ fn higher_limits(
 /// What each namespace's quota for each item reports as used, and the limits it holds in force: the
 /// higher of what the cache shows and what this process last wrote.
 fn quota_observed(
-    cached: &KindCache<ResourceQuota, ByTenant>,
+    cached: &OwnedCache<ResourceQuota>,
     tenant: &str,
     written: &HashMap<(String, String), BTreeMap<String, Quantity>>,
 ) -> QuotaObserved {
     let prefix = format!("bulkhead-{tenant}-");
-    let owned = cached.read_index(|index| index.of(tenant).cloned().unwrap_or_default());
     let mut observed = QuotaObserved::default();
-    for (ns, name) in owned {
+    for (ns, name) in cached.of_tenant(tenant) {
         let Some(index) = name.strip_prefix(&prefix).and_then(|i| i.parse::<usize>().ok()) else {
             continue;
         };
-        let Some(quota) = cached.store().get(&ObjectRef::new(&name).within(&ns)) else {
+        let Some(state) = cached.get(&ns, &name).and_then(|q| q.quota.clone()) else {
             continue;
         };
-        if let Some(used) = quota.status.as_ref().and_then(|s| s.used.clone()) {
+        let (ns, name) = (ns.to_string(), name.to_string());
+        if let Some(used) = state.used() {
             observed.used.insert((ns.clone(), index), used);
         }
-        let cached_hard = quota
-            .spec
-            .as_ref()
-            .and_then(|s| s.hard.clone())
-            .unwrap_or_default();
+        let cached_hard = state.hard();
         let hard = match written.get(&(ns.clone(), name.clone())) {
             Some(last) => higher_limits(&cached_hard, last),
             None => cached_hard,
@@ -318,26 +361,16 @@ fn quota_observed(
     observed
 }
 
-/// Applies every desired object of a kind that changed, and deletes this tenant's objects of that kind
-/// that are no longer desired.
-async fn sync_kind<K>(
+/// Applies every desired object of a kind that changed (several at once, within the controller's
+/// write budget), and deletes this tenant's objects of that kind that are no longer desired.
+async fn sync_kind<K: OwnedKind>(
     ctx: &Context,
     tenant: &str,
     desired: &[K],
-    cached: &KindCache<K, ByTenant>,
-) -> Vec<Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let mut failures = Vec::new();
+    cached: &OwnedCache<K>,
+) -> Vec<Error> {
     let mut wanted = BTreeSet::new();
+    let mut applies = Vec::new();
     for object in desired {
         let ns = object.namespace().unwrap_or_default();
         let name = object.name_any();
@@ -348,40 +381,37 @@ where
         };
         patch["apiVersion"] = json!(K::api_version(&()));
         patch["kind"] = json!(K::kind(&()));
-        let current = cached
-            .store()
-            .get(&ObjectRef::new(&name).within(&ns))
-            .and_then(|o| serde_json::to_value(&*o).ok());
-        if let Err(e) = apply_if_changed::<K>(
-            ctx,
-            Api::namespaced(ctx.client.clone(), &ns),
-            &name,
-            patch,
-            current,
-        )
-        .await
-        {
-            failures.push(e);
-        }
+        let current = cached.get(&ns, &name);
+        applies.push(async move {
+            apply_if_changed::<K>(
+                ctx,
+                Api::namespaced(ctx.client.clone(), &ns),
+                &name,
+                patch,
+                Current::Projected(current),
+            )
+            .await
+        });
     }
-    let owned = cached.read_index(|index| index.of(tenant).cloned().unwrap_or_default());
-    for (ns, name) in owned {
+    let mut failures: Vec<Error> = futures::stream::iter(applies)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .filter_map(|r| std::future::ready(r.err()))
+        .collect()
+        .await;
+    for (ns, name) in cached.of_tenant(tenant) {
+        let (ns, name) = (ns.to_string(), name.to_string());
         if wanted.contains(&(ns.clone(), name.clone())) {
             continue;
         }
         // Only what this Tenant owns: the labels alone could be copied onto anything.
         let owned_by_tenant = cached
-            .store()
-            .get(&ObjectRef::new(&name).within(&ns))
-            .is_some_and(|o| {
-                o.owner_references().iter().any(|r| {
-                    r.kind == "Tenant" && r.name == tenant && r.api_version.starts_with("bulkhead.dev/")
-                })
-            });
+            .get(&ns, &name)
+            .is_some_and(|o| o.owner.as_deref() == Some(tenant));
         if !owned_by_tenant {
             continue;
         }
         let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+        let permit = ctx.writes.acquire().await;
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
                 info!(tenant, kind = K::kind(&()).as_ref(), namespace = %ns, name, "deleted what the tenant no longer wants")
@@ -393,53 +423,98 @@ where
                 source,
             }),
         }
-        ctx.applied
-            .lock()
-            .remove(&format!("{}/{ns}/{name}", K::kind(&())));
+        drop(permit);
+        ctx.applied.lock().remove(&object_key(&K::kind(&()), &ns, &name));
     }
     failures
 }
 
-/// Server-side applies `patch` unless this exact configuration was applied before and the cached
-/// object still carries it.
+/// The memo key of one object.
+fn object_key(kind: &str, namespace: &str, name: &str) -> u64 {
+    hash(&json!([kind, namespace, name]))
+}
+
+/// Server-side applies `patch` unless the object is as this configuration makes it: for a whole cached
+/// object, the configuration (with its digest annotation) is contained in it; for a projection, this
+/// process applied this configuration and nobody changed the object since, or (after a restart, with
+/// nothing remembered) the object carries this configuration's digest and nobody else wrote it since.
 async fn apply_if_changed<K>(
     ctx: &Context,
     api: Api<K>,
     name: &str,
-    patch: Value,
-    current: Option<Value>,
+    mut patch: Value,
+    current: Current,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + serde::Serialize,
 {
-    let key = format!(
-        "{}/{}/{name}",
-        K::kind(&()),
-        patch
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    );
-    let digest = hash(&patch);
-    let unchanged = ctx.applied.lock().get(&key) == Some(&digest)
-        && current
-            .as_ref()
-            .is_some_and(|c| contained(&strip_for_compare(&patch), c));
+    let namespace = patch
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let key = object_key(&K::kind(&()), &namespace, name);
+    let config = hash(&patch);
+    patch["metadata"]["annotations"][labels::APPLIED] = json!(format!("{config:016x}"));
+    let remembered = ctx.applied.lock().get(&key).copied();
+    let unchanged = match &current {
+        Current::Whole(None) | Current::Projected(None) => false,
+        Current::Whole(Some(have)) => {
+            contained(&strip_for_compare(&patch), have)
+                || remembered.is_some_and(|last| {
+                    let cached = have
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                        .and_then(|v| v.parse::<u64>().ok());
+                    last.config == config && matches!((cached, last.version), (Some(c), Some(w)) if c < w)
+                })
+        }
+        Current::Projected(Some(have)) => match remembered {
+            Some(last) => last.config == config && last.holds(have),
+            None => have.applied == Some(config) && !have.touched,
+        },
+    };
     if unchanged {
+        if remembered.is_none()
+            && let Current::Projected(Some(have)) = &current
+        {
+            ctx.applied.lock().insert(
+                key,
+                Applied {
+                    config,
+                    content: have.content,
+                    version: have.version,
+                },
+            );
+        }
         return Ok(());
     }
     let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-    match api.patch(name, &params, &Patch::Apply(&patch)).await {
-        Ok(_) => {
-            debug!(object = %key, "applied");
-            ctx.applied.lock().insert(key, digest);
+    let permit = ctx.writes.acquire().await;
+    let result = api.patch(name, &params, &Patch::Apply(&patch)).await;
+    drop(permit);
+    match result {
+        Ok(answer) => {
+            debug!(kind = K::kind(&()).as_ref(), namespace, name, "applied");
+            ctx.applied.lock().insert(
+                key,
+                Applied {
+                    config,
+                    content: projected::content_digest(&answer),
+                    version: answer
+                        .meta()
+                        .resource_version
+                        .as_deref()
+                        .and_then(|v| v.parse().ok()),
+                },
+            );
             Ok(())
         }
         Err(source) => {
             ctx.applied.lock().remove(&key);
             Err(Error::Api {
                 step: "applying",
-                object: key,
+                object: format!("{}/{namespace}/{name}", K::kind(&())),
                 source,
             })
         }
@@ -516,8 +591,9 @@ async fn update_status(
         })
 }
 
-/// After a failure: retry this tenant later, doubling the wait with each consecutive failure (5 s up to
-/// 5 min). Other tenants are not held up: each is scheduled on its own.
+/// After a failure: retry this tenant later, doubling the wait with each consecutive failure (1 s up to
+/// 5 min; the first failures are often a moment's, such as a webhook still loading its certificate).
+/// Other tenants are not held up: each is scheduled on its own.
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = tenant.name_any();
     let attempts = {
@@ -531,9 +607,9 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
-/// 5 s, 10 s, 20 s, ... at most 5 minutes.
+/// 1 s, 2 s, 4 s, ... at most 5 minutes.
 pub fn backoff(attempts: u32) -> Duration {
-    let secs = 5u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(10));
+    let secs = 1u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(10));
     Duration::from_secs(secs.min(300))
 }
 
@@ -564,7 +640,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {
-        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        let delays: Vec<u64> = (1..=11).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
     }
 }

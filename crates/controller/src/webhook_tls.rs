@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::reconcile::Context;
-use crate::with_type;
+use crate::{apply_unless_current, with_type};
 
 /// What the TLS manager keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +84,7 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
     });
     let now = SystemTime::now();
     let decision = plan(current.as_ref(), &s.names, now);
+    let mut new_authority = false;
     let bundle = match (decision, current) {
         (Plan::Keep, Some(bundle)) => bundle,
         (decision, current) => {
@@ -113,6 +114,7 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
                 .await
                 .map_err(|e| format!("cannot write secret {}/{}: {e}", s.namespace, s.secret))?;
             info!(plan = ?decision, names = %s.names.join(","), "webhook certificate issued");
+            new_authority = current.as_ref().is_none_or(|c| c.ca_cert != bundle.ca_cert);
             bundle
         }
     };
@@ -132,23 +134,19 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
     if *applied == Some(hash) && !full {
         return Ok(());
     }
-    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
+    if new_authority {
+        // The webhook servers read the Secret every half second until they have a certificate: give
+        // them the moment, so the API server does not call them before they can answer.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let m: Api<MutatingWebhookConfiguration> = Api::all(ctx.client.clone());
-    m.patch(
-        &s.configuration_name,
-        &params,
-        &Patch::Apply(with_type(&mutating)),
-    )
-    .await
-    .map_err(|e| format!("cannot register the mutating webhooks: {e}"))?;
+    apply_unless_current(&m, &s.configuration_name, with_type(&mutating))
+        .await
+        .map_err(|e| format!("cannot register the mutating webhooks: {e}"))?;
     let v: Api<ValidatingWebhookConfiguration> = Api::all(ctx.client.clone());
-    v.patch(
-        &s.configuration_name,
-        &params,
-        &Patch::Apply(with_type(&validating)),
-    )
-    .await
-    .map_err(|e| format!("cannot register the validating webhooks: {e}"))?;
+    apply_unless_current(&v, &s.configuration_name, with_type(&validating))
+        .await
+        .map_err(|e| format!("cannot register the validating webhooks: {e}"))?;
     if *applied != Some(hash) {
         info!(endpoint = ?s.endpoint, "webhook configurations registered");
     }

@@ -324,6 +324,8 @@ pub struct Bulkhead {
     /// What to delete from a real cluster when it goes (its webhook configurations and Secret).
     leftovers: Vec<Vec<String>>,
     kubeconfig: PathBuf,
+    /// The arguments of `bulkhead`, kept for a restart.
+    args: Vec<String>,
 }
 
 impl Bulkhead {
@@ -387,26 +389,43 @@ impl Bulkhead {
             bulkhead_kubeconfig = identity.kubeconfig;
             leftovers.extend(identity.objects);
         }
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--log-format".into(),
+            "json".into(),
+            "--admin-addr".into(),
+            "127.0.0.1:0".into(),
+            "--kubeconfig".into(),
+            bulkhead_kubeconfig.to_string_lossy().into_owned(),
+        ];
+        args.extend(webhook_args);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut bulkhead = Bulkhead {
+            child: None,
+            admin: "127.0.0.1:1".parse().unwrap(),
+            proxy,
+            log: Arc::default(),
+            webhook_configuration: webhook_name,
+            leftovers,
+            kubeconfig: cluster.kubeconfig().to_owned(),
+            args,
+        };
+        bulkhead.spawn();
+        bulkhead
+    }
+
+    /// Runs the process (again) with the arguments it was made with, and waits until it says where its
+    /// admin server listens.
+    fn spawn(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
-            .args([
-                "run",
-                "--log-format",
-                "json",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--kubeconfig",
-            ])
-            .arg(&bulkhead_kubeconfig)
-            .args(&webhook_args)
-            .args(extra)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("bulkhead starts");
         let stderr = child.stderr.take().unwrap();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
         let (tx, rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
+        let lines = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
@@ -417,20 +436,20 @@ impl Bulkhead {
                 lines.lock().unwrap().push(line);
             }
         });
-        let mut bulkhead = Bulkhead {
-            child: Some(child),
-            admin: "127.0.0.1:1".parse().unwrap(),
-            proxy,
-            log,
-            webhook_configuration: webhook_name,
-            leftovers,
-            kubeconfig: cluster.kubeconfig().to_owned(),
-        };
+        self.child = Some(child);
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => bulkhead.admin = addr.parse().expect("admin address"),
-            Err(_) => panic!("bulkhead did not start:\n{}", bulkhead.log()),
+            Ok(addr) => self.admin = addr.parse().expect("admin address"),
+            Err(_) => panic!("bulkhead did not start:\n{}", self.log()),
         }
-        bulkhead
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind), then starts it again as it was.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     /// A kubeconfig that reaches the cluster through this Bulkhead's proxy with `token`, made by
@@ -515,6 +534,21 @@ impl Bulkhead {
         let (_, body) = self.admin_get("/metrics");
         body.lines()
             .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+    }
+
+    /// The sum of every sample of `name` whose labels pass `keep` (given the text between the braces).
+    pub fn metric_sum(&self, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let (labels, value) = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?,
+                    None => ("", rest.strip_prefix(' ')?),
+                };
+                keep(labels).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .sum()
     }
 
     /// Sends SIGTERM and waits for the exit (at most 15 s).

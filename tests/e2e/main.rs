@@ -14,5 +14,6 @@ mod proxy;
 mod realserver;
 mod replication;
 mod scale;
+mod scale_all;
 mod startup;
 mod webhook;

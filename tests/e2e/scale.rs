@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::harness::{Bulkhead, Cluster};
 
-fn env(name: &str, default: usize) -> usize {
+pub(crate) fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -21,7 +21,7 @@ fn env(name: &str, default: usize) -> usize {
 
 /// Creates `count` tenants `<prefix>-t<i>` with the spec `spec(i, name)`, each with `per_tenant`
 /// namespaces `<name>-<n>`, everything labelled `bulkhead-bench=<prefix>` (32 requests at a time).
-async fn create_tenants(
+pub(crate) async fn create_tenants(
     cluster: &Cluster,
     prefix: &str,
     count: usize,
@@ -56,6 +56,45 @@ async fn create_tenants(
         .unwrap();
 }
 
+/// Waits until every tenant labelled `bulkhead-bench=<prefix>` (all [`create_tenants`] makes) is Ready
+/// with at least `size` namespaces.
+pub(crate) async fn wait_converged(
+    cluster: &Cluster,
+    prefix: &str,
+    tenants_n: usize,
+    size: usize,
+    limit: Duration,
+) {
+    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
+    let started = Instant::now();
+    loop {
+        let list = tenants
+            .list(&ListParams::default().labels(&format!("bulkhead-bench={prefix}")))
+            .await
+            .unwrap();
+        let done = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.status.as_ref().is_some_and(|s| {
+                    s.size as usize >= size
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if done == tenants_n {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "only {done}/{tenants_n} tenants converged in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// `bulkhead run --roles controller` holding the Lease `lease` in `default`, with `extra` arguments.
 fn start_controller(cluster: &Cluster, lease: &str, extra: &[&str]) -> Bulkhead {
     let mut args = vec![
@@ -72,11 +111,17 @@ fn start_controller(cluster: &Cluster, lease: &str, extra: &[&str]) -> Bulkhead 
     Bulkhead::start(cluster, &args)
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// Peak resident memory (VmHWM), KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// A memory line of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`), KiB.
+pub(crate) fn proc_status_kib(pid: u32, line: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(line))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
@@ -87,7 +132,6 @@ async fn scale_many_tenants_converge() {
     let per_tenant = env("BULKHEAD_BENCH_NAMESPACES", 3);
     let cluster = Cluster::start().await;
     let prefix = cluster.unique("bench");
-    let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());
     // Everything made here carries a label, so that a real cluster is cleaned up in two calls.
     let mark = format!("bulkhead-bench={prefix}");
     cluster.clean_up(&["tenants", "-l", &mark]);
@@ -122,30 +166,7 @@ async fn scale_many_tenants_converge() {
     let start = Instant::now();
     let bulkhead = start_controller(&cluster, &lease, &["--log-level", "warn,bulkhead::run=info"]);
     let pid = bulkhead.pid();
-    loop {
-        let list = tenants.list(&ListParams::default()).await.unwrap();
-        let done = list
-            .items
-            .iter()
-            .filter(|t| t.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
-            .filter(|t| {
-                t.status.as_ref().is_some_and(|s| {
-                    s.size as usize == per_tenant
-                        && s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        if done == tenants_n {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "only {done}/{tenants_n} tenants converged in 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_converged(&cluster, &prefix, tenants_n, per_tenant, Duration::from_secs(900)).await;
     let converged = start.elapsed();
     // Each namespace: 2 owners -> 1 (User: admin) + 1 (deleter) + 2 (Group: edit, view) RoleBindings,
     // one quota, one limit range, one network policy; each tenant: one status write.
@@ -179,7 +200,12 @@ async fn scale_many_tenants_converge() {
 
 /// Creates `count` ConfigMaps in a namespace of their own, `concurrency` at a time, and returns the
 /// writes per second: what the API server sustains for a plain client in this run.
-async fn plain_write_rate(cluster: &Cluster, prefix: &str, count: usize, concurrency: usize) -> f64 {
+pub(crate) async fn plain_write_rate(
+    cluster: &Cluster,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> f64 {
     use k8s_openapi::api::core::v1::ConfigMap;
     let ns = format!("{prefix}-plain-writes");
     let namespaces: Api<Namespace> = Api::all(cluster.admin.clone());
@@ -399,13 +425,13 @@ spec:
     }
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+pub(crate) fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[index]
 }
 
-async fn timed<F, Fut>(n: usize, mut call: F) -> Vec<Duration>
+pub(crate) async fn timed<F, Fut>(n: usize, mut call: F) -> Vec<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -419,7 +445,7 @@ where
     out
 }
 
-async fn throughput<F, Fut>(concurrency: usize, window: Duration, call: F) -> f64
+pub(crate) async fn throughput<F, Fut>(concurrency: usize, window: Duration, call: F) -> f64
 where
     F: Fn() -> Fut + Clone,
     Fut: std::future::Future<Output = ()>,

@@ -32,6 +32,10 @@ commands:
                    BULKHEAD_BENCH_HTTP2=1: the proxy offers HTTP/2 to the API server
   bench-namespaces namespace creates by a tenant user with Bulkhead's webhooks vs without (release
                    build): creates/s at concurrency 16 and one-at-a-time latency, side by side
+  bench-scale      every role in one process at platform scale (release build, the real control plane
+                   unless --testkit): BULKHEAD_BENCH_TENANTS (1000) tenants x BULKHEAD_BENCH_NAMESPACES
+                   (10) namespaces with an Ingress each, 50 classes of each kind; convergence vs a plain
+                   client, writes (idle, after kill -9), peak memory, proxy lists, webhook latency
   bench-*          take --controlplane to run on the real control plane (started for the run)
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
@@ -56,6 +60,13 @@ fn main() -> ExitCode {
         Some("bench-replication") => bench("replication_converges_at_scale", &args[1..]),
         Some("bench-proxy") => bench("proxy_overhead_and_filtered_lists", &args[1..]),
         Some("bench-namespaces") => bench("namespace_creates_with_and_without_webhooks", &args[1..]),
+        Some("bench-scale") => {
+            let mut args = args[1..].to_vec();
+            if !args.iter().any(|a| a == "--testkit") {
+                args.push("--controlplane".to_owned());
+            }
+            bench("scale_every_role_in_one_process", &args)
+        }
         Some("bench-webhook") => run_cmd(
             Command::new("cargo")
                 .args(["bench", "-p", "bulkhead-webhook", "--bench", "admission"])

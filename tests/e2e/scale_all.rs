@@ -287,10 +287,25 @@ async fn scale_every_role_in_one_process() {
         w.await.unwrap();
     }
     let loaded = made.load(Ordering::Relaxed);
-    let hwm_load = peak_rss_kib(pid);
 
     // kill -9 and a restart with nothing changed: it reads, sees all is as wanted, and writes nothing.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // First the controller catches up with what the load asked for (no write for 10 s).
+    let mut last = writes(&bulkhead);
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(10) {
+        assert!(
+            load_started.elapsed() < Duration::from_secs(900),
+            "the controller never caught up with the load"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = writes(&bulkhead);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let caught_up = load_started.elapsed().saturating_sub(window);
+    let hwm_load = peak_rss_kib(pid);
     bulkhead.kill_and_restart();
     let restarted = Instant::now();
     crate::harness::eventually(Duration::from_secs(120), || async {
@@ -376,7 +391,7 @@ async fn scale_every_role_in_one_process() {
          converge_seconds={:.1} plain_client_seconds={floor:.1} convergence_ratio={:.2} writes={written:.0} minimum_writes={minimum} \
          idle_writes_{idle_seconds}s={idle_writes:.0} restart_writes={restart_writes:.0} restart_seconds={:.1} restart_gets={restart_reads:.0} \
          rss_mib_converged={} hwm_mib_converged={} hwm_mib_after_load={} hwm_mib_after_restart={} hwm_mib_standby={} \
-         load_namespaces_and_pods={loaded} \
+         load_namespaces_and_pods={loaded} caught_up_after_load_seconds={:.1} \
          proxy_ns_list_median_ms={:.3} server_selected_list_median_ms={:.3} proxy_list_ratio={list_ratio:.4} \
          proxy_pods_all_median_ms={:.3} upstream_requests_per_pods_all={upstream_per_call:.1} \
          ns_create_p99_ms_with={:.2} without={:.2} webhook_p99_added_ms={p99_added:.2} median_with={:.2} median_without={:.2}",
@@ -388,6 +403,7 @@ async fn scale_every_role_in_one_process() {
         mib(hwm_load),
         mib(hwm_restart),
         mib(hwm_standby),
+        caught_up.as_secs_f64(),
         ms(percentile(&mut proxy_list, 0.5)),
         ms(percentile(&mut server_list, 0.5)),
         ms(percentile(&mut pods_all, 0.5)),

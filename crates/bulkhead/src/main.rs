@@ -15,6 +15,13 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+/// jemalloc instead of the system allocator: the cache is many small objects that come and go with
+/// every watch event, and glibc's per-thread arenas hold on to freed memory; jemalloc returns it, so
+/// the resident set follows what the cache holds (docs/benchmarks.md, "Every role in one process").
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

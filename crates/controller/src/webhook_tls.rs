@@ -84,7 +84,6 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
     });
     let now = SystemTime::now();
     let decision = plan(current.as_ref(), &s.names, now);
-    let mut new_authority = false;
     let bundle = match (decision, current) {
         (Plan::Keep, Some(bundle)) => bundle,
         (decision, current) => {
@@ -114,7 +113,6 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
                 .await
                 .map_err(|e| format!("cannot write secret {}/{}: {e}", s.namespace, s.secret))?;
             info!(plan = ?decision, names = %s.names.join(","), "webhook certificate issued");
-            new_authority = current.as_ref().is_none_or(|c| c.ca_cert != bundle.ca_cert);
             bundle
         }
     };
@@ -133,11 +131,6 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
     let hash = hasher.finish();
     if *applied == Some(hash) && !full {
         return Ok(());
-    }
-    if new_authority {
-        // The webhook servers read the Secret every half second until they have a certificate: give
-        // them the moment, so the API server does not call them before they can answer.
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let m: Api<MutatingWebhookConfiguration> = Api::all(ctx.client.clone());
     apply_unless_current(&m, &s.configuration_name, with_type(&mutating))

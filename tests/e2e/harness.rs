@@ -485,6 +485,13 @@ impl Bulkhead {
         path
     }
 
+    /// A client that reaches the cluster through this Bulkhead's proxy as the ServiceAccount
+    /// `namespace/name` (a fresh token, the kubeconfig [`Bulkhead::proxy_kubeconfig`] makes).
+    pub async fn proxy_client(&self, cluster: &Cluster, namespace: &str, name: &str) -> Client {
+        let token = cluster.service_account_token(namespace, name);
+        client_for(&self.proxy_kubeconfig(cluster.dir(), "bench", &token), None, &[]).await
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or_default()

@@ -445,6 +445,25 @@ where
     out
 }
 
+/// `samples` namespace lists through the proxy (the caller's, answered from its cache), then as many of
+/// the API server's own label-selected lists: the two timings, in that order.
+pub(crate) async fn namespace_list_timings(
+    through_proxy: &Api<Namespace>,
+    direct: &Api<Namespace>,
+    selector: &ListParams,
+    samples: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let proxy = timed(samples, || async {
+        through_proxy.list(&ListParams::default()).await.unwrap();
+    })
+    .await;
+    let server = timed(samples, || async {
+        direct.list(selector).await.unwrap();
+    })
+    .await;
+    (proxy, server)
+}
+
 pub(crate) async fn throughput<F, Fut>(concurrency: usize, window: Duration, call: F) -> f64
 where
     F: Fn() -> Fut + Clone,
@@ -518,12 +537,7 @@ async fn proxy_overhead_and_filtered_lists() {
     let bulkhead = Bulkhead::start(&cluster, &["--roles", "proxy", "--proxy-upstream-http2", http2]);
     bulkhead.wait_ready().await;
     let token = cluster.service_account_token(&accounts, "user");
-    let through_proxy = crate::harness::client_for(
-        &bulkhead.proxy_kubeconfig(cluster.dir(), "bench", &token),
-        None,
-        &[],
-    )
-    .await;
+    let through_proxy = bulkhead.proxy_client(&cluster, &accounts, "user").await;
     // The same user straight to the API server: the administrator's kubeconfig with the user's token.
     let direct_config = {
         let path = cluster.dir().join("direct.kubeconfig");
@@ -554,14 +568,8 @@ async fn proxy_overhead_and_filtered_lists() {
         per_tenant
     );
     assert_eq!(direct_ns.list(&selector).await.unwrap().items.len(), per_tenant);
-    let mut filtered = timed(samples, || async {
-        proxy_ns.list(&ListParams::default()).await.unwrap();
-    })
-    .await;
-    let mut selected = timed(samples, || async {
-        direct_ns.list(&selector).await.unwrap();
-    })
-    .await;
+    let (mut filtered, mut selected) =
+        namespace_list_timings(&proxy_ns, &direct_ns, &selector, samples).await;
 
     let proxy_cm: Api<ConfigMap> = Api::namespaced(through_proxy.clone(), &first);
     let direct_cm: Api<ConfigMap> = Api::namespaced(direct_user.clone(), &first);

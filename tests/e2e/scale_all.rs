@@ -180,13 +180,7 @@ async fn scale_every_role_in_one_process() {
 
     // The proxy: tenant 0's `kubectl get ns` (its namespaces of all) against the API server's own
     // label-selected consistent list, and `kubectl get pods -A` through the proxy.
-    let token = cluster.service_account_token(&accounts, "user");
-    let through_proxy = crate::harness::client_for(
-        &bulkhead.proxy_kubeconfig(cluster.dir(), "bench", &token),
-        None,
-        &[],
-    )
-    .await;
+    let through_proxy = bulkhead.proxy_client(&cluster, &accounts, "user").await;
     let proxy_ns: Api<Namespace> = Api::all(through_proxy.clone());
     let direct_ns: Api<Namespace> = Api::all(cluster.admin.clone());
     let selector = ListParams::default().labels(&format!("bulkhead.dev/tenant={prefix}-t0"));
@@ -202,14 +196,8 @@ async fn scale_every_role_in_one_process() {
             .ok_or(format!("{n} namespaces through the proxy"))
     })
     .await;
-    let mut proxy_list = timed(samples, || async {
-        proxy_ns.list(&ListParams::default()).await.unwrap();
-    })
-    .await;
-    let mut server_list = timed(samples, || async {
-        direct_ns.list(&selector).await.unwrap();
-    })
-    .await;
+    let (mut proxy_list, mut server_list) =
+        crate::scale::namespace_list_timings(&proxy_ns, &direct_ns, &selector, samples).await;
     let proxy_pods: Api<Pod> = Api::all(through_proxy.clone());
     let upstream_before = bulkhead.metric_sum("bulkhead_proxy_upstream_requests_total", |_| true);
     let mut pods_all = timed(samples / 4, || async {

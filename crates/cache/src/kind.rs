@@ -19,7 +19,7 @@ use crate::KindStatus;
 use crate::index::{Index, Indexed};
 
 /// The annotation `kubectl apply` keeps a whole copy of the object in; never needed, so never cached.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// One kind's store and index, fed by a single watch (or by hand, in tests).
 pub struct KindCache<K: Resource<DynamicType = ()> + Clone + 'static, I> {

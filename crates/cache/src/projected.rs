@@ -30,9 +30,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::KindStatus;
-
-/// The annotation `kubectl apply` keeps a whole copy of the object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+use crate::kind::LAST_APPLIED;
 
 /// What the cache keeps of one object Bulkhead owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,16 +159,6 @@ impl Interner {
     pub fn prune(&self) {
         self.names.lock().retain(|n| Arc::strong_count(n) > 1);
     }
-
-    /// How many names it holds.
-    pub fn len(&self) -> usize {
-        self.names.lock().len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// FNV-1a over a value's canonical JSON (object keys sorted).
@@ -180,6 +168,27 @@ pub fn digest(value: &Value) -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// Puts the digest of `patch` (a configuration to apply) in its [`labels::APPLIED`] annotation, the
+/// form [`project`] reads back, and returns it.
+pub fn stamp_applied(patch: &mut Value) -> u64 {
+    let config = digest(patch);
+    patch["metadata"]["annotations"][labels::APPLIED] = Value::String(format!("{config:016x}"));
+    config
+}
+
+/// The digest an object's [`labels::APPLIED`] annotation carries.
+pub fn applied_digest(meta: &ObjectMeta) -> Option<u64> {
+    meta.annotations
+        .as_ref()?
+        .get(labels::APPLIED)
+        .and_then(|d| u64::from_str_radix(d, 16).ok())
+}
+
+/// A resourceVersion as a number, when it is one (as etcd's revisions are).
+pub fn version(resource_version: Option<&str>) -> Option<u64> {
+    resource_version.and_then(|v| v.parse().ok())
 }
 
 /// The digest of what a writer can change in an object: everything but its status and the metadata
@@ -246,12 +255,9 @@ pub fn project<K: OwnedKind>(object: &K, names: &Interner) -> Owned {
         name: names.get(meta.name.as_deref().unwrap_or_default()),
         tenant: object.labels().get(labels::TENANT).map(|t| names.get(t)),
         owner: owner.map(|r| names.get(&r.name)),
-        applied: object
-            .annotations()
-            .get(labels::APPLIED)
-            .and_then(|d| u64::from_str_radix(d, 16).ok()),
+        applied: applied_digest(meta),
         content: content_digest(object),
-        version: meta.resource_version.as_deref().and_then(|v| v.parse().ok()),
+        version: version(meta.resource_version.as_deref()),
         touched: touched(meta),
         quota: object.quota_state().map(Box::new),
     }

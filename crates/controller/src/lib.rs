@@ -249,10 +249,9 @@ pub(crate) async fn apply_unless_current<K>(
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
-    let digest = format!("{:016x}", bulkhead_cache::projected::digest(&patch));
-    patch["metadata"]["annotations"][labels::APPLIED] = serde_json::json!(digest);
+    let config = bulkhead_cache::projected::stamp_applied(&mut patch);
     if let Some(current) = api.get_opt(name).await?
-        && current.annotations().get(labels::APPLIED) == Some(&digest)
+        && bulkhead_cache::projected::applied_digest(current.meta()) == Some(config)
         && !bulkhead_cache::projected::touched(current.meta())
     {
         return Ok(false);

@@ -50,8 +50,12 @@ impl Applied {
     /// Whether `have` is the object as this apply left it, or an older version the cache still holds
     /// (its watch event is on its way and will trigger a reconcile of its own).
     fn holds(&self, have: &Owned) -> bool {
-        self.content == have.content
-            || matches!((have.version, self.version), (Some(cached), Some(written)) if cached < written)
+        self.content == have.content || self.is_newer_than(have.version)
+    }
+
+    /// Whether this apply's answer is newer than the cached version `cached`.
+    fn is_newer_than(&self, cached: Option<u64>) -> bool {
+        matches!((cached, self.version), (Some(cached), Some(written)) if cached < written)
     }
 }
 
@@ -139,10 +143,6 @@ impl Context {
             debug!(%error, "cannot record an Event");
         }
     }
-}
-
-fn hash(value: &Value) -> u64 {
-    projected::digest(value)
 }
 
 /// Whether `want` (what Bulkhead applies) is contained in `have` (the object as cached).
@@ -431,7 +431,7 @@ async fn sync_kind<K: OwnedKind>(
 
 /// The memo key of one object.
 fn object_key(kind: &str, namespace: &str, name: &str) -> u64 {
-    hash(&json!([kind, namespace, name]))
+    projected::digest(&json!([kind, namespace, name]))
 }
 
 /// Server-side applies `patch` unless the object is as this configuration makes it: for a whole cached
@@ -454,19 +454,16 @@ where
         .unwrap_or("")
         .to_owned();
     let key = object_key(&K::kind(&()), &namespace, name);
-    let config = hash(&patch);
-    patch["metadata"]["annotations"][labels::APPLIED] = json!(format!("{config:016x}"));
+    let config = projected::stamp_applied(&mut patch);
     let remembered = ctx.applied.lock().get(&key).copied();
     let unchanged = match &current {
         Current::Whole(None) | Current::Projected(None) => false,
         Current::Whole(Some(have)) => {
             contained(&strip_for_compare(&patch), have)
                 || remembered.is_some_and(|last| {
-                    let cached = have
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        .and_then(|v| v.parse::<u64>().ok());
-                    last.config == config && matches!((cached, last.version), (Some(c), Some(w)) if c < w)
+                    let cached =
+                        projected::version(have.pointer("/metadata/resourceVersion").and_then(Value::as_str));
+                    last.config == config && last.is_newer_than(cached)
                 })
         }
         Current::Projected(Some(have)) => match remembered {
@@ -501,11 +498,7 @@ where
                 Applied {
                     config,
                     content: projected::content_digest(&answer),
-                    version: answer
-                        .meta()
-                        .resource_version
-                        .as_deref()
-                        .and_then(|v| v.parse().ok()),
+                    version: projected::version(answer.meta().resource_version.as_deref()),
                 },
             );
             Ok(())
@@ -609,7 +602,7 @@ pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Ac
 
 /// 1 s, 2 s, 4 s, ... at most 5 minutes.
 pub fn backoff(attempts: u32) -> Duration {
-    let secs = 1u64.saturating_mul(1u64 << attempts.saturating_sub(1).min(10));
+    let secs = 1u64 << attempts.saturating_sub(1).min(10);
     Duration::from_secs(secs.min(300))
 }
 
@@ -635,7 +628,7 @@ mod tests {
             &json!({"subjects": [{"name": "a"}]}),
             &json!({"subjects": [{"name": "a"}, {"name": "b"}]})
         ));
-        assert_ne!(hash(&want), hash(&have));
+        assert_ne!(projected::digest(&want), projected::digest(&have));
     }
 
     #[test]

@@ -241,14 +241,6 @@ pub fn selector_string(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Label
     parts.join(",")
 }
 
-fn hash(value: &Value) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in value.to_string().bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Applies the plan, prunes what is no longer wanted; returns the processed items and problems.
 async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<ProcessedItem>, Vec<String>) {
     let items: Vec<&NamespacedItem> = job
@@ -296,7 +288,7 @@ async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<Proce
                 namespace.clone(),
                 name.clone(),
             );
-            let h = hash(object);
+            let h = bulkhead_cache::projected::digest(object);
             if ctx
                 .applied
                 .lock()

@@ -145,6 +145,27 @@ spec:
         rbs.get("mine").await.is_ok(),
         "an unrelated RoleBinding is left alone"
     );
+    // Drift by an edit: a managed quota changed by hand goes back to the Tenant's limit (the watch event
+    // of someone else's write is never taken for the echo of Bulkhead's own).
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.admin.clone(), ns);
+    let quota_name = format!("bulkhead-{tenant}-0");
+    quotas
+        .patch(
+            &quota_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"hard": {"pods": "99"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        let pods = quotas
+            .get(&quota_name)
+            .await
+            .map(|q| q.spec.unwrap().hard.unwrap()["pods"].0.clone())
+            .map_err(|e| e.to_string())?;
+        (pods == "5").then_some(()).ok_or(format!("pods {pods}"))
+    })
+    .await;
 
     // Edits converge: drop an owner, change the quota, remove the network policy.
     let tenants: Api<bulkhead_api::Tenant> = Api::all(cluster.admin.clone());

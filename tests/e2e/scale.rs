@@ -236,6 +236,92 @@ pub(crate) async fn plain_write_rate(
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The API server's rate for the writes the controller makes, by a plain client: for each of
+/// `namespaces` fresh namespaces `<prefix>-plain-<k>`, a create of the namespace, then a server-side
+/// apply of a copy of each object Bulkhead keeps in the tenant namespace `model` (its RoleBindings,
+/// quota, limit range and network policy, with their names, labels, annotations and specs), one
+/// namespace after the other's objects, `concurrency` namespaces at a time. Returns writes per second
+/// and the writes made.
+pub(crate) async fn plain_apply_rate(
+    cluster: &Cluster,
+    prefix: &str,
+    model: &str,
+    namespaces: usize,
+    concurrency: usize,
+) -> (f64, usize) {
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    let kinds = [
+        ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+        ("", "v1", "ResourceQuota", "resourcequotas"),
+        ("", "v1", "LimitRange", "limitranges"),
+        ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+    ];
+    let mut copies: Vec<(ApiResource, serde_json::Value)> = Vec::new();
+    for (group, version, kind, plural) in kinds {
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: if group.is_empty() {
+                version.into()
+            } else {
+                format!("{group}/{version}")
+            },
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(cluster.admin.clone(), model, &resource);
+        let listed = api
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
+            .await
+            .unwrap();
+        for object in listed.items {
+            let mut body = object.data.clone();
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("status");
+            }
+            body["apiVersion"] = json!(resource.api_version);
+            body["kind"] = json!(kind);
+            body["metadata"] = json!({
+                "name": object.metadata.name,
+                "labels": object.metadata.labels,
+                "annotations": object.metadata.annotations,
+            });
+            copies.push((resource.clone(), body));
+        }
+    }
+    assert!(!copies.is_empty(), "no objects of Bulkhead's in {model}");
+    let per_namespace = copies.len() + 1;
+    let copies = std::sync::Arc::new(copies);
+    let namespaces_api: Api<Namespace> = Api::all(cluster.admin.clone());
+    let params = PatchParams::apply("bench-plain-client").force();
+    let started = Instant::now();
+    futures::stream::iter(0..namespaces)
+        .map(|k| {
+            let (namespaces_api, copies, params) = (namespaces_api.clone(), copies.clone(), params.clone());
+            let admin = cluster.admin.clone();
+            async move {
+                let ns = format!("{prefix}-plain-{k}");
+                let namespace: Namespace = serde_json::from_value(
+                    json!({"metadata": {"name": ns, "labels": {"bulkhead-bench": prefix}}}),
+                )
+                .unwrap();
+                namespaces_api.create(&PostParams::default(), &namespace).await?;
+                for (resource, body) in copies.iter() {
+                    let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, resource);
+                    let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                    api.patch(&name, &params, &Patch::Apply(body)).await?;
+                }
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let writes = namespaces * per_namespace;
+    (writes as f64 / started.elapsed().as_secs_f64(), writes)
+}
+
 #[tokio::test]
 #[ignore = "a benchmark: cargo xtask bench-quota"]
 async fn tenant_quota_overshoot_under_concurrent_pod_creation() {

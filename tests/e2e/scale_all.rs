@@ -172,6 +172,8 @@ async fn scale_every_role_in_one_process() {
     let hwm_converged = peak_rss_kib(pid);
     let rss_converged = rss_kib(pid);
     let cached = bulkhead.metric_sum("bulkhead_cache_objects", |_| true);
+    let reconciles = bulkhead.metric_sum("bulkhead_reconcile_total", |_| true);
+    let reconcile_seconds = bulkhead.metric_sum("bulkhead_reconcile_duration_seconds_sum", |_| true);
     eprintln!("converged in {:.1}s; writes {breakdown}", converged.as_secs_f64());
 
     // Idle: nothing changes, nothing is written.
@@ -370,13 +372,26 @@ async fn scale_every_role_in_one_process() {
     let concurrency = env("BULKHEAD_BENCH_WRITE_CONCURRENCY", 16);
     let rate = plain_write_rate(&cluster, &prefix, minimum, concurrency).await;
     let floor = minimum as f64 / rate;
+    // The same writes the controller made (its objects of one namespace, copied into as many fresh
+    // namespaces, server-side applied), by a plain client at the same concurrency.
+    let (apply_rate, applied) = crate::scale::plain_apply_rate(
+        &cluster,
+        &prefix,
+        &format!("{prefix}-t1-0"),
+        namespaces_n,
+        concurrency,
+    )
+    .await;
+    let apply_floor = minimum as f64 / apply_rate;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let p99_added = ms(percentile(&mut with_webhooks, 0.99)) - ms(percentile(&mut without_webhooks, 0.99));
     let list_ratio = ms(percentile(&mut proxy_list, 0.5)) / ms(percentile(&mut server_list, 0.5));
     println!(
         "BENCH scale tenants={tenants_n} namespaces={namespaces_n} classes={classes} cached_objects={cached} \
-         converge_seconds={:.1} plain_client_seconds={floor:.1} convergence_ratio={:.2} writes={written:.0} minimum_writes={minimum} \
+         converge_seconds={:.1} plain_client_seconds={floor:.1} convergence_ratio={:.2} \
+         plain_same_writes={applied} plain_same_writes_per_second={apply_rate:.0} plain_same_seconds={apply_floor:.1} convergence_ratio_same_writes={:.2} \
+         reconciles={reconciles:.0} reconcile_seconds={reconcile_seconds:.1} writes={written:.0} minimum_writes={minimum} \
          idle_writes_{idle_seconds}s={idle_writes:.0} restart_writes={restart_writes:.0} restart_seconds={:.1} restart_gets={restart_reads:.0} \
          rss_mib_converged={} hwm_mib_converged={} hwm_mib_after_load={} hwm_mib_after_restart={} hwm_mib_standby={} \
          load_namespaces_and_pods={loaded} caught_up_after_load_seconds={:.1} \
@@ -385,6 +400,7 @@ async fn scale_every_role_in_one_process() {
          ns_create_p99_ms_with={:.2} without={:.2} webhook_p99_added_ms={p99_added:.2} median_with={:.2} median_without={:.2}",
         converged.as_secs_f64(),
         converged.as_secs_f64() / floor,
+        converged.as_secs_f64() / apply_floor,
         back_in.as_secs_f64(),
         mib(rss_converged),
         mib(hwm_converged),

@@ -36,7 +36,8 @@ commands:
                    unless --testkit): BULKHEAD_BENCH_TENANTS (1000) tenants x BULKHEAD_BENCH_NAMESPACES
                    (10) namespaces with an Ingress each, 50 classes of each kind; convergence vs a plain
                    client, writes (idle, after kill -9), peak memory, proxy lists, webhook latency
-  bench-*          take --controlplane to run on the real control plane (started for the run)
+  bench-*          take --controlplane to run on the real control plane (started for the run), and
+                   --heap-profile for jemalloc heap profiles of the bulkhead process at each new peak
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
   e2e [ARGS...]    the end-to-end suite on the real control plane only (built or cached, started on
@@ -226,19 +227,24 @@ fn webhooks(check: bool) -> Result<()> {
 /// Runs one of the ignored benchmark tests of the e2e suite in a release build.
 fn bench(test: &str, args: &[String]) -> Result<()> {
     let mut cmd = Command::new("cargo");
-    cmd.args([
-        "test",
-        "--release",
-        "-p",
-        "bulkhead",
-        "--test",
-        "e2e",
-        test,
-        "--",
-        "--ignored",
-        "--nocapture",
-    ])
-    .current_dir(root());
+    cmd.args(["test", "--release", "-p", "bulkhead", "--test", "e2e"])
+        .current_dir(root());
+    // --heap-profile: jemalloc samples allocations and writes a profile at each new peak of the
+    // bulkhead process (read them with the `jeprof` the build leaves beside jemalloc).
+    if args.iter().any(|a| a == "--heap-profile") {
+        let dir = target_dir().join("heap-profile");
+        std::fs::create_dir_all(&dir)?;
+        cmd.args(["--features", "bulkhead/heap-profile"]);
+        cmd.env(
+            "_RJEM_MALLOC_CONF",
+            format!(
+                "prof:true,prof_gdump:true,lg_prof_sample:17,prof_prefix:{}/bulkhead",
+                dir.display()
+            ),
+        );
+        eprintln!("heap profiles: {}", dir.display());
+    }
+    cmd.args([test, "--", "--ignored", "--nocapture"]);
     // --controlplane: on the real control plane, started for the run (Bulkhead under the chart's RBAC).
     let _plane = if args.iter().any(|a| a == "--controlplane") {
         Some(test::controlplane_for(&mut cmd, false)?)

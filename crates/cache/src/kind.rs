@@ -58,8 +58,13 @@ impl<K> Clone for Change<K> {
     }
 }
 
-/// How many changes a slow subscriber may fall behind before it is told it lagged.
-const CHANGE_BUFFER: usize = 16_384;
+/// How many changes a slow subscriber may fall behind before it is told it lagged, for a kind of a
+/// few objects (classes, configurations). Every slot is allocated up front (about 64 bytes each).
+const CHANGE_BUFFER: usize = 1_024;
+
+/// The same for the kinds of many objects (Tenants, Namespaces): a relist tells subscribers of every
+/// object at once.
+const LARGE_CHANGE_BUFFER: usize = 16_384;
 
 impl<K, I> KindCache<K, I>
 where
@@ -68,16 +73,21 @@ where
 {
     /// An empty store and index, fed by [`KindCache::apply`] (the watch, or tests and benchmarks).
     pub fn new(kind: &'static str) -> Self {
-        Self::build(kind, true)
+        Self::build(kind, true, CHANGE_BUFFER)
+    }
+
+    /// The same for a kind of many objects, whose subscribers may hear of all of them at once.
+    pub fn for_many(kind: &'static str) -> Self {
+        Self::build(kind, true, LARGE_CHANGE_BUFFER)
     }
 
     /// A kind kept as its index alone: the store stays empty, so objects that nothing reads whole
     /// (Ingresses: the webhook reads only which routes serve a host) cost only their index entries.
     pub fn index_only(kind: &'static str) -> Self {
-        Self::build(kind, false)
+        Self::build(kind, false, CHANGE_BUFFER)
     }
 
-    fn build(kind: &'static str, keep_objects: bool) -> Self {
+    fn build(kind: &'static str, keep_objects: bool, buffer: usize) -> Self {
         let writer = Writer::new(());
         let store = writer.as_reader();
         KindCache {
@@ -88,7 +98,7 @@ where
                 index: RwLock::new(Indexed::default()),
                 keep_objects,
                 synced: watch::Sender::new(false),
-                changes: broadcast::Sender::new(CHANGE_BUFFER),
+                changes: broadcast::Sender::new(buffer),
             }),
         }
     }

@@ -111,8 +111,8 @@ impl Cache {
         let names = Arc::new(Interner::default());
         Cache {
             inner: Arc::new(Inner {
-                tenants: KindCache::new("Tenant"),
-                namespaces: KindCache::new("Namespace"),
+                tenants: KindCache::for_many("Tenant"),
+                namespaces: KindCache::for_many("Namespace"),
                 configurations: KindCache::new("BulkheadConfiguration"),
                 role_bindings: OwnedCache::new("RoleBinding", names.clone()),
                 resource_quotas: OwnedCache::new("ResourceQuota", names.clone()),

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bulkhead_api::labels;
 use k8s_openapi::NamespaceResourceScope;
@@ -135,6 +136,25 @@ pub struct OwnedChange {
     pub tenant: Option<Arc<str>>,
     /// The tenant label before this change, when it differs.
     pub before: Option<Arc<str>>,
+    /// The object as it is now, for a change to one object (not a deletion, not a relist): with
+    /// [`OwnedChange::usage_changed`], what a subscriber needs to tell the echo of its own write.
+    pub object: Option<Arc<Owned>>,
+    /// Whether a quota's usage (`status.used`) changed (or, for a deletion, always).
+    pub usage_changed: bool,
+    /// Whether the object was deleted ([`OwnedChange::object`] is then its last state).
+    pub deleted: bool,
+}
+
+impl OwnedChange {
+    fn of_tenant(tenant: Arc<str>) -> OwnedChange {
+        OwnedChange {
+            tenant: Some(tenant),
+            before: None,
+            object: None,
+            usage_changed: false,
+            deleted: false,
+        }
+    }
 }
 
 /// One copy of each name in use: the same namespace and tenant names recur in every object.
@@ -273,8 +293,8 @@ struct Objects {
 }
 
 impl Objects {
-    /// Puts `object` in, returning the version it replaced.
-    fn insert(&mut self, object: Owned) -> Option<Arc<Owned>> {
+    /// Puts `object` in, returning the stored copy and the version it replaced.
+    fn insert(&mut self, object: Owned) -> (Arc<Owned>, Option<Arc<Owned>>) {
         let object = Arc::new(object);
         let previous = self
             .by_namespace
@@ -291,7 +311,7 @@ impl Objects {
                 .or_default()
                 .insert((object.namespace.clone(), object.name.clone()));
         }
-        previous
+        (object, previous)
     }
 
     fn remove(&mut self, namespace: &str, name: &str) -> Option<Arc<Owned>> {
@@ -334,10 +354,13 @@ struct Shared {
     state: RwLock<State>,
     synced: watch::Sender<bool>,
     changes: broadcast::Sender<OwnedChange>,
+    /// The newest resourceVersion any event or list brought.
+    latest: AtomicU64,
 }
 
-/// How many changes a slow subscriber may fall behind before it is told it lagged.
-const CHANGE_BUFFER: usize = 16_384;
+/// How many changes a slow subscriber may fall behind before it is told it lagged (every slot is
+/// allocated up front; a relist sends one change per tenant).
+const CHANGE_BUFFER: usize = 4_096;
 
 impl<K: OwnedKind> OwnedCache<K> {
     /// An empty cache, fed by [`OwnedCache::apply`] (the watch, or tests and benchmarks).
@@ -352,6 +375,7 @@ impl<K: OwnedKind> OwnedCache<K> {
                 }),
                 synced: watch::Sender::new(false),
                 changes: broadcast::Sender::new(CHANGE_BUFFER),
+                latest: AtomicU64::new(0),
             }),
             kind: PhantomData,
         }
@@ -360,6 +384,13 @@ impl<K: OwnedKind> OwnedCache<K> {
     /// Every change from now on. A subscriber that falls behind gets `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<OwnedChange> {
         self.shared.changes.subscribe()
+    }
+
+    /// The newest resourceVersion the cache has seen of this kind (0 before any): etcd's revisions
+    /// are one sequence and a watch delivers them in order, so an object written at a version up to
+    /// this one is in the cache, or was deleted since.
+    pub fn latest_version(&self) -> u64 {
+        self.shared.latest.load(Ordering::Relaxed)
     }
 
     /// The projection of one object.
@@ -389,24 +420,45 @@ impl<K: OwnedKind> OwnedCache<K> {
                 Event::Apply(object) => {
                     let object = project(&object, names);
                     let tenant = object.tenant.clone();
-                    let previous = state.live.insert(object);
+                    let (object, previous) = state.live.insert(object);
+                    let used = |o: &Owned| o.quota.as_ref().and_then(|q| q.used.clone());
+                    let usage_changed = previous.as_deref().and_then(used) != used(&object);
                     let before = previous
                         .and_then(|p| p.tenant.clone())
                         .filter(|b| Some(b) != tenant.as_ref());
-                    sent.push(OwnedChange { tenant, before });
+                    self.shared
+                        .latest
+                        .fetch_max(object.version.unwrap_or(0), Ordering::Relaxed);
+                    sent.push(OwnedChange {
+                        tenant,
+                        before,
+                        object: Some(object),
+                        usage_changed,
+                        deleted: false,
+                    });
                 }
                 Event::Delete(object) => {
                     let ns = object.namespace().unwrap_or_default();
+                    let deleted_at = version(object.meta().resource_version.as_deref());
+                    self.shared
+                        .latest
+                        .fetch_max(deleted_at.unwrap_or(0), Ordering::Relaxed);
                     if let Some(gone) = state.live.remove(&ns, &object.name_any()) {
                         sent.push(OwnedChange {
                             tenant: gone.tenant.clone(),
                             before: None,
+                            object: Some(gone),
+                            usage_changed: true,
+                            deleted: true,
                         });
                     }
                 }
                 Event::Init => state.rebuilding = Some(Objects::default()),
                 Event::InitApply(object) => {
                     let object = project(&object, names);
+                    self.shared
+                        .latest
+                        .fetch_max(object.version.unwrap_or(0), Ordering::Relaxed);
                     state
                         .rebuilding
                         .get_or_insert_with(Objects::default)
@@ -424,10 +476,7 @@ impl<K: OwnedKind> OwnedCache<K> {
                         .cloned()
                         .collect();
                     state.live = rebuilt;
-                    sent.extend(tenants.into_iter().map(|t| OwnedChange {
-                        tenant: Some(t),
-                        before: None,
-                    }));
+                    sent.extend(tenants.into_iter().map(OwnedChange::of_tenant));
                     drop(state);
                     names.prune();
                     self.shared.synced.send_replace(true);

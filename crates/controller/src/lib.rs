@@ -124,22 +124,47 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         .iter()
         .map(|t| Ok((**t).clone()))
         .collect();
-    let metrics = ctx.metrics.clone();
+    let echoes = ctx.clone();
     let trigger = futures::stream::iter(current).chain(tenant_changes.filter_map(move |c| {
         let item = match c {
+            // The echo of the status the last reconcile wrote asks for nothing.
+            Change::Applied(t, _) if echoes.is_status_echo(&t) => None,
             Change::Applied(t, _) => Some(Ok((*t).clone())),
             Change::Deleted(t) => {
-                metrics.forget_tenant(&t.name_any());
+                echoes.metrics.forget_tenant(&t.name_any());
+                echoes.forget_tenant(&t.name_any());
                 None
             }
         };
         std::future::ready(item)
     }));
-    let by_label = tenant_refs(changes(cache.namespaces_feed().subscribe()))
-        .merge(owned_refs(changes(cache.role_bindings().subscribe())))
-        .merge(owned_refs(changes(cache.resource_quotas().subscribe())))
-        .merge(owned_refs(changes(cache.limit_ranges().subscribe())))
-        .merge(owned_refs(changes(cache.network_policies().subscribe())));
+    let namespace_echoes = ctx.clone();
+    let namespaces = changes(cache.namespaces_feed().subscribe()).filter(move |change| {
+        let echo = matches!(change, Change::Applied(ns, before)
+            if before.is_none() && namespace_echoes.is_namespace_echo(ns));
+        std::future::ready(!echo)
+    });
+    let by_label = tenant_refs(namespaces)
+        .merge(owned_refs(
+            ctx.clone(),
+            "RoleBinding",
+            changes(cache.role_bindings().subscribe()),
+        ))
+        .merge(owned_refs(
+            ctx.clone(),
+            "ResourceQuota",
+            changes(cache.resource_quotas().subscribe()),
+        ))
+        .merge(owned_refs(
+            ctx.clone(),
+            "LimitRange",
+            changes(cache.limit_ranges().subscribe()),
+        ))
+        .merge(owned_refs(
+            ctx.clone(),
+            "NetworkPolicy",
+            changes(cache.network_policies().subscribe()),
+        ));
     let stopped = stop.clone();
     Controller::for_stream(trigger, cache.tenants().clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
@@ -185,11 +210,18 @@ fn tenant_refs<K: Resource + Send + Sync + 'static>(
     changes.flat_map(|change| futures::stream::iter(tenants_of(&change)))
 }
 
-/// The Tenants a changed owned object belongs to: now and, if it moved, before.
+/// The Tenants a changed owned object of `kind` belongs to: now and, if it moved, before. The echoes
+/// of the controller's own writes ask for nothing ([`reconcile::Context::is_echo`]).
 fn owned_refs(
+    ctx: Arc<reconcile::Context>,
+    kind: &'static str,
     changes: impl Stream<Item = bulkhead_cache::projected::OwnedChange> + Send,
 ) -> impl Stream<Item = ObjectRef<Tenant>> + Send {
-    changes.flat_map(|change| {
+    changes.flat_map(move |change| {
+        ctx.note(kind, &change);
+        if ctx.is_echo(kind, &change) {
+            return futures::stream::iter(Vec::new());
+        }
         let refs: Vec<ObjectRef<Tenant>> = change
             .tenant
             .iter()

@@ -63,8 +63,8 @@ impl Applied {
 enum Current {
     /// The whole object (namespaces), as JSON.
     Whole(Option<Value>),
-    /// The projection of an owned object.
-    Projected(Option<Arc<Owned>>),
+    /// The projection of an owned object, and the newest resourceVersion its kind's cache has seen.
+    Projected(Option<Arc<Owned>>, u64),
 }
 
 /// What failed while reconciling a tenant.
@@ -105,6 +105,20 @@ pub struct Context {
     pub quota_written: Mutex<HashMap<(String, String), BTreeMap<String, Quantity>>>,
     /// Metrics.
     pub metrics: ControllerMetrics,
+    /// Each tenant's last status write: the watch event of that write is its echo and needs no
+    /// reconcile, and a reconcile reading an older copy of the tenant does not write it again.
+    pub status_written: Mutex<HashMap<String, StatusWritten>>,
+}
+
+/// What the last status write of a tenant left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusWritten {
+    /// The tenant as the API server answered ([`tenant_digest`]).
+    pub tenant: u64,
+    /// The status written.
+    pub status: u64,
+    /// The resourceVersion of the answer, when a number.
+    pub version: Option<u64>,
 }
 
 impl Context {
@@ -128,7 +142,90 @@ impl Context {
             writes: tokio::sync::Semaphore::new(WRITE_CONCURRENCY),
             quota_written: Mutex::new(HashMap::new()),
             metrics,
+            status_written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether a change to an owned object of `kind` is the echo of this process's own write: the
+    /// object is as the apply left it (same configuration, same content, nobody else wrote it since),
+    /// it did not move between tenants, and no quota usage a tenant-scope budget shares changed. An
+    /// echo needs no reconcile: the reconcile that wrote it saw to everything else.
+    pub fn is_echo(&self, kind: &str, change: &projected::OwnedChange) -> bool {
+        let Some(object) = &change.object else {
+            return false;
+        };
+        if change.deleted || change.before.is_some() || object.touched || object.applied.is_none() {
+            return false;
+        }
+        let key = object_key(kind, &object.namespace, &object.name);
+        let own = self
+            .applied
+            .lock()
+            .get(&key)
+            .is_some_and(|last| Some(last.config) == object.applied && last.content == object.content);
+        if !own {
+            return false;
+        }
+        if change.usage_changed
+            && let Some(tenant) = object.tenant.as_deref()
+            && let Some(tenant) = self
+                .cache
+                .tenants()
+                .get(&kube::runtime::reflector::ObjectRef::new(tenant))
+        {
+            if shares_budget(&tenant) {
+                // Usage decides each namespace's share of the tenant's budget.
+                return false;
+            }
+            // Only the usage gauges read it.
+            let name = tenant.name_any();
+            let observed = quota_observed(self.cache.resource_quotas(), &name, &self.quota_written.lock());
+            self.metrics.observe_quota(&tenant, &observed.used);
+        }
+        true
+    }
+
+    /// Keeps the memo true to what the cache says: a deleted object is applied again when wanted,
+    /// and after a relist (`object` absent: changes may have been missed) nothing is remembered, so
+    /// the next reconciles go by the objects' annotations and managedFields.
+    pub fn note(&self, kind: &str, change: &projected::OwnedChange) {
+        match &change.object {
+            Some(gone) if change.deleted => {
+                self.applied
+                    .lock()
+                    .remove(&object_key(kind, &gone.namespace, &gone.name));
+            }
+            Some(_) => {}
+            None => self.applied.lock().clear(),
+        }
+    }
+
+    /// Whether a namespace change is the echo of this process's metadata apply: not terminating, and
+    /// with the configuration and content the apply left.
+    pub fn is_namespace_echo(&self, namespace: &Namespace) -> bool {
+        if namespace.metadata.deletion_timestamp.is_some() || projected::touched(&namespace.metadata) {
+            return false;
+        }
+        let Some(config) = projected::applied_digest(&namespace.metadata) else {
+            return false;
+        };
+        let key = object_key("Namespace", "", &namespace.name_any());
+        let remembered = self.applied.lock().get(&key).copied();
+        remembered
+            .is_some_and(|last| last.config == config && last.content == projected::content_digest(namespace))
+    }
+
+    /// Whether a Tenant change is the echo of this process's status write: the tenant is exactly as
+    /// that write left it.
+    pub fn is_status_echo(&self, tenant: &Tenant) -> bool {
+        let remembered = self.status_written.lock().get(&tenant.name_any()).copied();
+        remembered.is_some_and(|w| w.tenant == tenant_digest(tenant))
+    }
+
+    /// Forgets what was remembered of a deleted tenant.
+    pub fn forget_tenant(&self, tenant: &str) {
+        self.status_written.lock().remove(tenant);
+        self.failures.lock().remove(tenant);
     }
 
     async fn warn(&self, tenant: &Tenant, reason: &str, note: String) {
@@ -187,66 +284,78 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         .collect();
     let quotas = quota_observed(cache.resource_quotas(), &name, &ctx.quota_written.lock());
     ctx.metrics.observe_quota(tenant, &quotas.used);
-    let desired = desired::desired_state(tenant, &namespaces, &quotas);
-
-    let mut failures = Vec::new();
-    for metadata in &desired.namespaces {
-        // The ownerReference makes the namespace go with its Tenant (the admission webhook sets it at
-        // creation; here it also reaches namespaces an administrator labelled into the tenant).
-        let owner = desired::tenant_owner_reference(tenant);
-        let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": metadata.namespace, "labels": metadata.labels, "ownerReferences": [owner]}});
-        if !metadata.annotations.is_empty() {
-            patch["metadata"]["annotations"] = json!(metadata.annotations);
-        }
-        let current = cache
-            .namespace(&metadata.namespace)
-            .and_then(|n| serde_json::to_value(&*n).ok());
-        if let Err(e) = apply_if_changed::<Namespace>(
-            ctx,
-            Api::all(ctx.client.clone()),
-            &metadata.namespace,
-            patch,
-            Current::Whole(current),
-        )
-        .await
-        {
-            failures.push(e);
-        }
-    }
-    failures.extend(sync_kind(ctx, &name, &desired.role_bindings, cache.role_bindings()).await);
-    let quotas = lowered_first(&desired.resource_quotas, cache.resource_quotas());
-    let quota_failures = sync_kind(ctx, &name, &quotas, cache.resource_quotas()).await;
-    // Only tenant-scope quotas share a budget whose limits in force must be remembered.
-    let shared_budget = tenant
-        .spec
-        .resource_quotas
-        .as_ref()
-        .is_some_and(|q| q.scope == bulkhead_api::tenant::QuotaScope::Tenant);
-    if shared_budget {
-        remember_quota_limits(ctx, &quotas, quota_failures.is_empty());
+    // A tenant of many namespaces is provisioned a few namespaces at a time, so that its desired state
+    // is never all in memory at once; tenant-scope quotas share one budget over all of them.
+    let chunk = if shares_budget(tenant) {
+        namespaces.len().max(1)
     } else {
-        forget_quota_limits(ctx, &quotas);
+        NAMESPACE_CHUNK
+    };
+    let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
+    let mut failures = Vec::new();
+    let mut wanted = Wanted::default();
+    for part in namespaces.chunks(chunk) {
+        let desired = desired::desired_state(tenant, part, &quotas);
+        problems.clone_from(&desired.problems);
+        failures.extend(apply_namespaces(ctx, tenant, &desired).await);
+        failures.extend(
+            apply_kind(
+                ctx,
+                &desired.role_bindings,
+                cache.role_bindings(),
+                &mut wanted.role_bindings,
+            )
+            .await,
+        );
+        let quotas = lowered_first(&desired.resource_quotas, cache.resource_quotas());
+        let quota_failures =
+            apply_kind(ctx, &quotas, cache.resource_quotas(), &mut wanted.resource_quotas).await;
+        // Only tenant-scope quotas share a budget whose limits in force must be remembered.
+        if shares_budget(tenant) {
+            remember_quota_limits(ctx, &quotas, quota_failures.is_empty());
+        } else {
+            forget_quota_limits(ctx, &quotas);
+        }
+        failures.extend(quota_failures);
+        failures.extend(
+            apply_kind(
+                ctx,
+                &desired.limit_ranges,
+                cache.limit_ranges(),
+                &mut wanted.limit_ranges,
+            )
+            .await,
+        );
+        failures.extend(
+            apply_kind(
+                ctx,
+                &desired.network_policies,
+                cache.network_policies(),
+                &mut wanted.network_policies,
+            )
+            .await,
+        );
     }
-    failures.extend(quota_failures);
-    failures.extend(sync_kind(ctx, &name, &desired.limit_ranges, cache.limit_ranges()).await);
-    failures.extend(sync_kind(ctx, &name, &desired.network_policies, cache.network_policies()).await);
+    failures.extend(prune_kind(ctx, &name, &wanted.role_bindings, cache.role_bindings()).await);
+    failures.extend(prune_kind(ctx, &name, &wanted.resource_quotas, cache.resource_quotas()).await);
+    failures.extend(prune_kind(ctx, &name, &wanted.limit_ranges, cache.limit_ranges()).await);
+    failures.extend(prune_kind(ctx, &name, &wanted.network_policies, cache.network_policies()).await);
 
     let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
-    for problem in &desired.problems {
+    for problem in &problems {
         ctx.warn(tenant, "InvalidSpec", problem.clone()).await;
     }
     for message in &messages {
         ctx.warn(tenant, "ApplyFailed", message.clone()).await;
     }
-    if let Err(e) = update_status(ctx, tenant, &namespaces, &desired, &messages).await {
+    if let Err(e) = update_status(ctx, tenant, &namespaces, &problems, &messages).await {
         ctx.warn(tenant, "StatusFailed", e.to_string()).await;
         return Err(e);
     }
     ctx.metrics.observe_tenant(
         tenant,
         namespaces.len(),
-        desired.problems.is_empty() && failures.is_empty(),
+        problems.is_empty() && failures.is_empty(),
     );
     match failures.into_iter().next() {
         Some(first) => Err(first),
@@ -361,43 +470,99 @@ fn quota_observed(
     observed
 }
 
+/// How many namespaces of a tenant are provisioned together (their desired objects in memory at once).
+const NAMESPACE_CHUNK: usize = 16;
+
+/// The objects a reconcile wants, by kind, as (namespace, name): what is not among them is pruned.
+#[derive(Default)]
+struct Wanted {
+    role_bindings: BTreeSet<(String, String)>,
+    resource_quotas: BTreeSet<(String, String)>,
+    limit_ranges: BTreeSet<(String, String)>,
+    network_policies: BTreeSet<(String, String)>,
+}
+
+/// Applies the namespaces' metadata (labels, annotations and the ownerReference that makes the
+/// namespace go with its Tenant: the admission webhook sets it at creation; here it also reaches
+/// namespaces an administrator labelled into the tenant), one namespace after the other.
+async fn apply_namespaces(ctx: &Context, tenant: &Tenant, desired: &Desired) -> Vec<Error> {
+    let mut failures = Vec::new();
+    for metadata in &desired.namespaces {
+        let owner = desired::tenant_owner_reference(tenant);
+        let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": metadata.namespace, "labels": metadata.labels, "ownerReferences": [owner]}});
+        if !metadata.annotations.is_empty() {
+            patch["metadata"]["annotations"] = json!(metadata.annotations);
+        }
+        let current = ctx
+            .cache
+            .namespace(&metadata.namespace)
+            .and_then(|n| serde_json::to_value(&*n).ok());
+        if let Err(e) = apply_if_changed::<Namespace>(
+            ctx,
+            Api::all(ctx.client.clone()),
+            &metadata.namespace,
+            patch,
+            Current::Whole(current),
+        )
+        .await
+        {
+            failures.push(e);
+        }
+    }
+    failures
+}
+
 /// Applies every desired object of a kind that changed (several at once, within the controller's
-/// write budget), and deletes this tenant's objects of that kind that are no longer desired.
-async fn sync_kind<K: OwnedKind>(
+/// write budget; each patch made only when its turn comes), adding each to `wanted`.
+async fn apply_kind<K: OwnedKind>(
     ctx: &Context,
-    tenant: &str,
     desired: &[K],
     cached: &OwnedCache<K>,
+    wanted: &mut BTreeSet<(String, String)>,
 ) -> Vec<Error> {
-    let mut wanted = BTreeSet::new();
-    let mut applies = Vec::new();
-    for object in desired {
-        let ns = object.namespace().unwrap_or_default();
-        let name = object.name_any();
-        wanted.insert((ns.clone(), name.clone()));
-        let mut patch = match serde_json::to_value(object) {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        patch["apiVersion"] = json!(K::api_version(&()));
-        patch["kind"] = json!(K::kind(&()));
-        let current = cached.get(&ns, &name);
-        applies.push(async move {
-            apply_if_changed::<K>(
-                ctx,
-                Api::namespaced(ctx.client.clone(), &ns),
-                &name,
-                patch,
-                Current::Projected(current),
-            )
-            .await
-        });
-    }
-    let mut failures: Vec<Error> = futures::stream::iter(applies)
+    wanted.extend(
+        desired
+            .iter()
+            .map(|o| (o.namespace().unwrap_or_default(), o.name_any())),
+    );
+    // By index: a closure over `&K` would not be general enough for the Controller's Send bound.
+    futures::stream::iter((0..desired.len()).map(|i| apply_owned(ctx, &desired[i], cached)))
         .buffer_unordered(WRITE_CONCURRENCY)
         .filter_map(|r| std::future::ready(r.err()))
         .collect()
-        .await;
+        .await
+}
+
+/// Applies one desired object unless it is current.
+async fn apply_owned<K: OwnedKind>(ctx: &Context, object: &K, cached: &OwnedCache<K>) -> Result<(), Error> {
+    let ns = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let Ok(mut patch) = serde_json::to_value(object) else {
+        return Ok(());
+    };
+    patch["apiVersion"] = json!(K::api_version(&()));
+    patch["kind"] = json!(K::kind(&()));
+    let current = cached.get(&ns, &name);
+    let seen = cached.latest_version();
+    apply_if_changed::<K>(
+        ctx,
+        Api::namespaced(ctx.client.clone(), &ns),
+        &name,
+        patch,
+        Current::Projected(current, seen),
+    )
+    .await
+}
+
+/// Deletes this tenant's objects of a kind that are not `wanted` (and that it owns).
+async fn prune_kind<K: OwnedKind>(
+    ctx: &Context,
+    tenant: &str,
+    wanted: &BTreeSet<(String, String)>,
+    cached: &OwnedCache<K>,
+) -> Vec<Error> {
+    let mut failures = Vec::new();
     for (ns, name) in cached.of_tenant(tenant) {
         let (ns, name) = (ns.to_string(), name.to_string());
         if wanted.contains(&(ns.clone(), name.clone())) {
@@ -429,6 +594,25 @@ async fn sync_kind<K: OwnedKind>(
     failures
 }
 
+/// Whether `tenant`'s quotas are tenant-scope: one budget shared by its namespaces by their usage.
+fn shares_budget(tenant: &Tenant) -> bool {
+    tenant
+        .spec
+        .resource_quotas
+        .as_ref()
+        .is_some_and(|q| q.scope == bulkhead_api::tenant::QuotaScope::Tenant)
+}
+
+/// A digest of a whole Tenant but the metadata every write changes (resourceVersion, managedFields).
+fn tenant_digest(tenant: &Tenant) -> u64 {
+    let mut value = serde_json::to_value(tenant).unwrap_or_default();
+    if let Some(Value::Object(meta)) = value.get_mut("metadata") {
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    projected::digest(&value)
+}
+
 /// The memo key of one object.
 fn object_key(kind: &str, namespace: &str, name: &str) -> u64 {
     projected::digest(&json!([kind, namespace, name]))
@@ -456,24 +640,9 @@ where
     let key = object_key(&K::kind(&()), &namespace, name);
     let config = projected::stamp_applied(&mut patch);
     let remembered = ctx.applied.lock().get(&key).copied();
-    let unchanged = match &current {
-        Current::Whole(None) | Current::Projected(None) => false,
-        Current::Whole(Some(have)) => {
-            contained(&strip_for_compare(&patch), have)
-                || remembered.is_some_and(|last| {
-                    let cached =
-                        projected::version(have.pointer("/metadata/resourceVersion").and_then(Value::as_str));
-                    last.config == config && last.is_newer_than(cached)
-                })
-        }
-        Current::Projected(Some(have)) => match remembered {
-            Some(last) => last.config == config && last.holds(have),
-            None => have.applied == Some(config) && !have.touched,
-        },
-    };
-    if unchanged {
+    if is_current(&patch, config, remembered, &current) {
         if remembered.is_none()
-            && let Current::Projected(Some(have)) = &current
+            && let Current::Projected(Some(have), _) = &current
         {
             ctx.applied.lock().insert(
                 key,
@@ -514,6 +683,30 @@ where
     }
 }
 
+/// Whether the object is as the configuration `patch` (digest `config`) makes it, by what the cache
+/// holds and what this process remembers applying.
+fn is_current(patch: &Value, config: u64, remembered: Option<Applied>, current: &Current) -> bool {
+    match current {
+        Current::Whole(None) => false,
+        // Created by this process, and the cache has not come as far as that create yet.
+        Current::Projected(None, seen) => {
+            remembered.is_some_and(|last| last.config == config && last.version.is_some_and(|v| v > *seen))
+        }
+        Current::Whole(Some(have)) => {
+            contained(&strip_for_compare(patch), have)
+                || remembered.is_some_and(|last| {
+                    let cached =
+                        projected::version(have.pointer("/metadata/resourceVersion").and_then(Value::as_str));
+                    last.config == config && last.is_newer_than(cached)
+                })
+        }
+        Current::Projected(Some(have), _) => match remembered {
+            Some(last) => last.config == config && last.holds(have),
+            None => have.applied == Some(config) && !have.touched,
+        },
+    }
+}
+
 /// The parts of an applied configuration the cached object is compared on (the cache keeps no
 /// apiVersion/kind for some clients, and the server fills in defaults we do not send).
 fn strip_for_compare(patch: &Value) -> Value {
@@ -529,12 +722,12 @@ async fn update_status(
     ctx: &Context,
     tenant: &Tenant,
     namespaces: &[TenantNamespace],
-    desired: &Desired,
+    problems: &[String],
     failures: &[String],
 ) -> Result<(), Error> {
     let mut names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
     names.sort();
-    let problems: Vec<String> = desired.problems.iter().chain(failures).cloned().collect();
+    let problems: Vec<String> = problems.iter().chain(failures).cloned().collect();
     let (status, reason, message) = if problems.is_empty() {
         (
             "True",
@@ -572,11 +765,31 @@ async fn update_status(
     if previous == next {
         return Ok(());
     }
-    let api: Api<Tenant> = Api::all(ctx.client.clone());
     let patch = json!({"status": next});
-    api.patch_status(&tenant.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let status = projected::digest(&patch);
+    let name = tenant.name_any();
+    // This status is written already, and the cache has not seen that write yet.
+    let written = ctx.status_written.lock().get(&name).copied();
+    if let Some(written) = written
+        && written.status == status
+        && matches!((projected::version(tenant.metadata.resource_version.as_deref()), written.version),
+            (Some(cached), Some(version)) if cached < version)
+    {
+        return Ok(());
+    }
+    let api: Api<Tenant> = Api::all(ctx.client.clone());
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(|_| ())
+        .map(|answer| {
+            ctx.status_written.lock().insert(
+                name.clone(),
+                StatusWritten {
+                    tenant: tenant_digest(&answer),
+                    status,
+                    version: projected::version(answer.metadata.resource_version.as_deref()),
+                },
+            );
+        })
         .map_err(|source| Error::Api {
             step: "updating the status of",
             object: format!("Tenant {}", tenant.name_any()),
@@ -629,6 +842,223 @@ mod tests {
             &json!({"subjects": [{"name": "a"}, {"name": "b"}]})
         ));
         assert_ne!(projected::digest(&want), projected::digest(&have));
+    }
+
+    fn context() -> Context {
+        // Never called: the echo rules read only the memo and the cache.
+        let client = Client::try_from(kube::Config::new("https://127.0.0.1:1".parse().unwrap())).unwrap();
+        Context::new(client, Cache::detached(), ControllerMetrics::unregistered(), None)
+    }
+
+    fn quota(tenant: &str, label: &str, used: Option<&str>) -> ResourceQuota {
+        let mut patch = json!({"metadata": {"name": "bulkhead-a-0", "namespace": "ns",
+            "labels": {labels::TENANT: tenant, "x": label}}, "spec": {"hard": {"pods": "5"}}});
+        projected::stamp_applied(&mut patch);
+        let mut quota: ResourceQuota = serde_json::from_value(patch).unwrap();
+        quota.metadata.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(labels::FIELD_MANAGER.into()),
+                operation: Some("Apply".into()),
+                time: Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+                ..Default::default()
+            },
+        ]);
+        quota.status = used.map(|u| k8s_openapi::api::core::v1::ResourceQuotaStatus {
+            used: Some([("pods".to_owned(), Quantity(u.to_owned()))].into()),
+            hard: None,
+        });
+        quota
+    }
+
+    fn change_of(ctx: &Context, object: ResourceQuota) -> projected::OwnedChange {
+        let mut changes = ctx.cache.resource_quotas().subscribe();
+        ctx.cache
+            .resource_quotas()
+            .apply(kube::runtime::watcher::Event::Apply(object));
+        changes.try_recv().unwrap()
+    }
+
+    fn remember(ctx: &Context, object: &ResourceQuota) {
+        ctx.applied.lock().insert(
+            object_key("ResourceQuota", "ns", "bulkhead-a-0"),
+            Applied {
+                config: projected::applied_digest(&object.metadata).unwrap(),
+                content: projected::content_digest(object),
+                version: None,
+            },
+        );
+    }
+
+    fn tenant(name: &str, scope: &str) -> Tenant {
+        serde_json::from_value(json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": name}, "spec": {"owners": [{"kind": "User", "name": "alice"}],
+            "resourceQuotas": {"scope": scope, "items": [{"hard": {"pods": "5"}}]}}}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_echo_of_an_own_write_triggers_nothing_and_anything_else_does() {
+        let ctx = context();
+        let written = quota("a", "1", None);
+        // Not remembered (another process wrote it, or a restart): not an echo.
+        assert!(!ctx.is_echo("ResourceQuota", &change_of(&ctx, written.clone())));
+        remember(&ctx, &written);
+        assert!(ctx.is_echo("ResourceQuota", &change_of(&ctx, written.clone())));
+        // Another kind's memo entry does not count.
+        assert!(!ctx.is_echo("LimitRange", &change_of(&ctx, written.clone())));
+        // Someone changed a label: the reconcile puts it back.
+        assert!(!ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "2", None))));
+        // It moved to another tenant: both tenants hear of it.
+        change_of(&ctx, written.clone());
+        let moved = quota("b", "1", None);
+        remember(&ctx, &moved);
+        assert!(!ctx.is_echo("ResourceQuota", &change_of(&ctx, moved)));
+        // Someone else wrote it after Bulkhead's apply, even with the same content.
+        let mut touched = written.clone();
+        touched.metadata.managed_fields.as_mut().unwrap().push(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some("kubectl-edit".into()),
+                operation: Some("Update".into()),
+                time: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                ..Default::default()
+            },
+        );
+        change_of(&ctx, written.clone());
+        assert!(!ctx.is_echo("ResourceQuota", &change_of(&ctx, touched)));
+    }
+
+    #[tokio::test]
+    async fn quota_usage_triggers_a_reconcile_only_where_it_shares_a_budget() {
+        let ctx = context();
+        let written = quota("a", "1", None);
+        remember(&ctx, &written);
+        ctx.cache
+            .tenants_feed()
+            .apply(kube::runtime::watcher::Event::Apply(tenant("a", "Namespace")));
+        change_of(&ctx, written.clone());
+        assert!(ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("1")))));
+        let gauge = ctx
+            .metrics
+            .quota_used
+            .with_label_values(&["a", "0", "pods"])
+            .get();
+        assert_eq!(gauge, 1.0, "the usage gauge follows without a reconcile");
+        ctx.cache
+            .tenants_feed()
+            .apply(kube::runtime::watcher::Event::Apply(tenant("a", "Tenant")));
+        assert!(!ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("2")))));
+        // The same usage again (another status write) changes nothing.
+        assert!(ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("2")))));
+    }
+
+    #[tokio::test]
+    async fn an_object_not_yet_cached_is_not_created_twice_and_a_deleted_one_is_created_again() {
+        let ctx = context();
+        let patch = json!({"metadata": {"name": "bulkhead-a-0", "namespace": "ns"}});
+        let created = Applied {
+            config: 7,
+            content: 1,
+            version: Some(100),
+        };
+        // The cache has seen this kind up to version 90: the create's event is still on its way.
+        assert!(is_current(
+            &patch,
+            7,
+            Some(created),
+            &Current::Projected(None, 90)
+        ));
+        // It has come past the create and holds no such object: deleted since, so applied again.
+        assert!(!is_current(
+            &patch,
+            7,
+            Some(created),
+            &Current::Projected(None, 100)
+        ));
+        // Another configuration is wanted now, or nothing is remembered: applied.
+        assert!(!is_current(
+            &patch,
+            8,
+            Some(created),
+            &Current::Projected(None, 90)
+        ));
+        assert!(!is_current(&patch, 7, None, &Current::Projected(None, 90)));
+
+        // The deletion's event forgets the create; a relist forgets everything.
+        let written = quota("a", "1", None);
+        remember(&ctx, &written);
+        change_of(&ctx, written.clone());
+        let mut changes = ctx.cache.resource_quotas().subscribe();
+        ctx.cache
+            .resource_quotas()
+            .apply(kube::runtime::watcher::Event::Delete(written.clone()));
+        let deleted = changes.try_recv().unwrap();
+        assert!(deleted.deleted && !ctx.is_echo("ResourceQuota", &deleted));
+        ctx.note("ResourceQuota", &deleted);
+        assert!(ctx.applied.lock().is_empty());
+        remember(&ctx, &written);
+        ctx.note(
+            "ResourceQuota",
+            &projected::OwnedChange {
+                tenant: Some("a".into()),
+                before: None,
+                object: None,
+                usage_changed: false,
+                deleted: false,
+            },
+        );
+        assert!(ctx.applied.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_namespace_echo_is_as_the_apply_left_it_and_not_terminating() {
+        let ctx = context();
+        let mut patch = json!({"metadata": {"name": "ns", "labels": {labels::TENANT: "a"}}});
+        let config = projected::stamp_applied(&mut patch);
+        let mut namespace: Namespace = serde_json::from_value(patch).unwrap();
+        namespace.metadata.managed_fields = quota("a", "1", None).metadata.managed_fields;
+        assert!(!ctx.is_namespace_echo(&namespace), "nothing remembered");
+        ctx.applied.lock().insert(
+            object_key("Namespace", "", "ns"),
+            Applied {
+                config,
+                content: projected::content_digest(&namespace),
+                version: None,
+            },
+        );
+        assert!(ctx.is_namespace_echo(&namespace));
+        let mut relabelled = namespace.clone();
+        relabelled.labels_mut().insert("team".into(), "x".into());
+        assert!(!ctx.is_namespace_echo(&relabelled));
+        let mut terminating = namespace.clone();
+        terminating.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        assert!(
+            !ctx.is_namespace_echo(&terminating),
+            "its tenant loses it from its status"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_status_echo_is_the_tenant_exactly_as_written() {
+        let ctx = context();
+        let mut written = tenant("a", "Namespace");
+        written.metadata.resource_version = Some("5".into());
+        ctx.status_written.lock().insert(
+            "a".into(),
+            StatusWritten {
+                tenant: tenant_digest(&written),
+                status: 0,
+                version: Some(5),
+            },
+        );
+        let mut echo = written.clone();
+        echo.metadata.resource_version = Some("6".into());
+        assert!(ctx.is_status_echo(&echo));
+        let mut edited = echo.clone();
+        edited.spec.cordoned = true;
+        assert!(!ctx.is_status_echo(&edited));
+        assert!(!ctx.is_status_echo(&tenant("b", "Namespace")));
+        ctx.forget_tenant("a");
+        assert!(!ctx.is_status_echo(&echo));
     }
 
     #[test]

@@ -306,3 +306,115 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
     })
     .await;
 }
+
+/// A tenant of many namespaces is compared only where something happened: a namespace provisioned and
+/// left alone is settled, and relabelling it later (into an `additionalMetadataList` selector and out
+/// again) still reaches it, as does an edit by hand of one of its objects.
+#[tokio::test]
+async fn a_settled_namespace_still_follows_its_labels_and_its_objects() {
+    let cluster = Cluster::start().await;
+    let tenant = cluster.unique("e2e-settle");
+    let lease = cluster.unique("e2e-settle-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {tenant}}}
+spec:
+  owners: [{{kind: User, name: alice}}]
+  namespaceOptions:
+    additionalMetadataList:
+    - namespaceSelector: {{matchLabels: {{env: prod}}}}
+      annotations: {{example.com/tier: gold}}
+  limitRanges:
+    items: [{{limits: [{{type: Container, default: {{cpu: 500m}}}}]}}]
+"#
+    ));
+    // More namespaces than the controller provisions at once.
+    let names: Vec<String> = (0..20).map(|i| format!("{tenant}-{i}")).collect();
+    let mut manifest = String::new();
+    for ns in &names {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{bulkhead.dev/tenant: {tenant}}}}}\n"
+        ));
+    }
+    cluster.apply(&manifest);
+    let limit_name = format!("bulkhead-{tenant}-0");
+    for ns in &names {
+        let api: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), ns);
+        eventually(Duration::from_secs(30), || async {
+            api.get(&limit_name)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{ns}: {e}"))
+        })
+        .await;
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.admin.clone());
+    let tier = |ns: k8s_openapi::api::core::v1::Namespace| ns.annotations().get("example.com/tier").cloned();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let target = &names[17];
+    assert_eq!(tier(namespaces.get(target).await.unwrap()), None);
+    namespaces
+        .patch(
+            target,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"env": "prod"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        let got = tier(namespaces.get(target).await.map_err(|e| e.to_string())?);
+        (got.as_deref() == Some("gold"))
+            .then_some(())
+            .ok_or(format!("tier {got:?}"))
+    })
+    .await;
+    namespaces
+        .patch(
+            target,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"env": null}}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        let got = tier(namespaces.get(target).await.map_err(|e| e.to_string())?);
+        got.is_none().then_some(()).ok_or(format!("tier {got:?}"))
+    })
+    .await;
+    // An edit by hand of a settled namespace's object is put back.
+    let other = &names[3];
+    let limits: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), other);
+    limits
+        .patch(
+            &limit_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"limits": [{"type": "Container", "default": {"cpu": "2"}}]}})),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        let cpu = limits
+            .get(&limit_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.limits.into_iter().next())
+            .and_then(|l| l.default)
+            .and_then(|d| d.get("cpu").map(|q| q.0.clone()));
+        (cpu.as_deref() == Some("500m"))
+            .then_some(())
+            .ok_or(format!("cpu {cpu:?}"))
+    })
+    .await;
+    // Every namespace keeps its objects: none was pruned for being settled.
+    for ns in &names {
+        let api: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), ns);
+        assert!(api.get(&limit_name).await.is_ok(), "{ns} lost its limit range");
+    }
+}

@@ -5,6 +5,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod replication;
+pub mod settled;
 pub mod webhook_tls;
 
 use std::sync::Arc;
@@ -142,6 +143,11 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
     let namespaces = changes(cache.namespaces_feed().subscribe()).filter(move |change| {
         let echo = matches!(change, Change::Applied(ns, before)
             if before.is_none() && namespace_echoes.is_namespace_echo(ns));
+        match change {
+            Change::Applied(ns, _) if !echo => namespace_echoes.settled.dirty(&ns.name_any()),
+            Change::Deleted(ns) => namespace_echoes.settled.forget(&ns.name_any()),
+            Change::Applied(..) => {}
+        }
         std::future::ready(!echo)
     });
     let by_label = tenant_refs(namespaces)
@@ -211,15 +217,14 @@ fn tenant_refs<K: Resource + Send + Sync + 'static>(
 }
 
 /// The Tenants a changed owned object of `kind` belongs to: now and, if it moved, before. The echoes
-/// of the controller's own writes ask for nothing ([`reconcile::Context::is_echo`]).
+/// of the controller's own writes ask for nothing ([`reconcile::Context::note`]).
 fn owned_refs(
     ctx: Arc<reconcile::Context>,
     kind: &'static str,
     changes: impl Stream<Item = bulkhead_cache::projected::OwnedChange> + Send,
 ) -> impl Stream<Item = ObjectRef<Tenant>> + Send {
     changes.flat_map(move |change| {
-        ctx.note(kind, &change);
-        if ctx.is_echo(kind, &change) {
+        if ctx.note(kind, &change) {
             return futures::stream::iter(Vec::new());
         }
         let refs: Vec<ObjectRef<Tenant>> = change

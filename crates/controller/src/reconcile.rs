@@ -2,7 +2,7 @@
 //! deleted, status kept. It reads only the shared cache and writes only what differs from what it last
 //! applied, so an idle cluster gets no writes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,6 +108,8 @@ pub struct Context {
     /// Each tenant's last status write: the watch event of that write is its echo and needs no
     /// reconcile, and a reconcile reading an older copy of the tenant does not write it again.
     pub status_written: Mutex<HashMap<String, StatusWritten>>,
+    /// The namespaces whose objects are all as wanted.
+    pub settled: crate::settled::Settled,
 }
 
 /// What the last status write of a tenant left.
@@ -143,6 +145,7 @@ impl Context {
             quota_written: Mutex::new(HashMap::new()),
             metrics,
             status_written: Mutex::new(HashMap::new()),
+            settled: crate::settled::Settled::default(),
         }
     }
 
@@ -185,18 +188,32 @@ impl Context {
         true
     }
 
-    /// Keeps the memo true to what the cache says: a deleted object is applied again when wanted,
+    /// Hears of a change to an owned object of `kind`, keeping the memo true to what the cache says: a deleted object is applied again when wanted,
     /// and after a relist (`object` absent: changes may have been missed) nothing is remembered, so
     /// the next reconciles go by the objects' annotations and managedFields.
-    pub fn note(&self, kind: &str, change: &projected::OwnedChange) {
+    /// A changed namespace stops being settled ([`crate::settled`]). Returns whether the change is an
+    /// echo ([`Context::is_echo`]).
+    pub fn note(&self, kind: &str, change: &projected::OwnedChange) -> bool {
         match &change.object {
             Some(gone) if change.deleted => {
                 self.applied
                     .lock()
                     .remove(&object_key(kind, &gone.namespace, &gone.name));
+                self.settled.dirty(&gone.namespace);
+                false
             }
-            Some(_) => {}
-            None => self.applied.lock().clear(),
+            Some(object) => {
+                let echo = self.is_echo(kind, change);
+                if !echo {
+                    self.settled.dirty(&object.namespace);
+                }
+                echo
+            }
+            None => {
+                self.applied.lock().clear();
+                self.settled.clear();
+                false
+            }
         }
     }
 
@@ -291,10 +308,21 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     } else {
         NAMESPACE_CHUNK
     };
+    // Namespaces nothing happened to since a reconcile left them as wanted are not compared again.
+    let mark = ctx.settled.mark();
+    let tenant_inputs = projected::digest(&json!([name, tenant.metadata.uid, tenant.spec]));
+    let inputs = |ns: &TenantNamespace| projected::digest(&json!([tenant_inputs, ns.name, ns.labels]));
+    let (settled, pending): (Vec<TenantNamespace>, Vec<TenantNamespace>) = namespaces
+        .iter()
+        .cloned()
+        .partition(|ns| !shares_budget(tenant) && ctx.settled.is_settled(&ns.name, inputs(ns), RESYNC));
+    let settled: HashSet<String> = settled.into_iter().map(|ns| ns.name).collect();
+    let mut settling = Vec::new();
     let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
     let mut failures = Vec::new();
     let mut wanted = Wanted::default();
-    for part in namespaces.chunks(chunk) {
+    for part in pending.chunks(chunk) {
+        let failed_before = failures.len();
         let desired = desired::desired_state(tenant, part, &quotas);
         problems.clone_from(&desired.problems);
         failures.extend(apply_namespaces(ctx, tenant, &desired).await);
@@ -335,11 +363,38 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             )
             .await,
         );
+        if failures.len() == failed_before {
+            settling.extend(part.iter().map(|ns| (ns.name.clone(), inputs(ns))));
+        }
     }
-    failures.extend(prune_kind(ctx, &name, &wanted.role_bindings, cache.role_bindings()).await);
-    failures.extend(prune_kind(ctx, &name, &wanted.resource_quotas, cache.resource_quotas()).await);
-    failures.extend(prune_kind(ctx, &name, &wanted.limit_ranges, cache.limit_ranges()).await);
-    failures.extend(prune_kind(ctx, &name, &wanted.network_policies, cache.network_policies()).await);
+    let failed_before = failures.len();
+    failures.extend(prune_kind(ctx, &name, &wanted.role_bindings, &settled, cache.role_bindings()).await);
+    failures.extend(
+        prune_kind(
+            ctx,
+            &name,
+            &wanted.resource_quotas,
+            &settled,
+            cache.resource_quotas(),
+        )
+        .await,
+    );
+    failures.extend(prune_kind(ctx, &name, &wanted.limit_ranges, &settled, cache.limit_ranges()).await);
+    failures.extend(
+        prune_kind(
+            ctx,
+            &name,
+            &wanted.network_policies,
+            &settled,
+            cache.network_policies(),
+        )
+        .await,
+    );
+    if failures.len() == failed_before {
+        for (namespace, inputs) in settling {
+            ctx.settled.settle(&namespace, inputs, mark);
+        }
+    }
 
     let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
     for problem in &problems {
@@ -555,15 +610,20 @@ async fn apply_owned<K: OwnedKind>(ctx: &Context, object: &K, cached: &OwnedCach
     .await
 }
 
-/// Deletes this tenant's objects of a kind that are not `wanted` (and that it owns).
+/// Deletes this tenant's objects of a kind that are not `wanted` (and that it owns), outside the
+/// `settled` namespaces (whose objects this reconcile did not compute).
 async fn prune_kind<K: OwnedKind>(
     ctx: &Context,
     tenant: &str,
     wanted: &BTreeSet<(String, String)>,
+    settled: &HashSet<String>,
     cached: &OwnedCache<K>,
 ) -> Vec<Error> {
     let mut failures = Vec::new();
     for (ns, name) in cached.of_tenant(tenant) {
+        if settled.contains(&*ns) {
+            continue;
+        }
         let (ns, name) = (ns.to_string(), name.to_string());
         if wanted.contains(&(ns.clone(), name.clone())) {
             continue;

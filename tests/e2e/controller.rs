@@ -40,16 +40,22 @@ fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_tenant_becomes_its_namespaces_objects_stays_so_and_is_idle_when_nothing_changes() {
+/// A cluster, a unique tenant name from `prefix`, and Bulkhead running the controller, ready.
+async fn with_controller(prefix: &str) -> (Cluster, String, Bulkhead) {
     let cluster = Cluster::start().await;
-    let tenant = cluster.unique("e2e-ctl");
-    let lease = cluster.unique("e2e-ctl-lease");
+    let tenant = cluster.unique(prefix);
+    let lease = cluster.unique(&format!("{prefix}-lease"));
     let bulkhead = Bulkhead::start(
         &cluster,
         &["--lease-namespace", "default", "--lease-name", &lease],
     );
     bulkhead.wait_ready().await;
+    (cluster, tenant, bulkhead)
+}
+
+#[tokio::test]
+async fn a_tenant_becomes_its_namespaces_objects_stays_so_and_is_idle_when_nothing_changes() {
+    let (cluster, tenant, _bulkhead) = with_controller("e2e-ctl").await;
     cluster.apply(&format!(
         r#"apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant
@@ -312,14 +318,7 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
 /// again) still reaches it, as does an edit by hand of one of its objects.
 #[tokio::test]
 async fn a_settled_namespace_still_follows_its_labels_and_its_objects() {
-    let cluster = Cluster::start().await;
-    let tenant = cluster.unique("e2e-settle");
-    let lease = cluster.unique("e2e-settle-lease");
-    let bulkhead = Bulkhead::start(
-        &cluster,
-        &["--lease-namespace", "default", "--lease-name", &lease],
-    );
-    bulkhead.wait_ready().await;
+    let (cluster, tenant, _bulkhead) = with_controller("e2e-settle").await;
     cluster.apply(&format!(
         r#"apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant

@@ -170,8 +170,9 @@ fn main() {
     println!("|---|---|---|");
     println!("| Tenant | {:.0} | |", whole::<Tenant, OwnerIndex>("Tenant"));
     println!(
-        "| Namespace | {:.0} | |",
-        whole::<Namespace, NamespaceIndex>("Namespace")
+        "| Namespace | {:.0} (with its compact copy too) | {:.0} (compact JSON and the tenant index) |",
+        whole::<Namespace, NamespaceIndex>("Namespace"),
+        kept::<Namespace, NamespaceIndex>("Namespace", true)
     );
     println!(
         "| Ingress | {:.0} | {:.0} (its host index alone) |",

@@ -19,6 +19,15 @@ pub trait Index<K>: Default {
     fn objects(&self) -> usize {
         0
     }
+    /// For a kind kept as its index alone: the `bulkhead.dev/tenant` label of the version of `object`
+    /// held now (what a store would have answered), so subscribers hear which tenant it left.
+    fn tenant_label(&self, _object: &K) -> Option<String> {
+        None
+    }
+    /// For a kind kept as its index alone: every object, whole, for subscribers after a relist.
+    fn all(&self) -> Vec<std::sync::Arc<K>> {
+        Vec::new()
+    }
 }
 
 /// An index that follows a watch, including relists: during a relist (`Init` .. `InitDone`) queries keep

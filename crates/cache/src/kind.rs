@@ -87,6 +87,12 @@ where
         Self::build(kind, false, CHANGE_BUFFER)
     }
 
+    /// A kind of many objects kept as its index alone, the index holding each object in a compact
+    /// form (Namespaces: see [`crate::namespaces`]).
+    pub fn index_only_for_many(kind: &'static str) -> Self {
+        Self::build(kind, false, LARGE_CHANGE_BUFFER)
+    }
+
     fn build(kind: &'static str, keep_objects: bool, buffer: usize) -> Self {
         let writer = Writer::new(());
         let store = writer.as_reader();
@@ -120,11 +126,12 @@ where
         // Store and index change under one lock so that readers never see one ahead of the other
         // for long; the watch loop is the only writer.
         let previous = match &event {
-            Event::Apply(object) => self
+            Event::Apply(object) if self.shared.keep_objects => self
                 .shared
                 .store
                 .get(&ObjectRef::from_obj(object))
                 .and_then(|p| p.labels().get(bulkhead_api::labels::TENANT).cloned()),
+            Event::Apply(object) => self.shared.index.read().get().tenant_label(object),
             _ => None,
         };
         let mut writer = self.shared.writer.lock();
@@ -146,7 +153,12 @@ where
             Event::Delete(object) => self.shared.changes.send(Change::Deleted(Arc::new(object))),
             Event::InitDone => {
                 // A relist may have missed deletions and changes: subscribers hear about everything.
-                for object in self.shared.store.state() {
+                let all = if self.shared.keep_objects {
+                    self.shared.store.state()
+                } else {
+                    self.shared.index.read().get().all()
+                };
+                for object in all {
                     let _ = self.shared.changes.send(Change::Applied(object, None));
                 }
                 Ok(0)
@@ -242,7 +254,8 @@ mod tests {
 
     #[test]
     fn managed_fields_and_last_applied_are_not_cached_and_sync_is_reported() {
-        let cache: KindCache<Namespace, NamespaceIndex> = KindCache::new("Namespace");
+        // Namespaces as the cache keeps them: compact copies in the index alone.
+        let cache: KindCache<Namespace, NamespaceIndex> = KindCache::index_only_for_many("Namespace");
         assert!(!cache.status().synced);
         let ns = Namespace {
             metadata: ObjectMeta {
@@ -269,7 +282,8 @@ mod tests {
         let status = cache.status();
         assert!(status.synced);
         assert_eq!(status.objects, 1);
-        let stored = cache.store().get(&ObjectRef::new("a")).unwrap();
+        assert!(cache.store().is_empty(), "no whole copies");
+        let stored = cache.read_index(|index| index.get("a")).unwrap();
         assert_eq!(stored.metadata.managed_fields.as_deref().unwrap_or_default(), []);
         assert_eq!(stored.annotations().len(), 1);
         assert_eq!(stored.annotations()["keep"], "me");
@@ -277,15 +291,50 @@ mod tests {
 
     #[test]
     fn subscribers_hear_of_changes_deletions_and_everything_after_a_relist() {
-        let cache: KindCache<Namespace, NamespaceIndex> = KindCache::new("Namespace");
-        let mut changes = cache.subscribe();
-        let ns = |name: &str| Namespace {
+        for cache in [
+            KindCache::new("Namespace"),
+            KindCache::index_only_for_many("Namespace"),
+        ] {
+            heard_of_everything(&cache);
+            heard_which_tenant_a_namespace_left(&cache);
+        }
+    }
+
+    fn ns(name: &str, tenant: Option<&str>) -> Namespace {
+        Namespace {
             metadata: ObjectMeta {
                 name: Some(name.into()),
+                labels: tenant.map(|t| [(bulkhead_api::labels::TENANT.to_owned(), t.to_owned())].into()),
                 ..Default::default()
             },
             ..Default::default()
-        };
+        }
+    }
+
+    fn heard_which_tenant_a_namespace_left(cache: &KindCache<Namespace, NamespaceIndex>) {
+        let mut changes = cache.subscribe();
+        cache.apply(Event::Apply(ns("moving", Some("solar"))));
+        cache.apply(Event::Apply(ns("moving", Some("wind"))));
+        cache.apply(Event::Apply(ns("moving", None)));
+        let mut seen = Vec::new();
+        while let Ok(Change::Applied(o, before)) = changes.try_recv() {
+            seen.push((o.labels().get(bulkhead_api::labels::TENANT).cloned(), before));
+        }
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            seen,
+            [(s("solar"), None), (s("wind"), s("solar")), (None, s("wind"))]
+        );
+        let stored = cache
+            .read_index(|index| index.get("moving"))
+            .or_else(|| cache.store().get(&ObjectRef::new("moving")))
+            .unwrap();
+        assert_eq!(stored.labels().get(bulkhead_api::labels::TENANT), None);
+    }
+
+    fn heard_of_everything(cache: &KindCache<Namespace, NamespaceIndex>) {
+        let mut changes = cache.subscribe();
+        let ns = |name: &str| ns(name, None);
         cache.apply(Event::Init);
         cache.apply(Event::InitApply(ns("a")));
         cache.apply(Event::InitApply(ns("b")));

@@ -112,7 +112,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 tenants: KindCache::for_many("Tenant"),
-                namespaces: KindCache::for_many("Namespace"),
+                namespaces: KindCache::index_only_for_many("Namespace"),
                 configurations: KindCache::new("BulkheadConfiguration"),
                 role_bindings: OwnedCache::new("RoleBinding", names.clone()),
                 resource_quotas: OwnedCache::new("ResourceQuota", names.clone()),
@@ -288,11 +288,6 @@ impl Cache {
         self.inner.tenants.store()
     }
 
-    /// The Namespace store (read-only).
-    pub fn namespaces(&self) -> &Store<Namespace> {
-        self.inner.namespaces.store()
-    }
-
     /// Where Tenant watch events go; for tests and tools that feed the cache themselves.
     pub fn tenants_feed(&self) -> &KindCache<Tenant, OwnerIndex> {
         &self.inner.tenants
@@ -310,7 +305,7 @@ impl Cache {
 
     /// A Namespace by name.
     pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
-        self.namespaces().get(&ObjectRef::new(name))
+        self.inner.namespaces.read_index(|index| index.get(name))
     }
 
     /// The names of the tenants the caller owns: as a user or service account, or through any group.

@@ -22,6 +22,14 @@ const AUTHENTICATED: &str = "system:authenticated";
 /// everything): a flood of random tokens costs memory only up to this bound.
 const MAX_TOKENS: usize = 50_000;
 
+/// How many TokenReviews the proxy has in flight at most: however many unknown tokens arrive at once
+/// (random ones, from an attacker), the API server sees no more than this many reviews at a time.
+pub const REVIEWS_IN_FLIGHT: usize = 16;
+
+/// How many requests with an unknown token may wait for a review; beyond that they are answered 429
+/// at once, so a flood of random tokens queues neither memory nor work without bound.
+pub const REVIEWS_WAITING: usize = 256;
+
 /// Why a caller was not accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -31,6 +39,14 @@ pub enum Rejection {
     Forbidden(String),
     /// 503: the API server could not be asked.
     Unavailable(String),
+    /// 429: too many unknown tokens are waiting for a review.
+    Busy(String),
+}
+
+/// Why a review could not be made.
+enum ReviewFailed {
+    Upstream(UpstreamError),
+    Busy,
 }
 
 /// The identity from a verified client certificate, attached to each request of the connection.
@@ -51,6 +67,8 @@ pub struct Authenticator {
     ttl: Duration,
     slots: Mutex<HashMap<[u8; 32], Arc<Slot>>>,
     metrics: ProxyMetrics,
+    reviews: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Authenticator {
@@ -61,6 +79,8 @@ impl Authenticator {
             ttl,
             slots: Mutex::new(HashMap::new()),
             metrics,
+            reviews: tokio::sync::Semaphore::new(REVIEWS_IN_FLIGHT),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -123,20 +143,35 @@ impl Authenticator {
         match outcome {
             Ok(Ok(caller)) => Ok(caller.clone()),
             Ok(Err(reason)) => Err(Rejection::Unauthenticated(reason.clone())),
-            Err(error) => {
+            Err(failed) => {
                 // Not remembered: the next request asks again.
                 self.slots.lock().remove(&key);
-                Err(Rejection::Unavailable(format!(
-                    "cannot authenticate the request: {error}"
-                )))
+                Err(match failed {
+                    ReviewFailed::Upstream(error) => {
+                        Rejection::Unavailable(format!("cannot authenticate the request: {error}"))
+                    }
+                    ReviewFailed::Busy => Rejection::Busy(
+                        "too many requests with new credentials are waiting to be authenticated; retry"
+                            .into(),
+                    ),
+                })
             }
         }
     }
 
-    async fn token_review(&self, token: &str) -> Result<Outcome, UpstreamError> {
+    async fn token_review(&self, token: &str) -> Result<Outcome, ReviewFailed> {
+        use std::sync::atomic::Ordering;
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= REVIEWS_WAITING {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ReviewFailed::Busy);
+        }
+        let permit = self.reviews.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
         let answer = self
             .create_review("authentication.k8s.io", "TokenReview", json!({"token": token}))
-            .await?;
+            .await
+            .map_err(ReviewFailed::Upstream)?;
+        drop(permit);
         Ok(token_review_outcome(&answer))
     }
 

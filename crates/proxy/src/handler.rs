@@ -330,6 +330,7 @@ impl Proxy {
             Err(Rejection::Unauthenticated(m)) => return (Class::Rejected, status::unauthorized(&m)),
             Err(Rejection::Forbidden(m)) => return (Class::Rejected, status::forbidden(&m)),
             Err(Rejection::Unavailable(m)) => return (Class::Rejected, status::unavailable(&m)),
+            Err(Rejection::Busy(m)) => return (Class::Rejected, status::too_many_requests(&m)),
         };
         if request.headers().contains_key(header::UPGRADE) {
             return (Class::Upgrade, self.upgrade(request, &caller).await);

@@ -68,6 +68,20 @@ pub fn upstream_failed(message: &str) -> Response<Body> {
     status(StatusCode::BAD_GATEWAY, "InternalError", message, None)
 }
 
+/// 429 TooManyRequests, with `Retry-After: 1` (clients such as kubectl wait and retry).
+pub fn too_many_requests(message: &str) -> Response<Body> {
+    let mut response = status(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TooManyRequests",
+        message,
+        Some(serde_json::json!({"retryAfterSeconds": 1})),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
+}
+
 /// 503 when the caller cannot be authenticated because the API server is unavailable.
 pub fn unavailable(message: &str) -> Response<Body> {
     status(

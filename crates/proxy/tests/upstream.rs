@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+/// Reviews of `slow-` tokens in flight at the stand-in API server now, and at most.
+static SLOW_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static SLOW_MOST_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// What the stand-in API server saw: (method, path, authorization, impersonate-user, impersonate-groups).
 type Seen = Arc<Mutex<Vec<(String, String, String, String, Vec<String>)>>>;
@@ -83,6 +88,17 @@ async fn answer(mut request: Request<Incoming>, seen: Seen) -> Response<Full<Byt
     if path.ends_with("/tokenreviews") {
         let body: Value =
             serde_json::from_slice(&request.body_mut().collect().await.unwrap().to_bytes()).unwrap();
+        if body["spec"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("slow-")
+        {
+            // An API server under load: each review of these tokens takes a while.
+            let now = SLOW_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+            SLOW_MOST_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            SLOW_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        }
         let status = if body["spec"]["token"] == "alice-token" {
             json!({"authenticated": true, "user": {"username": "alice", "groups": ["devs", "system:authenticated"]}})
         } else {
@@ -252,6 +268,27 @@ async fn exchange(stream: &mut tokio_rustls::client::TlsStream<TcpStream>, head:
     String::from_utf8(out).unwrap()
 }
 
+/// Alice (a valid token) gets a pod through the proxy.
+async fn alice_gets_her_pod(running: &Running) -> (StatusCode, Value) {
+    get(
+        running,
+        "/api/v1/namespaces/a/pods/p",
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await
+}
+
+/// How many TokenReviews reached the stand-in API server.
+fn token_reviews(running: &Running) -> usize {
+    running
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.1.ends_with("/tokenreviews"))
+        .count()
+}
+
 async fn get(running: &Running, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
     get_as(running, None, path, headers).await
 }
@@ -298,12 +335,7 @@ async fn requests_go_through_as_the_caller_never_with_the_callers_credentials() 
         "{body}"
     );
 
-    let (code, body) = get(
-        &running,
-        "/api/v1/namespaces/a/pods/p",
-        &[("authorization", "Bearer alice-token")],
-    )
-    .await;
+    let (code, body) = alice_gets_her_pod(&running).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     let seen = running.seen.lock().unwrap().clone();
     let forwarded = seen
@@ -318,6 +350,52 @@ async fn requests_go_through_as_the_caller_never_with_the_callers_credentials() 
     assert_eq!(forwarded.4, ["devs", "system:authenticated"]);
     let reviews = seen.iter().filter(|s| s.1.ends_with("/tokenreviews")).count();
     assert_eq!(reviews, 1, "the second request used the cached review");
+}
+
+#[tokio::test]
+async fn a_flood_of_random_tokens_gets_bounded_reviews_and_429s_not_unbounded_work() {
+    let running = start().await;
+    let floods: Vec<_> = (0..450)
+        .map(|i| {
+            let running = &running;
+            async move {
+                let token = format!("Bearer slow-{i}-{}", i * 7919);
+                get(running, "/api/v1/pods", &[("authorization", token.as_str())]).await
+            }
+        })
+        .collect();
+    let answers = futures::future::join_all(floods).await;
+    let refused = answers
+        .iter()
+        .filter(|(c, _)| *c == StatusCode::UNAUTHORIZED)
+        .count();
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|(c, _)| *c == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(
+        refused + busy.len(),
+        answers.len(),
+        "every one refused, none let through"
+    );
+    assert!(
+        !busy.is_empty(),
+        "past the waiting bound, requests are turned away at once"
+    );
+    assert_eq!(busy[0].1["reason"], "TooManyRequests", "{}", busy[0].1);
+    let most = SLOW_MOST_IN_FLIGHT.load(Ordering::SeqCst);
+    assert!(
+        most <= bulkhead_proxy::auth::REVIEWS_IN_FLIGHT,
+        "{most} TokenReviews in flight at once"
+    );
+    let reviews = token_reviews(&running);
+    assert_eq!(
+        reviews, refused,
+        "one review per token answered, none for the ones turned away"
+    );
+    // The flood over, a real caller is served.
+    let (code, body) = alice_gets_her_pod(&running).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

@@ -117,8 +117,32 @@ pub async fn run(
 async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
     let cluster = tokio::spawn(keep_cluster_objects(ctx.clone(), stop.clone()));
     let cache = &ctx.cache;
+    // A subscription that falls behind has missed changes: nothing is taken as settled any more and
+    // every tenant is reconciled at once, rather than at the periodic resync.
+    let (lag_tx, lag_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let on_lag: Lagged = {
+        let ctx = ctx.clone();
+        Arc::new(move || {
+            ctx.settled.clear();
+            let _ = lag_tx.send(());
+        })
+    };
+    let everyone = {
+        let cache = cache.clone();
+        futures::stream::unfold(lag_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) }).flat_map(
+            move |()| {
+                let all: Vec<ObjectRef<Tenant>> = cache
+                    .tenants()
+                    .state()
+                    .iter()
+                    .map(|t| ObjectRef::from_obj(&**t))
+                    .collect();
+                futures::stream::iter(all)
+            },
+        )
+    };
     // Subscribe before reading the store, so nothing falls between the two.
-    let tenant_changes = changes(cache.tenants_feed().subscribe());
+    let tenant_changes = changes(cache.tenants_feed().subscribe(), on_lag.clone());
     let current: Vec<Result<Tenant, watcher::Error>> = cache
         .tenants()
         .state()
@@ -140,7 +164,7 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         std::future::ready(item)
     }));
     let namespace_echoes = ctx.clone();
-    let namespaces = changes(cache.namespaces_feed().subscribe()).filter(move |change| {
+    let namespaces = changes(cache.namespaces_feed().subscribe(), on_lag.clone()).filter(move |change| {
         let echo = matches!(change, Change::Applied(ns, before)
             if before.is_none() && namespace_echoes.is_namespace_echo(ns));
         match change {
@@ -154,23 +178,24 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         .merge(owned_refs(
             ctx.clone(),
             "RoleBinding",
-            changes(cache.role_bindings().subscribe()),
+            changes(cache.role_bindings().subscribe(), on_lag.clone()),
         ))
         .merge(owned_refs(
             ctx.clone(),
             "ResourceQuota",
-            changes(cache.resource_quotas().subscribe()),
+            changes(cache.resource_quotas().subscribe(), on_lag.clone()),
         ))
         .merge(owned_refs(
             ctx.clone(),
             "LimitRange",
-            changes(cache.limit_ranges().subscribe()),
+            changes(cache.limit_ranges().subscribe(), on_lag.clone()),
         ))
         .merge(owned_refs(
             ctx.clone(),
             "NetworkPolicy",
-            changes(cache.network_policies().subscribe()),
-        ));
+            changes(cache.network_policies().subscribe(), on_lag.clone()),
+        ))
+        .merge(everyone);
     let stopped = stop.clone();
     Controller::for_stream(trigger, cache.tenants().clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
@@ -194,14 +219,24 @@ impl<S: Stream> MergeExt for S {}
 /// requests in flight; more tenants at once would only hold more desired state in memory.
 pub const RECONCILE_CONCURRENCY: u16 = 32;
 
-/// A cache subscription as a stream. After a lag, the periodic resync covers what was missed.
-fn changes<T: Clone + Send + 'static>(rx: broadcast::Receiver<T>) -> impl Stream<Item = T> + Send {
-    futures::stream::unfold(rx, |mut rx| async move {
+/// What to do when a subscription has fallen behind the cache.
+type Lagged = Arc<dyn Fn() + Send + Sync>;
+
+/// A cache subscription as a stream. After a lag, `lagged` is called (the changes missed are not known).
+fn changes<T: Clone + Send + 'static>(
+    rx: broadcast::Receiver<T>,
+    lagged: Lagged,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold((rx, lagged), |(mut rx, lagged)| async move {
         loop {
             match rx.recv().await {
-                Ok(change) => return Some((change, rx)),
+                Ok(change) => return Some((change, (rx, lagged))),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(missed = n, "the controller fell behind the cache")
+                    warn!(
+                        missed = n,
+                        "the controller fell behind the cache: reconciling every tenant"
+                    );
+                    lagged();
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -315,6 +350,26 @@ mod tests {
         n.metadata.name = Some("x".into());
         n.metadata.labels = tenant.map(|t| [(labels::TENANT.to_owned(), t.to_owned())].into());
         Arc::new(n)
+    }
+
+    #[tokio::test]
+    async fn a_subscription_that_falls_behind_says_so_and_goes_on() {
+        let (tx, rx) = broadcast::channel(2);
+        let lags = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = lags.clone();
+        let stream = changes(
+            rx,
+            Arc::new(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+        );
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        drop(tx);
+        let heard: Vec<i32> = stream.collect().await;
+        assert_eq!(heard, [3, 4], "the newest changes, after the lag");
+        assert_eq!(lags.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

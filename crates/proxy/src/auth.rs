@@ -49,6 +49,28 @@ enum ReviewFailed {
     Busy,
 }
 
+/// One request counted among those waiting for a review, for as long as this lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more, unless `bound` are waiting already.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize, bound: usize) -> Option<Waiting<'a>> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// The identity from a verified client certificate, attached to each request of the connection.
 #[derive(Clone, Debug)]
 pub struct ClientCertificate(pub Caller);
@@ -160,13 +182,10 @@ impl Authenticator {
     }
 
     async fn token_review(&self, token: &str) -> Result<Outcome, ReviewFailed> {
-        use std::sync::atomic::Ordering;
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= REVIEWS_WAITING {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ReviewFailed::Busy);
-        }
+        // Counted as waiting until a permit is had, also when the request goes away meanwhile.
+        let waiting = Waiting::enter(&self.waiting, REVIEWS_WAITING).ok_or(ReviewFailed::Busy)?;
         let permit = self.reviews.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         let answer = self
             .create_review("authentication.k8s.io", "TokenReview", json!({"token": token}))
             .await
@@ -323,6 +342,19 @@ fn ring_sha256(data: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_stops_counting_as_waiting_however_it_ends() {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let first = Waiting::enter(&count, 2).unwrap();
+        let second = Waiting::enter(&count, 2).unwrap();
+        assert!(Waiting::enter(&count, 2).is_none(), "the bound holds");
+        // A request that goes away while waiting (its future dropped) frees its place.
+        drop(second);
+        let third = Waiting::enter(&count, 2).unwrap();
+        drop((first, third));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn token_reviews_become_callers_or_reasons() {

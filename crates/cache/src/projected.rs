@@ -393,6 +393,12 @@ impl<K: OwnedKind> OwnedCache<K> {
         self.shared.latest.load(Ordering::Relaxed)
     }
 
+    fn saw(&self, version: Option<u64>) {
+        self.shared
+            .latest
+            .fetch_max(version.unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// The projection of one object.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Owned>> {
         let state = self.shared.state.read();
@@ -426,9 +432,7 @@ impl<K: OwnedKind> OwnedCache<K> {
                     let before = previous
                         .and_then(|p| p.tenant.clone())
                         .filter(|b| Some(b) != tenant.as_ref());
-                    self.shared
-                        .latest
-                        .fetch_max(object.version.unwrap_or(0), Ordering::Relaxed);
+                    self.saw(object.version);
                     sent.push(OwnedChange {
                         tenant,
                         before,
@@ -439,10 +443,7 @@ impl<K: OwnedKind> OwnedCache<K> {
                 }
                 Event::Delete(object) => {
                     let ns = object.namespace().unwrap_or_default();
-                    let deleted_at = version(object.meta().resource_version.as_deref());
-                    self.shared
-                        .latest
-                        .fetch_max(deleted_at.unwrap_or(0), Ordering::Relaxed);
+                    self.saw(version(object.meta().resource_version.as_deref()));
                     if let Some(gone) = state.live.remove(&ns, &object.name_any()) {
                         sent.push(OwnedChange {
                             tenant: gone.tenant.clone(),
@@ -456,9 +457,7 @@ impl<K: OwnedKind> OwnedCache<K> {
                 Event::Init => state.rebuilding = Some(Objects::default()),
                 Event::InitApply(object) => {
                     let object = project(&object, names);
-                    self.shared
-                        .latest
-                        .fetch_max(object.version.unwrap_or(0), Ordering::Relaxed);
+                    self.saw(object.version);
                     state
                         .rebuilding
                         .get_or_insert_with(Objects::default)

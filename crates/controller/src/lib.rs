@@ -164,37 +164,13 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         std::future::ready(item)
     }));
     let namespace_echoes = ctx.clone();
-    let namespaces = changes(cache.namespaces_feed().subscribe(), on_lag.clone()).filter(move |change| {
-        let echo = matches!(change, Change::Applied(ns, before)
-            if before.is_none() && namespace_echoes.is_namespace_echo(ns));
-        match change {
-            Change::Applied(ns, _) if !echo => namespace_echoes.settled.dirty(&ns.name_any()),
-            Change::Deleted(ns) => namespace_echoes.settled.forget(&ns.name_any()),
-            Change::Applied(..) => {}
-        }
-        std::future::ready(!echo)
-    });
+    let namespaces = changes(cache.namespaces_feed().subscribe(), on_lag.clone())
+        .filter(move |change| std::future::ready(!namespace_echoes.note_namespace(change)));
     let by_label = tenant_refs(namespaces)
-        .merge(owned_refs(
-            ctx.clone(),
-            "RoleBinding",
-            changes(cache.role_bindings().subscribe(), on_lag.clone()),
-        ))
-        .merge(owned_refs(
-            ctx.clone(),
-            "ResourceQuota",
-            changes(cache.resource_quotas().subscribe(), on_lag.clone()),
-        ))
-        .merge(owned_refs(
-            ctx.clone(),
-            "LimitRange",
-            changes(cache.limit_ranges().subscribe(), on_lag.clone()),
-        ))
-        .merge(owned_refs(
-            ctx.clone(),
-            "NetworkPolicy",
-            changes(cache.network_policies().subscribe(), on_lag.clone()),
-        ))
+        .merge(owned_refs(&ctx, cache.role_bindings(), &on_lag))
+        .merge(owned_refs(&ctx, cache.resource_quotas(), &on_lag))
+        .merge(owned_refs(&ctx, cache.limit_ranges(), &on_lag))
+        .merge(owned_refs(&ctx, cache.network_policies(), &on_lag))
         .merge(everyone);
     let stopped = stop.clone();
     Controller::for_stream(trigger, cache.tenants().clone())
@@ -251,15 +227,17 @@ fn tenant_refs<K: Resource + Send + Sync + 'static>(
     changes.flat_map(|change| futures::stream::iter(tenants_of(&change)))
 }
 
-/// The Tenants a changed owned object of `kind` belongs to: now and, if it moved, before. The echoes
+/// The Tenants a changed object of an owned kind belongs to: now and, if it moved, before. The echoes
 /// of the controller's own writes ask for nothing ([`reconcile::Context::note`]).
-fn owned_refs(
-    ctx: Arc<reconcile::Context>,
-    kind: &'static str,
-    changes: impl Stream<Item = bulkhead_cache::projected::OwnedChange> + Send,
-) -> impl Stream<Item = ObjectRef<Tenant>> + Send {
-    changes.flat_map(move |change| {
-        if ctx.note(kind, &change) {
+fn owned_refs<K: bulkhead_cache::projected::OwnedKind>(
+    ctx: &Arc<reconcile::Context>,
+    cached: &bulkhead_cache::projected::OwnedCache<K>,
+    on_lag: &Lagged,
+) -> impl Stream<Item = ObjectRef<Tenant>> + Send + use<K> {
+    let ctx = ctx.clone();
+    let kind = K::kind(&());
+    changes(cached.subscribe(), on_lag.clone()).flat_map(move |change| {
+        if ctx.note(&kind, &change) {
             return futures::stream::iter(Vec::new());
         }
         let refs: Vec<ObjectRef<Tenant>> = change

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bulkhead_api::tenant::{TenantState, TenantStatus};
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
+use bulkhead_cache::kind::Change;
 use bulkhead_cache::projected::{self, Owned, OwnedCache, OwnedKind};
 use bulkhead_policy::desired::{self, Desired, QuotaObserved, TenantNamespace};
 use bulkhead_policy::quota;
@@ -153,7 +154,7 @@ impl Context {
     /// object is as the apply left it (same configuration, same content, nobody else wrote it since),
     /// it did not move between tenants, and no quota usage a tenant-scope budget shares changed. An
     /// echo needs no reconcile: the reconcile that wrote it saw to everything else.
-    pub fn is_echo(&self, kind: &str, change: &projected::OwnedChange) -> bool {
+    fn is_echo(&self, kind: &str, change: &projected::OwnedChange) -> bool {
         let Some(object) = &change.object else {
             return false;
         };
@@ -169,30 +170,20 @@ impl Context {
         if !own {
             return false;
         }
-        if change.usage_changed
-            && let Some(tenant) = object.tenant.as_deref()
-            && let Some(tenant) = self
-                .cache
-                .tenants()
-                .get(&kube::runtime::reflector::ObjectRef::new(tenant))
-        {
-            if shares_budget(&tenant) {
-                // Usage decides each namespace's share of the tenant's budget.
-                return false;
-            }
-            // Only the usage gauges read it.
-            let name = tenant.name_any();
-            let observed = quota_observed(self.cache.resource_quotas(), &name, &self.quota_written.lock());
-            self.metrics.observe_quota(&tenant, &observed.used);
-        }
-        true
+        // Usage decides the namespaces' shares of a tenant-scope budget.
+        !(change.usage_changed && self.tenant_of(object).is_some_and(|t| shares_budget(&t)))
     }
 
-    /// Hears of a change to an owned object of `kind`, keeping the memo true to what the cache says: a deleted object is applied again when wanted,
-    /// and after a relist (`object` absent: changes may have been missed) nothing is remembered, so
-    /// the next reconciles go by the objects' annotations and managedFields.
-    /// A changed namespace stops being settled ([`crate::settled`]). Returns whether the change is an
-    /// echo ([`Context::is_echo`]).
+    fn tenant_of(&self, object: &Owned) -> Option<Arc<Tenant>> {
+        self.cache.tenant(object.tenant.as_deref()?)
+    }
+
+    /// Hears of a change to an owned object of `kind` and returns whether it is an echo
+    /// ([`Context::is_echo`]), which asks for no reconcile. It keeps the memo true to what the cache
+    /// says: a deleted object is applied again when wanted, and after a relist (`object` absent:
+    /// changes may have been missed) nothing is remembered, so the next reconciles go by the objects'
+    /// annotations and managedFields. A changed namespace stops being settled ([`crate::settled`]); a
+    /// quota's usage that no budget shares only refreshes the usage gauges.
     pub fn note(&self, kind: &str, change: &projected::OwnedChange) -> bool {
         match &change.object {
             Some(gone) if change.deleted => {
@@ -206,6 +197,15 @@ impl Context {
                 let echo = self.is_echo(kind, change);
                 if !echo {
                     self.settled.dirty(&object.namespace);
+                } else if change.usage_changed
+                    && let Some(tenant) = self.tenant_of(object)
+                {
+                    let observed = quota_observed(
+                        self.cache.resource_quotas(),
+                        &tenant.name_any(),
+                        &self.quota_written.lock(),
+                    );
+                    self.metrics.observe_quota(&tenant, &observed.used);
                 }
                 echo
             }
@@ -217,10 +217,26 @@ impl Context {
         }
     }
 
+    /// Hears of a namespace change and returns whether it is the echo of this process's metadata
+    /// apply ([`Context::is_namespace_echo`]); anything else unsettles the namespace.
+    pub fn note_namespace(&self, change: &Change<Namespace>) -> bool {
+        match change {
+            Change::Applied(ns, None) if self.is_namespace_echo(ns) => true,
+            Change::Applied(ns, _) => {
+                self.settled.dirty(&ns.name_any());
+                false
+            }
+            Change::Deleted(ns) => {
+                self.settled.forget(&ns.name_any());
+                false
+            }
+        }
+    }
+
     /// Whether a namespace change is the echo of this process's metadata apply: not terminating, and
     /// with the configuration and content the apply left. (The cache keeps namespaces without their
     /// managedFields: the content alone says nobody changed what Bulkhead applies.)
-    pub fn is_namespace_echo(&self, namespace: &Namespace) -> bool {
+    fn is_namespace_echo(&self, namespace: &Namespace) -> bool {
         if namespace.metadata.deletion_timestamp.is_some() {
             return false;
         }
@@ -304,7 +320,8 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     ctx.metrics.observe_quota(tenant, &quotas.used);
     // A tenant of many namespaces is provisioned a few namespaces at a time, so that its desired state
     // is never all in memory at once; tenant-scope quotas share one budget over all of them.
-    let chunk = if shares_budget(tenant) {
+    let shared_budget = shares_budget(tenant);
+    let chunk = if shared_budget {
         namespaces.len().max(1)
     } else {
         NAMESPACE_CHUNK
@@ -313,19 +330,26 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     let mark = ctx.settled.mark();
     let tenant_inputs = projected::digest(&json!([name, tenant.metadata.uid, tenant.spec]));
     let inputs = |ns: &TenantNamespace| projected::digest(&json!([tenant_inputs, ns.name, ns.labels]));
-    let (settled, pending): (Vec<TenantNamespace>, Vec<TenantNamespace>) = namespaces
+    let mut settled = HashSet::new();
+    let pending: Vec<TenantNamespace> = namespaces
         .iter()
+        .filter(|ns| {
+            let skip = !shared_budget && ctx.settled.is_settled(&ns.name, inputs(ns), RESYNC);
+            if skip {
+                settled.insert(ns.name.clone());
+            }
+            !skip
+        })
         .cloned()
-        .partition(|ns| !shares_budget(tenant) && ctx.settled.is_settled(&ns.name, inputs(ns), RESYNC));
-    let settled: HashSet<String> = settled.into_iter().map(|ns| ns.name).collect();
+        .collect();
     let mut settling = Vec::new();
-    let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
+    // The spec's problems (owners that are no valid subjects) are the same for every namespace.
+    let problems = desired::desired_state(tenant, &[], &quotas).problems;
     let mut failures = Vec::new();
     let mut wanted = Wanted::default();
     for part in pending.chunks(chunk) {
         let failed_before = failures.len();
         let desired = desired::desired_state(tenant, part, &quotas);
-        problems.clone_from(&desired.problems);
         failures.extend(apply_namespaces(ctx, tenant, &desired).await);
         failures.extend(
             apply_kind(
@@ -340,7 +364,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         let quota_failures =
             apply_kind(ctx, &quotas, cache.resource_quotas(), &mut wanted.resource_quotas).await;
         // Only tenant-scope quotas share a budget whose limits in force must be remembered.
-        if shares_budget(tenant) {
+        if shared_budget {
             remember_quota_limits(ctx, &quotas, quota_failures.is_empty());
         } else {
             forget_quota_limits(ctx, &quotas);
@@ -997,7 +1021,7 @@ mod tests {
             .tenants_feed()
             .apply(kube::runtime::watcher::Event::Apply(tenant("a", "Namespace")));
         change_of(&ctx, written.clone());
-        assert!(ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("1")))));
+        assert!(ctx.note("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("1")))));
         let gauge = ctx
             .metrics
             .quota_used
@@ -1007,9 +1031,9 @@ mod tests {
         ctx.cache
             .tenants_feed()
             .apply(kube::runtime::watcher::Event::Apply(tenant("a", "Tenant")));
-        assert!(!ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("2")))));
+        assert!(!ctx.note("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("2")))));
         // The same usage again (another status write) changes nothing.
-        assert!(ctx.is_echo("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("2")))));
+        assert!(ctx.note("ResourceQuota", &change_of(&ctx, quota("a", "1", Some("2")))));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bulkhead_api::labels;
 use bulkhead_policy::webhooks::{Endpoint, configurations};
-use bulkhead_webhook::certs::{Bundle, Plan, issue, plan};
+use bulkhead_tls::certs::{Bundle, Plan, issue, plan};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -87,7 +87,7 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
     let bundle = match (decision, current) {
         (Plan::Keep, Some(bundle)) => bundle,
         (decision, current) => {
-            let bundle = issue(current.as_ref(), decision, &s.names, now)?;
+            let bundle = issue(current.as_ref(), decision, &s.names, now).map_err(|e| e.to_string())?;
             let (data, annotations) = bundle.to_secret_parts();
             let secret = Secret {
                 metadata: ObjectMeta {

@@ -99,7 +99,7 @@ async fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
 /// What the proxy serves with: the TLS configuration, its replaceable certificate, and the PEM pair
 /// read from `--proxy-cert-dir` (if one is set).
 type Tls = (
-    rustls::ServerConfig,
+    Arc<rustls::ServerConfig>,
     Arc<server::ServingCert>,
     Option<(Vec<u8>, Vec<u8>)>,
 );
@@ -184,7 +184,7 @@ pub async fn run(
                     shutdown.clone(),
                 ));
             }
-            Arc::new(tls)
+            tls
         }
         Err(reason) => {
             error!(%reason, "proxy cannot serve TLS; the role stays unready");

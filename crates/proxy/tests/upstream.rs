@@ -18,8 +18,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kube::runtime::watcher::Event;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -205,7 +205,7 @@ async fn start_with(client_ca: Option<&str>) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(server::serve(listener, Arc::new(tls), proxy, shutdown.clone()));
+    tokio::spawn(server::serve(listener, tls, proxy, shutdown.clone()));
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(cert.as_bytes()).unwrap())
@@ -242,7 +242,7 @@ async fn handshake(
                 CertificateDer::pem_slice_iter(chain.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
                     .unwrap(),
-                rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
             )
             .unwrap(),
         None => builder.with_no_client_auth(),

@@ -74,36 +74,19 @@ pub fn certificate_authority(common_name: &str) -> Result<CertifiedIssuer<'stati
     CertifiedIssuer::self_signed(params, KeyPair::generate()?)
 }
 
-/// Serves an axum router over TLS on a listener until `shutdown`.
+/// Serves an axum router over TLS on a listener until `shutdown`, through the same accept loop and
+/// limits as Bulkhead's roles, except the body limit: the testkit answers an oversized body itself,
+/// as the API server does.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
     app: axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((tcp, _)) = accepted else { continue };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let io = hyper_util::rt::TokioIo::new(tls);
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            tokio::select! {
-                _ = connection => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
-    }
+    let limits = bulkhead_tls::Limits {
+        max_body_bytes: 64 * 1024 * 1024,
+        max_connections: 16 * 1024,
+        ..bulkhead_tls::Limits::default()
+    };
+    bulkhead_tls::serve(listener, config, limits, move |_| app.clone(), shutdown).await;
 }

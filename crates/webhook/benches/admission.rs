@@ -16,9 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
-use bulkhead_webhook::certs::{Plan, issue};
+use bulkhead_tls::certs::{Plan, issue};
 use bulkhead_webhook::review::decode;
-use bulkhead_webhook::server::{ReloadableCert, serve_tls, server_config};
 use bulkhead_webhook::{AdmissionMetrics, AppState, Check, Context, Denials, decide, router};
 use criterion::{Criterion, Throughput, criterion_group};
 use http_body_util::{BodyExt, Full};
@@ -204,9 +203,8 @@ fn bench_round_trip(c: &mut Criterion) {
     let names = vec!["127.0.0.1".to_owned()];
     let bundle = issue(None, Plan::NewAuthority, &names, SystemTime::now()).unwrap();
     let (url, client) = runtime.block_on(async {
-        let cert = Arc::new(ReloadableCert::default());
-        cert.set(
-            bulkhead_webhook::certs::certified_key(bundle.cert.as_bytes(), bundle.key.as_bytes()).unwrap(),
+        let cert = Arc::new(
+            bulkhead_tls::ServingCert::from_pem(bundle.cert.as_bytes(), bundle.key.as_bytes()).unwrap(),
         );
         let registry = prometheus::Registry::new();
         let state = Arc::new(AppState {
@@ -217,8 +215,8 @@ fn bench_round_trip(c: &mut Criterion) {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = server_config(cert).unwrap();
-        tokio::spawn(serve_tls(
+        let config = bulkhead_tls::server_config(cert, None).unwrap();
+        tokio::spawn(bulkhead_webhook::serve(
             listener,
             config,
             router(state),

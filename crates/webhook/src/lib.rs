@@ -2,9 +2,8 @@
 //! shared cache -> call a pure `bulkhead-policy` function -> encode.
 //!
 //! Served over HTTPS with a certificate that is reloaded when it changes: from a Secret the controller
-//! role keeps (see [`certs`]), or from a directory (cert-manager, or any mounted certificate).
+//! role keeps (see [`bulkhead_tls::certs`]), or from a directory (cert-manager, or any mounted certificate).
 
-pub mod certs;
 pub mod decide;
 pub mod events;
 pub mod metrics;
@@ -16,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_cache::Cache;
+use bulkhead_tls::{Limits, ServingCert, certs};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use tokio::net::TcpListener;
@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 pub use decide::{Check, Context, decide};
 pub use events::Denials;
 pub use metrics::AdmissionMetrics;
-pub use server::{AppState, ReloadableCert, router};
+pub use server::{AppState, router};
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,8 +67,8 @@ pub async fn run(
     up: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    let cert = Arc::new(ReloadableCert::default());
-    let config = match server::server_config(cert.clone()) {
+    let cert = Arc::new(ServingCert::default());
+    let config = match bulkhead_tls::server_config(cert.clone(), None) {
         Ok(c) => c,
         Err(error) => {
             error!(%error, "cannot configure TLS; the webhook does not serve");
@@ -91,9 +91,29 @@ pub async fn run(
         shutdown.clone(),
     );
     tokio::join!(
-        server::serve_tls(settings.listener, config, router(state), shutdown.clone()),
+        serve(settings.listener, config, router(state), shutdown.clone()),
         reload
     );
+}
+
+/// The webhook's limits: the API server's requests, each at most [`review::MAX_BODY`] bytes (an
+/// UPDATE carries the object twice). Its clients are API servers, a few connections each.
+pub fn limits() -> Limits {
+    Limits {
+        max_body_bytes: review::MAX_BODY,
+        max_connections: 1024,
+        ..Limits::default()
+    }
+}
+
+/// Serves the webhook's routes over TLS with [`limits`] until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    bulkhead_tls::serve(listener, config, limits(), move |_| app.clone(), shutdown).await;
 }
 
 /// Reads the certificate now and then; serves each new one from the next handshake. The role is up
@@ -101,7 +121,7 @@ pub async fn run(
 async fn keep_loaded(
     client: Client,
     source: CertSource,
-    cert: Arc<ReloadableCert>,
+    cert: Arc<ServingCert>,
     (every, expected): (Duration, Vec<String>),
     up: watch::Sender<bool>,
     shutdown: CancellationToken,
@@ -111,22 +131,23 @@ async fn keep_loaded(
     let mut covers = false;
     loop {
         match read(&client, &source).await {
-            Ok(Some(pair)) if current.as_ref() != Some(&pair) => match certs::certified_key(&pair.0, &pair.1)
-            {
-                Ok(key) => {
-                    cert.set(key);
-                    let missing = certs::names_missing(&pair.0, &expected);
-                    covers = missing.is_empty();
-                    if covers {
-                        info!(source = ?source, "serving certificate loaded");
-                    } else {
-                        warn!(source = ?source, missing = %missing.join(","), "the serving certificate does not name this webhook's address yet; not ready until it is renewed");
+            Ok(Some(pair)) if current.as_ref() != Some(&pair) => {
+                match bulkhead_tls::certified_key(&pair.0, &pair.1) {
+                    Ok(key) => {
+                        cert.set(key);
+                        let missing = certs::names_missing(&pair.0, &expected);
+                        covers = missing.is_empty();
+                        if covers {
+                            info!(source = ?source, "serving certificate loaded");
+                        } else {
+                            warn!(source = ?source, missing = %missing.join(","), "the serving certificate does not name this webhook's address yet; not ready until it is renewed");
+                        }
+                        current = Some(pair);
+                        up.send_replace(covers);
                     }
-                    current = Some(pair);
-                    up.send_replace(covers);
+                    Err(e) => warn!(source = ?source, error = %e, "the serving certificate is unusable"),
                 }
-                Err(e) => warn!(source = ?source, error = %e, "the serving certificate is unusable"),
-            },
+            }
             Ok(Some(_)) => {}
             Ok(None) => {
                 if !complained {

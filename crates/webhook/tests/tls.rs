@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bulkhead_cache::Cache;
-use bulkhead_webhook::certs::{Bundle, Plan, TLS_CERT, TLS_KEY, issue};
+use bulkhead_tls::certs::{Bundle, Plan, TLS_CERT, TLS_KEY, issue};
 use bulkhead_webhook::{AdmissionMetrics, CertSource, Settings, run};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};

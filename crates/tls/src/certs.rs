@@ -1,18 +1,19 @@
 //! Certificates without cert-manager: a self-signed CA and a serving certificate it signs, kept in a
 //! Secret. Issuing and the renewal decision are here; the controller role keeps the Secret, and the
 //! webhook role serves whatever the Secret (or a certificate directory) holds, reloading it on change.
+//! The testkit issues its throwaway certificates here too.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::CertifiedKey;
+
+use crate::TlsError;
 
 /// Secret keys.
 pub const CA_CERT: &str = "ca.crt";
@@ -158,8 +159,8 @@ pub fn issue(
     plan: Plan,
     names: &[String],
     now: SystemTime,
-) -> Result<Bundle, String> {
-    let err = |e: rcgen::Error| format!("cannot issue the webhook certificate: {e}");
+) -> Result<Bundle, TlsError> {
+    let err = |e: rcgen::Error| TlsError(format!("cannot issue the certificate: {e}"));
     let backdate = now - Duration::from_secs(300);
     let (ca_key, ca_cert, ca_not_after) = match (plan, current) {
         (Plan::Keep, Some(b)) => return Ok(b.clone()),
@@ -201,23 +202,6 @@ pub fn issue(
         ca_not_after,
         names: names.to_vec(),
     })
-}
-
-/// A rustls certified key from PEM chain and key.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("the certificate is not PEM: {e}"))?;
-    if chain.is_empty() {
-        return Err("the certificate file holds no certificate".to_owned());
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the key is not PEM: {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("the key is not usable: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
 /// The names of `names` that the certificate (PEM, the first one) does not carry as a DNS or IP
@@ -265,6 +249,7 @@ pub fn names_missing(cert_pem: &[u8], names: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certified_key;
 
     fn names() -> Vec<String> {
         vec!["bulkhead-webhook.bulkhead-system.svc".into(), "127.0.0.1".into()]
@@ -318,7 +303,7 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_a_reason() {
-        assert!(certified_key(b"junk", b"junk").is_err_and(|e| e.contains("no certificate")));
+        assert!(certified_key(b"junk", b"junk").is_err_and(|e| e.to_string().contains("no certificate")));
         let b = issue(None, Plan::NewAuthority, &names(), SystemTime::now()).expect("issue");
         assert!(
             certified_key(

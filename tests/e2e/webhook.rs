@@ -470,3 +470,152 @@ async fn protected_names_are_refused_to_tenant_users_and_not_to_administrators()
     cluster.clean_up(&["namespace", &locked]);
     cluster.kubectl().ok(&["create", "namespace", &locked]);
 }
+
+/// #16: a rule holds on every field that means the same thing, on update as well as create, and on the
+/// subresources that change what it guards.
+#[tokio::test]
+async fn the_same_meaning_through_another_field_an_update_or_a_subresource_is_denied() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-alias");
+    let alice = cluster.unique("alice");
+    let _bulkhead = start(&cluster).await;
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {t}}}
+spec:
+  owners: [{{kind: User, name: {alice}}}]
+  storageClasses: {{allowed: [silver]}}
+  ingressOptions:
+    allowedClasses: {{allowed: [nginx]}}
+    allowedHostnames: {{allowed: [{t}.example.com]}}
+"#
+    ));
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    let ns = format!("{t}-a");
+    cluster.clean_up(&["namespace", &ns]);
+    create_namespace(&k, &ns).await;
+    owner_can_act(&cluster, &ns).await;
+
+    // Storage class: the older annotation, on create and added later.
+    let claim = |name: &str, annotations: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}, annotations: {{{annotations}}}}}\nspec:\n  storageClassName: silver\n  accessModes: [ReadWriteOnce]\n  resources: {{requests: {{storage: 1Gi}}}}\n"
+        )
+    };
+    denied(
+        create_as(
+            &k,
+            &claim("gold", "volume.beta.kubernetes.io/storage-class: gold"),
+        ),
+        &format!("storage class `gold` of persistent volume claim `gold` is not allowed in tenant `{t}`"),
+    );
+    create_as(&k, &claim("data", "")).unwrap();
+    let err = k.fails(&[
+        "annotate",
+        "pvc",
+        "data",
+        "-n",
+        &ns,
+        "volume.beta.kubernetes.io/storage-class=gold",
+    ]);
+    assert!(
+        err.contains("storage class `gold` of persistent volume claim `data`"),
+        "{err}"
+    );
+    let kept = cluster.kubectl().ok(&[
+        "get",
+        "pvc",
+        "data",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
+    assert!(!kept.contains("gold"), "{kept}");
+
+    // Ingress: a rule with no host, a default backend, and the class annotation added beside the field.
+    let ingress = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ingressClassName: nginx\n  rules:\n  - host: \"{host}\"\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n"
+        )
+    };
+    denied(
+        create_as(&k, &ingress("everything", "")),
+        &format!(
+            "ingress `everything` has a rule with no host, which serves every hostname: tenant `{t}` allows only hostnames `{t}.example.com`"
+        ),
+    );
+    create_as(&k, &ingress("web", &format!("{t}.example.com"))).unwrap();
+    let err = k.fails(&[
+        "annotate",
+        "ingress",
+        "web",
+        "-n",
+        &ns,
+        "kubernetes.io/ingress.class=traefik",
+    ]);
+    assert!(
+        err.contains("ingress class `traefik` of ingress `web` is not allowed"),
+        "{err}"
+    );
+    let err = k.fails(&[
+        "patch",
+        "ingress",
+        "web",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"defaultBackend":{"service":{"name":"web","port":{"number":80}}}}}"#,
+    ]);
+    assert!(
+        err.contains("has a default backend, which serves every hostname"),
+        "{err}"
+    );
+
+    // Cordoned: subresource writes are writes.
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        &ns,
+        "--image=quay.io/org/web:1",
+    ]);
+    cluster.kubectl().ok(&[
+        "patch",
+        "tenant",
+        &t,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cordoned":true}}"#,
+    ]);
+    eventually(Duration::from_secs(10), || async {
+        let out = k.run(&["label", "deployment", "web", "-n", &ns, "frozen=no"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.contains("is cordoned").then_some(()).ok_or(err)
+    })
+    .await;
+    if cluster.is_testkit() {
+        eprintln!("not run on the testkit: deployments/scale (it serves no scale subresource)");
+        return;
+    }
+    let err = k.fails(&["scale", "deployment", "web", "-n", &ns, "--replicas=5"]);
+    assert!(
+        err.contains(&format!(
+            "the scale of `web` cannot be changed: tenant `{t}` is cordoned"
+        )),
+        "{err}"
+    );
+    let replicas = cluster.kubectl().ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "1");
+}

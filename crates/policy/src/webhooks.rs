@@ -154,7 +154,13 @@ fn mutating_hooks() -> Vec<Hook> {
         workload("pods", vec![rule(&[""], &["v1"], &["pods"], C, "Namespaced")]),
         workload(
             "persistentvolumeclaims",
-            vec![rule(&[""], &["v1"], &["persistentvolumeclaims"], C, "Namespaced")],
+            vec![rule(
+                &[""],
+                &["v1"],
+                &["persistentvolumeclaims"],
+                CU,
+                "Namespaced",
+            )],
         ),
         workload(
             "services",
@@ -193,7 +199,14 @@ fn validating_hooks() -> Vec<Hook> {
         Hook {
             check: "nodes",
             name: None,
-            rules: vec![rule(&[""], &["v1"], &["nodes"], &["UPDATE"], "Cluster")],
+            // A node's labels and annotations can be changed through its status too.
+            rules: vec![rule(
+                &[""],
+                &["v1"],
+                &["nodes", "nodes/status"],
+                &["UPDATE"],
+                "Cluster",
+            )],
             tenant_namespaces_only: false,
             tenant_users_only: true,
             object_selector: None,
@@ -215,7 +228,8 @@ fn validating_hooks() -> Vec<Hook> {
         Hook {
             check: "cordoned",
             name: None,
-            rules: vec![rule(&["*"], &["*"], &["*"], CUD, "Namespaced")],
+            // `*/*`: subresource writes (scale, eviction, status, binding) change things too.
+            rules: vec![rule(&["*"], &["*"], &["*/*"], CUD, "Namespaced")],
             tenant_namespaces_only: true,
             tenant_users_only: true,
             object_selector: None,
@@ -259,7 +273,8 @@ fn validating_hooks() -> Vec<Hook> {
         Hook {
             check: "managed",
             name: Some("replicated"),
-            rules: vec![rule(&["*"], &["*"], &["*"], CUD, "Namespaced")],
+            // `*/*`: subresource writes (scale, eviction, status, binding) change things too.
+            rules: vec![rule(&["*"], &["*"], &["*/*"], CUD, "Namespaced")],
             tenant_namespaces_only: true,
             tenant_users_only: true,
             object_selector: Some(LabelSelector {

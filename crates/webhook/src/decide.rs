@@ -180,7 +180,11 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
         }
         Check::Cordoned => match tenant_of(ctx, namespace) {
             Some(tenant) => {
-                let what = format!("{} `{}`", request.kind.kind.to_lowercase(), request.name);
+                let what = match req.subresource {
+                    // A subresource's kind (Scale, Eviction) does not say whose it is.
+                    Some(sub) => format!("the {sub} of `{}`", request.name),
+                    None => format!("{} `{}`", request.kind.kind.to_lowercase(), request.name),
+                };
                 policy::cordoned(&req, &tenant, &what)
             }
             None => Verdict::allow(),

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVo
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 
+use super::workload::{BETA_STORAGE_CLASS, INGRESS_CLASS_ANNOTATION};
 use super::*;
 use crate::identity::{Caller, CallerClass};
 
@@ -1086,6 +1087,96 @@ fn replicated_objects_are_changed_only_by_their_writer() {
             "configmap",
             None,
             Some(&global)
+        )
+        .is_allowed()
+    );
+}
+
+#[test]
+fn a_class_in_the_older_annotation_is_judged_beside_the_field_on_create_and_update() {
+    let s = world();
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    for op in [Operation::Create, Operation::Update] {
+        let r = request(&who, &c, op);
+        // A storage class only in the annotation the volume controllers read first.
+        let claim: PersistentVolumeClaim = obj(json!({"metadata": {"name": "data",
+            "annotations": {BETA_STORAGE_CLASS: "gold"}}, "spec": {"storageClassName": "silver"}}));
+        denied_with(
+            &persistent_volume_claim(&r, &s, &t, &claim),
+            "storage class `gold` of persistent volume claim `data` is not allowed in tenant `solar`",
+        );
+        // An ingress class added as the annotation beside an allowed field (an update allows both).
+        let mut web = ingress_obj("solar-one", "web", Some("nginx"), &[("solar.example.com", "/")]);
+        web.metadata.annotations = Some([(INGRESS_CLASS_ANNOTATION.to_owned(), "traefik".to_owned())].into());
+        denied_with(
+            &ingress(&r, &s, &t, "solar-one", &web),
+            "ingress class `traefik` of ingress `web` is not allowed in tenant `solar`: allowed are `nginx`",
+        );
+    }
+    // The annotation alone names the class: no default is injected over it, and an allowed one passes.
+    let annotated: PersistentVolumeClaim = obj(json!({"metadata": {"name": "data",
+        "annotations": {BETA_STORAGE_CLASS: "silver"}}, "spec": {}}));
+    let r = request(&who, &c, Operation::Create);
+    let v = persistent_volume_claim(&r, &s, &t, &annotated);
+    assert!(v.is_allowed());
+    assert_eq!(patched(&annotated, &v).spec.unwrap().storage_class_name, None);
+}
+
+#[test]
+fn a_claim_bound_later_to_another_tenants_volume_is_denied() {
+    let mut s = world();
+    let pv: PersistentVolume =
+        obj(json!({"metadata": {"name": "pv-wind", "labels": {labels::TENANT: "wind"}}}));
+    s.add_persistent_volume(&pv);
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    // `volumeName` may be set once after creation: the update is judged as the create would be.
+    let bound: PersistentVolumeClaim = obj(
+        json!({"metadata": {"name": "data"}, "spec": {"storageClassName": "silver", "volumeName": "pv-wind"}}),
+    );
+    denied_with(
+        &persistent_volume_claim(&request(&who, &c, Operation::Update), &s, &t, &bound),
+        "cannot bind persistent volume `pv-wind`: it belongs to tenant `wind`, not `solar`",
+    );
+    // An update injects no default.
+    let plain: PersistentVolumeClaim = obj(json!({"metadata": {"name": "data"}, "spec": {}}));
+    let v = persistent_volume_claim(&request(&who, &c, Operation::Update), &s, &t, &plain);
+    assert_eq!(v, Verdict::allow());
+}
+
+#[test]
+fn an_ingress_rule_with_no_host_or_a_default_backend_is_judged_not_skipped() {
+    let s = world();
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    let hostless = ingress_obj("solar-one", "web", Some("nginx"), &[("", "/")]);
+    denied_with(
+        &ingress(&r, &s, &t, "solar-one", &hostless),
+        "ingress `web` has a rule with no host, which serves every hostname: tenant `solar` allows only hostnames `solar.example.com`",
+    );
+    let mut default_backend = ingress_obj("solar-one", "web", Some("nginx"), &[("solar.example.com", "/")]);
+    default_backend.spec.as_mut().unwrap().default_backend =
+        Some(obj(json!({"service": {"name": "web", "port": {"number": 80}}})));
+    denied_with(
+        &ingress(&r, &s, &t, "solar-one", &default_backend),
+        "ingress `web` has a default backend, which serves every hostname",
+    );
+    // A tenant whose hostnames are not restricted may have both.
+    let wind = s.tenant("wind").unwrap();
+    let bob = user("bob");
+    let r = request(&bob, &c, Operation::Create);
+    assert!(
+        ingress(
+            &r,
+            &s,
+            &wind,
+            "wind-one",
+            &ingress_obj("wind-one", "w", None, &[("", "/")])
         )
         .is_allowed()
     );

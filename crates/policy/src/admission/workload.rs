@@ -18,6 +18,16 @@ use serde_json::{Value, json};
 use super::lists::{AllowedCheck, check_allowed, check_class, is_forbidden};
 use super::{ClassKind, Operation, Request, Verdict, View, join_or_none, metadata_patch};
 
+/// The storage class annotation that predates `spec.storageClassName`; the volume controllers still
+/// read it first.
+pub const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+/// The ingress class annotation that predates `spec.ingressClassName`.
+pub const INGRESS_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
 /// One host + path an Ingress serves, for the collision check.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IngressRoute {
@@ -247,24 +257,38 @@ pub fn persistent_volume_claim(
     tenant: &Tenant,
     claim: &PersistentVolumeClaim,
 ) -> Verdict {
-    if req.operation != Operation::Create {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
         return Verdict::allow();
     }
     let t = tenant_name(tenant);
     let name = object_name(&claim.metadata);
     let spec = claim.spec.clone().unwrap_or_default();
+    let what = format!("persistent volume claim `{name}`");
+    // The volume controllers read the older annotation before the field: both are judged, on update
+    // too (an annotation can be added to a claim that is not bound yet; the field is immutable).
+    let annotated = annotation(&claim.metadata, BETA_STORAGE_CLASS).filter(|c| !c.is_empty());
+    let list = tenant.spec.storage_classes.as_ref();
+    if let Some(class) = annotated
+        && let Err(denial) = class_rule(view, tenant, ClassKind::Storage, list, Some(class), "", &what)
+    {
+        return denial;
+    }
+    let named = spec.storage_class_name.as_deref().or(annotated);
     let patch = match class_rule(
         view,
         tenant,
         ClassKind::Storage,
-        tenant.spec.storage_classes.as_ref(),
-        spec.storage_class_name.as_deref(),
+        list,
+        named,
         "/spec/storageClassName",
-        &format!("persistent volume claim `{name}`"),
+        &what,
     ) {
-        Ok(p) => p,
+        Ok(p) if req.operation == Operation::Create => p,
+        Ok(_) => Vec::new(),
         Err(denial) => return denial,
     };
+    // `volumeName` may be set once after creation (that is how a claim is bound), so it is judged on
+    // update as well.
     if let Some(volume) = spec.volume_name.as_deref().filter(|v| !v.is_empty())
         && let Some(Some(owner)) = view.persistent_volume_tenant(volume)
         && owner != t
@@ -468,15 +492,25 @@ pub fn ingress(
         return Verdict::allow();
     };
     let spec = ingress.spec.clone().unwrap_or_default();
-    let class = spec.ingress_class_name.clone().or_else(|| {
-        ingress
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("kubernetes.io/ingress.class").cloned())
-    });
+    // Ingress controllers read the older annotation too (some before the field), and the API server
+    // lets an update add it beside the field: every class named is judged.
+    let annotated = annotation(&ingress.metadata, INGRESS_CLASS_ANNOTATION).map(str::to_owned);
+    let class = spec.ingress_class_name.clone().or_else(|| annotated.clone());
     let mut patch = Vec::new();
     if let Some(list) = options.allowed_classes.as_ref() {
+        if let Some(other) = annotated.as_deref().filter(|a| Some(*a) != class.as_deref())
+            && let Err(denial) = class_rule(
+                view,
+                tenant,
+                ClassKind::Ingress,
+                Some(list),
+                Some(other),
+                "",
+                &format!("ingress `{name}`"),
+            )
+        {
+            return denial;
+        }
         if class.is_none() && list.default.is_none() {
             let allowed = match check_class(list, "", None) {
                 AllowedCheck::NotAllowed(a) => a,
@@ -515,6 +549,31 @@ pub fn ingress(
         .collect();
     hosts.sort();
     hosts.dedup();
+    // A rule with no host, and the default backend, serve every hostname the controller receives:
+    // with hostnames restricted, that is broader than any wildcard.
+    if let Some(list) = options.allowed_hostnames.as_ref() {
+        let hostless = spec
+            .rules
+            .iter()
+            .flatten()
+            .any(|r| r.host.as_deref().unwrap_or("").is_empty());
+        // Only a list that allows any name at all (a regex matching the empty one) allows them.
+        if (hostless || spec.default_backend.is_some())
+            && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, "")
+        {
+            let part = if hostless {
+                "a rule with no host"
+            } else {
+                "a default backend"
+            };
+            return Verdict::deny(
+                Some(t),
+                format!(
+                    "ingress `{name}` has {part}, which serves every hostname: tenant `{t}` allows only hostnames {allowed}"
+                ),
+            );
+        }
+    }
     for host in &hosts {
         if host.starts_with('*') && !options.allow_wildcard_hostnames {
             return Verdict::deny(

@@ -80,6 +80,19 @@ impl Check {
         }
     }
 
+    /// Whether the check judges objects in tenant namespaces by their tenant (so a namespace the cache
+    /// has not seen must be read before it is decided).
+    pub fn by_namespace_tenant(self) -> bool {
+        matches!(
+            self,
+            Check::Pods
+                | Check::PersistentVolumeClaims
+                | Check::Services
+                | Check::Ingresses
+                | Check::Cordoned
+        )
+    }
+
     /// Whether the check can mutate (has a `/mutate/` route).
     pub fn mutates(self) -> bool {
         matches!(
@@ -125,6 +138,27 @@ pub struct Context<'a> {
 fn tenant_of(ctx: &Context<'_>, namespace: Option<&str>) -> Option<std::sync::Arc<Tenant>> {
     let name = ctx.view.tenant_of_namespace(namespace?)?;
     ctx.view.tenant(&name)
+}
+
+/// The tenant of a tenant namespace for a check that must not pass it by: `Err` (a denial that says to
+/// retry) when the namespace names a Tenant the cache has not seen (one created a moment ago).
+fn tenant_to_check(
+    ctx: &Context<'_>,
+    namespace: Option<&str>,
+) -> Result<Option<std::sync::Arc<Tenant>>, Verdict> {
+    let Some(ns) = namespace else { return Ok(None) };
+    let Some(name) = ctx.view.tenant_of_namespace(ns) else {
+        return Ok(None);
+    };
+    match ctx.view.tenant(&name) {
+        Some(tenant) => Ok(Some(tenant)),
+        None => Err(Verdict::deny(
+            None,
+            format!(
+                "namespace `{ns}` belongs to tenant `{name}`, which is not in Bulkhead's cache yet; retry in a moment (if it lasts, no Tenant `{name}` exists)"
+            ),
+        )),
+    }
 }
 
 /// Decides one request. `Err` means the objects in it cannot be read (a 400).
@@ -190,8 +224,10 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
             None => Verdict::allow(),
         },
         Check::Pods | Check::PersistentVolumeClaims | Check::Services | Check::Ingresses => {
-            let Some(tenant) = tenant_of(ctx, namespace) else {
-                return Ok(Verdict::allow());
+            let tenant = match tenant_to_check(ctx, namespace) {
+                Ok(Some(tenant)) => tenant,
+                Ok(None) => return Ok(Verdict::allow()),
+                Err(denial) => return Ok(denial),
             };
             if !matches!(
                 req.operation,

@@ -9,6 +9,7 @@ pub mod events;
 pub mod metrics;
 pub mod review;
 pub mod server;
+pub mod unseen;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub async fn run(
         own_identity: settings.own_identity,
         metrics,
         denials: Denials::start(client.clone(), cache, shutdown.clone()),
+        client: Some(client.clone()),
     });
     let reload = keep_loaded(
         client,

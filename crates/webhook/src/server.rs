@@ -18,6 +18,7 @@ use crate::decide::{Check, Context, decide};
 use crate::events::Denials;
 use crate::metrics::AdmissionMetrics;
 use crate::review::{MAX_BODY, decode, encode};
+use crate::unseen;
 
 /// What every request handler shares.
 pub struct AppState {
@@ -29,6 +30,9 @@ pub struct AppState {
     pub metrics: AdmissionMetrics,
     /// Where denials go to become Events.
     pub denials: Denials,
+    /// The API client, to read a namespace the cache has not seen yet; without one such requests are
+    /// denied with a message to retry.
+    pub client: Option<kube::Client>,
 }
 
 /// The webhook routes: `POST /validate/{check}` and `POST /mutate/{check}`.
@@ -78,12 +82,33 @@ async fn handle(
         Err(message) => return bad_request(message),
     };
     let config = state.cache.configuration();
-    let ctx = Context {
-        view: &state.cache,
-        config: &config,
-        own_identity: &state.own_identity,
+    let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
+    let read = match namespace {
+        Some(ns) if check.by_namespace_tenant() => {
+            unseen::look_up(&state.cache, state.client.as_ref(), ns).await
+        }
+        _ => Ok(None),
     };
-    let verdict = match decide(check, &request, &ctx) {
+    let verdict = match &read {
+        Err(message) => Ok(Verdict::deny(None, message.clone())),
+        Ok(read) => {
+            let overlay = read.as_ref().map(|read| unseen::Overlay {
+                base: &state.cache,
+                read,
+            });
+            let view: &dyn bulkhead_policy::admission::View = match &overlay {
+                Some(overlay) => overlay,
+                None => &state.cache,
+            };
+            let ctx = Context {
+                view,
+                config: &config,
+                own_identity: &state.own_identity,
+            };
+            decide(check, &request, &ctx)
+        }
+    };
+    let verdict = match verdict {
         Ok(v) => v,
         Err(message) => return bad_request(message),
     };

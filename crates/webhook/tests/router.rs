@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn state() -> (Arc<AppState>, prometheus::Registry) {
+    state_with(None)
+}
+
+fn state_with(client: Option<kube::Client>) -> (Arc<AppState>, prometheus::Registry) {
     let cache = Cache::detached();
     let tenant: Tenant = serde_json::from_value(json!({
         "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
@@ -33,9 +37,11 @@ fn state() -> (Arc<AppState>, prometheus::Registry) {
         json!({"metadata": {"name": "solar-one", "labels": {labels::TENANT: "solar"}}}),
     )
     .unwrap();
+    let elsewhere: Namespace = serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).unwrap();
     let feed = cache.namespaces_feed();
     feed.apply(Event::Init);
     feed.apply(Event::InitApply(ns));
+    feed.apply(Event::InitApply(elsewhere));
     feed.apply(Event::InitDone);
     let registry = prometheus::Registry::new();
     let metrics = AdmissionMetrics::register(&registry).unwrap();
@@ -45,6 +51,7 @@ fn state() -> (Arc<AppState>, prometheus::Registry) {
             own_identity: "system:serviceaccount:bulkhead-system:bulkhead".into(),
             metrics,
             denials: Denials::discard(),
+            client,
         }),
         registry,
     )
@@ -181,12 +188,35 @@ async fn pods_in_tenant_namespaces_are_checked_and_others_are_not() {
             .contains("registry `ghcr.io`")
     );
     let (_, out) = post(
-        s,
+        s.clone(),
         "/validate/pods",
-        review("CREATE", "Pod", Some("elsewhere"), "alice", pod, Value::Null).to_string(),
+        review(
+            "CREATE",
+            "Pod",
+            Some("elsewhere"),
+            "alice",
+            pod.clone(),
+            Value::Null,
+        )
+        .to_string(),
     )
     .await;
     assert_eq!(out["response"]["allowed"], true);
+    // A namespace the cache has not seen is not passed by: with nothing to read it with, the request
+    // is denied with a message to retry.
+    let (_, out) = post(
+        s,
+        "/validate/pods",
+        review("CREATE", "Pod", Some("solar-new"), "alice", pod, Value::Null).to_string(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], false);
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("namespace `solar-new` is not in Bulkhead's cache yet and could not be read")
+            && message.contains("retry in a moment"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -224,4 +254,49 @@ async fn malformed_oversized_and_misrouted_requests_get_clear_errors() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = post(s, "/mutate/nodes", "{}").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_namespace_the_cache_has_not_seen_is_read_from_the_api_server_and_judged() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = bulkhead_testkit::TestServer::start().await.unwrap();
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&server.kubeconfig(bulkhead_testkit::ADMIN_TOKEN)).unwrap();
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    for (name, tenant) in [("solar-late", "solar"), ("ghost-one", "ghost")] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": {labels::TENANT: tenant}}}))
+                .unwrap();
+        namespaces
+            .create(&kube::api::PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    let (s, _) = state_with(Some(client));
+    let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a", "image": "ghcr.io/x/y:1"}]}});
+    let ask = |ns: &str| review("CREATE", "Pod", Some(ns), "alice", pod.clone(), Value::Null).to_string();
+    // Read live: the namespace is solar's, and solar's registry rule applies.
+    let (_, out) = post(s.clone(), "/validate/pods", ask("solar-late")).await;
+    assert_eq!(out["response"]["allowed"], false);
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("registry `ghcr.io`") && message.contains("tenant `solar`"),
+        "{message}"
+    );
+    // A namespace naming a Tenant the cache has not seen either.
+    let (_, out) = post(s.clone(), "/validate/pods", ask("ghost-one")).await;
+    assert_eq!(out["response"]["allowed"], false);
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("namespace `ghost-one` belongs to tenant `ghost`, which is not in Bulkhead's cache yet; retry in a moment"),
+        "{message}"
+    );
+    // A namespace that does not exist belongs to no tenant (the API server refuses the pod itself).
+    let (_, out) = post(s, "/validate/pods", ask("nowhere")).await;
+    assert_eq!(out["response"]["allowed"], true);
 }

@@ -66,6 +66,18 @@ impl Target {
     }
 }
 
+/// A boolean query parameter as the API server reads it (apimachinery's `Convert_Slice_string_To_bool`
+/// on the first value): false only for `0` and for `false` in any case, as Go's `strings.EqualFold`
+/// folds it (so `FALSE` and `falſe`, with U+017F for the s, are false too); anything else, the empty
+/// string and `no` included, is true.
+pub fn api_bool(value: &str) -> bool {
+    let folded: String = value
+        .chars()
+        .map(|c| if c == '\u{17F}' { 's' } else { c })
+        .collect();
+    !(value == "0" || folded.eq_ignore_ascii_case("false"))
+}
+
 /// The query parameters the proxy acts on, and the rest as given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Query {
@@ -88,9 +100,9 @@ impl Query {
         self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    /// Whether this is a watch (`watch=true` or `watch=1`).
+    /// Whether this is a watch, read as the API server reads it (see [`api_bool`]).
     pub fn is_watch(&self) -> bool {
-        matches!(self.get("watch"), Some("true" | "1"))
+        self.get("watch").is_some_and(api_bool)
     }
 
     /// Sets a parameter, replacing any value it had.
@@ -231,6 +243,21 @@ mod tests {
         assert_eq!(q.get("resourceVersion"), Some("5"));
         let mut empty = Query::parse(None);
         assert!(!empty.is_watch());
+        // The API server's reading: only 0 and false (any case, Unicode folding) are false; the first
+        // value counts.
+        for watch in ["true", "1", "", "yes", "no", "True", "2", "f"] {
+            assert!(
+                Query::parse(Some(&format!("watch={watch}"))).is_watch(),
+                "{watch:?}"
+            );
+        }
+        for list in ["0", "false", "FALSE", "False", "fal\u{17F}e", "0&watch=true"] {
+            assert!(
+                !Query::parse(Some(&format!("watch={list}"))).is_watch(),
+                "{list:?}"
+            );
+        }
+        assert!(Query::parse(Some("watch")).is_watch());
         empty.and_label_selector("x=y").unwrap();
         for sneaky in ["x in (a", "x notin (a,b", "x in (a)) ,y in (b"] {
             let mut q = Query::parse(Some(&format!("labelSelector={sneaky}")));

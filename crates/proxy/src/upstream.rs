@@ -92,8 +92,10 @@ impl ApiServer {
     /// and followed logs go over the HTTP/1.1 pool.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         let long_lived = request.uri().query().is_some_and(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .any(|(k, v)| matches!((&*k, &*v), ("watch" | "follow", "true" | "1")))
+            let query = crate::route::Query::parse(Some(q));
+            ["watch", "follow"]
+                .into_iter()
+                .any(|key| query.get(key).is_some_and(crate::route::api_bool))
         });
         if long_lived {
             return self.send_upgrade(request).await;

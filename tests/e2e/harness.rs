@@ -443,6 +443,15 @@ impl Bulkhead {
         }
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind: the Lease is not released) and waits
+    /// until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the process with SIGKILL (no shutdown of any kind), then starts it again as it was.
     pub fn kill_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -96,7 +96,7 @@ pub(crate) async fn wait_converged(
 }
 
 /// `bulkhead run --roles controller` holding the Lease `lease` in `default`, with `extra` arguments.
-fn start_controller(cluster: &Cluster, lease: &str, extra: &[&str]) -> Bulkhead {
+pub(crate) fn start_controller(cluster: &Cluster, lease: &str, extra: &[&str]) -> Bulkhead {
     let mut args = vec![
         "--roles",
         "controller",

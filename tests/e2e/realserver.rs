@@ -50,7 +50,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {{name: {ops}}}
 rules:
-- {{apiGroups: [""], resources: [namespaces], verbs: [create, patch, delete, get]}}
+- {{apiGroups: [""], resources: [namespaces, namespaces/status], verbs: [create, patch, delete, get]}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -63,6 +63,20 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
     let first = format!("{t}-first");
     cluster.clean_up(&["namespace", &first]);
     create_namespace(&owner, &first).await;
+    // A Tenant that must not be deleted, and the API server's own locks registered and in force.
+    let keep = cluster.unique("e2e-outage-keep");
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {keep}}}\nspec: {{owners: [{{kind: User, name: {alice}-keep}}], preventDeletion: true}}\n"
+    ));
+    for policy in ["bulkhead-namespace-ownership", "bulkhead-tenant-prevent-deletion"] {
+        cluster
+            .kubectl()
+            .ok_eventually(
+                Duration::from_secs(20),
+                &["get", "validatingadmissionpolicybinding", policy],
+            )
+            .await;
+    }
 
     // Bulkhead goes away; its fail-closed webhook configurations stay registered.
     bulkhead.terminate();
@@ -103,6 +117,76 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
     assert!(!labels.contains("by-owner"), "{labels}");
     let err = owner.fails(&["create", "namespace", &format!("{t}-third")]);
     assert!(err.contains("failed calling webhook"), "{err}");
+
+    // The locks the API server keeps itself (ValidatingAdmissionPolicies) hold with Bulkhead gone:
+    // a tenant user cannot move a namespace, through the object or its status.
+    let lock = format!(
+        "the tenant label of namespace `{first}` cannot be added, changed or removed by a tenant user"
+    );
+    eventually(Duration::from_secs(20), || async {
+        let out = patcher.run(&[
+            "label",
+            "namespace",
+            &first,
+            &format!("{}={keep}", "bulkhead.dev/tenant"),
+            "--overwrite",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        err.contains(&lock).then_some(()).ok_or(err)
+    })
+    .await;
+    let err = patcher.fails(&[
+        "patch",
+        "namespace",
+        &first,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"bulkhead.dev/tenant":null}}}"#,
+    ]);
+    assert!(err.contains(&lock), "{err}");
+    let err = patcher.fails(&[
+        "patch",
+        "namespace",
+        &first,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/ownerReferences"}]"#,
+    ]);
+    assert!(
+        err.contains("to its Tenant cannot be added, changed or removed by a tenant user"),
+        "{err}"
+    );
+    let label = admin.ok(&[
+        "get",
+        "namespace",
+        &first,
+        "-o",
+        "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}",
+    ]);
+    assert_eq!(label, t);
+    // Administrators keep applying Tenants (the tenants webhook fails open), and preventDeletion holds.
+    let later = cluster.unique("e2e-outage-later");
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {later}}}\nspec: {{owners: [{{kind: User, name: {alice}-later}}]}}\n"
+    ));
+    let err = admin.fails(&["delete", "tenant", &keep]);
+    assert!(
+        err.contains(&format!(
+            "tenant `{keep}` has preventDeletion set: set it to false before deleting the tenant"
+        )),
+        "{err}"
+    );
+    admin.ok(&["get", "tenant", &keep]);
+    admin.ok(&[
+        "patch",
+        "tenant",
+        &keep,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"preventDeletion":false}}"#,
+    ]);
+    admin.ok(&["delete", "tenant", &keep, &later]);
 }
 
 #[tokio::test]

@@ -343,8 +343,15 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         .cloned()
         .collect();
     let mut settling = Vec::new();
-    // The spec's problems (owners that are no valid subjects) are the same for every namespace.
-    let problems = desired::desired_state(tenant, &[], &quotas).problems;
+    // The spec's problems (owners that are no valid subjects) are the same for every namespace; so are
+    // those admission refuses (regexes that do not compile, CIDRs that do not parse), which a Tenant
+    // applied while the webhook was down (it fails open for Tenants) may still have.
+    let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
+    for problem in bulkhead_policy::admission::tenant_problems(tenant) {
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+    }
     let mut failures = Vec::new();
     let mut wanted = Wanted::default();
     for part in pending.chunks(chunk) {

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bulkhead_api::labels;
-use bulkhead_policy::webhooks::{Endpoint, configurations};
+use bulkhead_policy::webhooks::{Endpoint, admission_policies, configurations};
 use bulkhead_tls::certs::{Bundle, Plan, issue, plan};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -124,8 +125,9 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
         &groups,
         &s.namespace,
     );
+    let policies = admission_policies(&groups, &s.namespace);
     let mut hasher = DefaultHasher::new();
-    serde_json::to_string(&(&mutating, &validating))
+    serde_json::to_string(&(&mutating, &validating, &policies))
         .unwrap_or_default()
         .hash(&mut hasher);
     let hash = hasher.finish();
@@ -140,8 +142,22 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
     apply_unless_current(&v, &s.configuration_name, with_type(&validating))
         .await
         .map_err(|e| format!("cannot register the validating webhooks: {e}"))?;
+    // What the API server enforces itself. An API server without ValidatingAdmissionPolicy (before
+    // 1.30) keeps only the webhooks' checks: said, not fatal.
+    let vap: Api<ValidatingAdmissionPolicy> = Api::all(ctx.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(ctx.client.clone());
+    for (policy, binding) in &policies {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        let result = match apply_unless_current(&vap, &name, with_type(policy)).await {
+            Ok(_) => apply_unless_current(&bindings, &name, with_type(binding)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(policy = %name, error = %e, "cannot register the ValidatingAdmissionPolicy; the webhook alone enforces it");
+        }
+    }
     if *applied != Some(hash) {
-        info!(endpoint = ?s.endpoint, "webhook configurations registered");
+        info!(endpoint = ?s.endpoint, "webhook configurations and admission policies registered");
     }
     *applied = Some(hash);
     Ok(())

@@ -13,6 +13,7 @@ use bulkhead_api::labels;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
     ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
@@ -71,6 +72,15 @@ struct Hook {
     tenant_namespaces_only: bool,
     tenant_users_only: bool,
     object_selector: Option<LabelSelector>,
+}
+
+impl Hook {
+    /// The tenants webhook fails open: administrators keep applying Tenants while Bulkhead is down.
+    /// What must hold then is enforced by the API server itself ([`admission_policies`]); the rest of
+    /// a Tenant's validation (regexes, CIDRs) is reported in its status by the controller.
+    fn failure_policy(&self) -> &'static str {
+        if self.check == "tenants" { "Ignore" } else { "Fail" }
+    }
 }
 
 fn rule(
@@ -353,6 +363,7 @@ pub fn configurations(
                 .map(|hook| {
                     let (hook_name, client_config, namespace_selector, match_conditions) =
                         common(&hook, "validate");
+                    let failure_policy = Some(hook.failure_policy().to_owned());
                     ValidatingWebhook {
                         name: hook_name,
                         client_config,
@@ -362,7 +373,7 @@ pub fn configurations(
                         rules: Some(hook.rules),
                         admission_review_versions: vec!["v1".to_owned()],
                         side_effects: "NoneOnDryRun".to_owned(),
-                        failure_policy: Some("Fail".to_owned()),
+                        failure_policy,
                         match_policy: Some("Equivalent".to_owned()),
                         timeout_seconds: Some(5),
                     }
@@ -373,9 +384,152 @@ pub fn configurations(
     (mutating, validating)
 }
 
+/// The ValidatingAdmissionPolicy that keeps namespace ownership in the API server.
+pub const OWNERSHIP_POLICY: &str = "bulkhead-namespace-ownership";
+/// The ValidatingAdmissionPolicy that keeps `preventDeletion` in the API server.
+pub const PREVENT_DELETION_POLICY: &str = "bulkhead-tenant-prevent-deletion";
+
+/// What the API server enforces itself, with no call to Bulkhead, so that no outage can reach it:
+/// ValidatingAdmissionPolicies (GA since Kubernetes 1.30) and their bindings.
+///
+/// - [`OWNERSHIP_POLICY`]: a tenant user (the same match condition as the webhooks') never adds,
+///   changes or removes a namespace's tenant label or its ownerReference to a Tenant, through update,
+///   patch, `status` or `finalize`.
+/// - [`PREVENT_DELETION_POLICY`]: a Tenant with `preventDeletion` is not deleted, by anyone.
+///
+/// The webhook checks the same and more (it names the tenant); these hold while it is down.
+pub fn admission_policies(
+    user_groups: &[String],
+    own_namespace: &str,
+) -> Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)> {
+    let condition = tenant_users_condition(user_groups, &[own_namespace.to_owned()]);
+    let label = |side: &str| {
+        format!(
+            "(has({side}.metadata.labels) && '{key}' in {side}.metadata.labels ? {side}.metadata.labels['{key}'] : '')",
+            key = labels::TENANT
+        )
+    };
+    let tenant_refs = |side: &str| {
+        format!(
+            "(has({side}.metadata.ownerReferences) ? {side}.metadata.ownerReferences : []).filter(r, r.kind == 'Tenant' && r.apiVersion.startsWith('bulkhead.dev/'))"
+        )
+    };
+    let ownership = serde_json::json!({
+        "metadata": {"name": OWNERSHIP_POLICY},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "resources": ["namespaces", "namespaces/status", "namespaces/finalize"],
+                "operations": ["UPDATE"],
+            }]},
+            "matchConditions": [{"name": condition.name, "expression": condition.expression}],
+            "validations": [
+                {
+                    "expression": format!("{} == {}", label("object"), label("oldObject")),
+                    "messageExpression": format!("'the tenant label of namespace `' + object.metadata.name + '` cannot be added, changed or removed by a tenant user'"),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!("{} == {}", tenant_refs("object"), tenant_refs("oldObject")),
+                    "messageExpression": "'the ownerReference of namespace `' + object.metadata.name + '` to its Tenant cannot be added, changed or removed by a tenant user'",
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    });
+    let prevent_deletion = serde_json::json!({
+        "metadata": {"name": PREVENT_DELETION_POLICY},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["bulkhead.dev"], "apiVersions": ["*"],
+                "resources": ["tenants"], "operations": ["DELETE"],
+            }]},
+            "validations": [{
+                "expression": "!(has(oldObject.spec) && has(oldObject.spec.preventDeletion) && oldObject.spec.preventDeletion)",
+                "messageExpression": "'tenant `' + oldObject.metadata.name + '` has preventDeletion set: set it to false before deleting the tenant'",
+                "reason": "Forbidden",
+            }],
+        },
+    });
+    [ownership, prevent_deletion]
+        .into_iter()
+        .filter_map(|policy| {
+            let mut policy: ValidatingAdmissionPolicy = serde_json::from_value(policy).ok()?;
+            let name = policy.metadata.name.clone()?;
+            policy.metadata.labels = metadata(&name).labels;
+            let binding = ValidatingAdmissionPolicyBinding {
+                metadata: metadata(&name),
+                spec: Some(ValidatingAdmissionPolicyBindingSpec {
+                    policy_name: Some(name),
+                    validation_actions: Some(vec!["Deny".to_owned()]),
+                    ..Default::default()
+                }),
+            };
+            Some((policy, binding))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_api_servers_own_locks_match_tenant_users_like_the_webhooks_and_deny() {
+        let groups = ["bulkhead.dev".to_owned()];
+        let policies = admission_policies(&groups, "bulkhead-system");
+        let names: Vec<_> = policies
+            .iter()
+            .map(|(p, _)| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, [OWNERSHIP_POLICY, PREVENT_DELETION_POLICY]);
+        for (policy, binding) in &policies {
+            let spec = policy.spec.as_ref().unwrap();
+            assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+            let binding = binding.spec.as_ref().unwrap();
+            assert_eq!(binding.policy_name, policy.metadata.name);
+            assert_eq!(
+                binding.validation_actions.as_deref(),
+                Some(&["Deny".to_owned()][..])
+            );
+        }
+        let ownership = policies[0].0.spec.as_ref().unwrap();
+        let condition = tenant_users_condition(&groups, &["bulkhead-system".to_owned()]);
+        assert_eq!(
+            ownership.match_conditions.as_ref().unwrap()[0].expression,
+            condition.expression
+        );
+        let rules = ownership
+            .match_constraints
+            .as_ref()
+            .unwrap()
+            .resource_rules
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            rules[0].resources.as_deref().unwrap(),
+            ["namespaces", "namespaces/status", "namespaces/finalize"]
+        );
+        // Everyone: preventDeletion binds administrators too.
+        assert!(policies[1].0.spec.as_ref().unwrap().match_conditions.is_none());
+        let (_, v) = configurations(
+            CONFIGURATION_NAME,
+            &Endpoint::Url("https://x".into()),
+            "CA",
+            &groups,
+            "b",
+        );
+        for hook in v.webhooks.unwrap() {
+            let want = if hook.name == "tenants.validate.bulkhead.dev" {
+                "Ignore"
+            } else {
+                "Fail"
+            };
+            assert_eq!(hook.failure_policy.as_deref(), Some(want), "{}", hook.name);
+        }
+    }
 
     #[test]
     fn namespaced_hooks_select_tenant_namespaces_and_namespace_hooks_only_tenant_users() {

@@ -279,6 +279,25 @@ const BUILTINS: &[Builtin] = &[
         &[],
         false,
     ),
+    // Stored, not evaluated: the testkit runs no CEL (docs/testing.md).
+    Builtin(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        false,
+        &[],
+        true,
+    ),
+    Builtin(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        false,
+        &[],
+        false,
+    ),
 ];
 
 // group, kind, plural, namespaced: create-only reviews.

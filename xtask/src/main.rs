@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 mod controlplane;
 mod dev;
+mod fuzz;
 mod test;
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -40,6 +41,10 @@ commands:
                    --heap-profile for jemalloc heap profiles of the bulkhead process at each new peak
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
                    trips over TLS (criterion; `cargo bench -p bulkhead-webhook --bench admission`)
+  fuzz [--seconds N] [TARGET...]
+                   run each cargo-fuzz target in fuzz/ (nightly; installs cargo-fuzz if missing) for N
+                   seconds (60), growing fuzz/corpus/; targets: admission_review, proxy_request,
+                   label_selector, image_reference, tenant_spec
   e2e [ARGS...]    the end-to-end suite on the real control plane only (built or cached, started on
                    loopback, stopped after); ARGS go to the test runner (e.g. a test name filter)
   test [ARGS...]   run all tests: the Rust workspace (cargo nextest, else cargo test) and the chart
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Some("controlplane") => controlplane::run(&args[1..]),
         Some("e2e") => test::e2e_on_controlplane(test::has_nextest(), &args[1..]),
         Some("dev") => dev::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench-controller") => bench("scale_many_tenants_converge", &args[1..]),
         Some("bench-quota") => bench("tenant_quota_overshoot", &args[1..]),
         Some("bench-replication") => bench("replication_converges_at_scale", &args[1..]),
@@ -155,7 +161,8 @@ fn crds(check: bool) -> Result<()> {
     Ok(())
 }
 
-/// The chart's copy of the webhook configurations, from the same function the controller applies,
+/// The chart's copy of the webhook configurations and admission policies, from the same functions the
+/// controller applies,
 /// with placeholders the chart fills in (`__NAME__`, `__NAMESPACE__`, `__SERVICE__`, `"__PORT__"`,
 /// `'__USER_GROUPS__'`) and no caBundle (the controller or cert-manager adds it).
 fn webhooks_json() -> Result<String> {
@@ -173,6 +180,24 @@ fn webhooks_json() -> Result<String> {
         "__NAMESPACE__",
     );
     let mut objects = Vec::new();
+    for (policy, binding) in
+        bulkhead_policy::webhooks::admission_policies(&["__USER_GROUPS__".to_owned()], "__NAMESPACE__")
+    {
+        for (kind, object) in [
+            ("ValidatingAdmissionPolicy", serde_json::to_value(&policy)?),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                serde_json::to_value(&binding)?,
+            ),
+        ] {
+            let mut typed =
+                serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind});
+            if let (Some(out), Some(fields)) = (typed.as_object_mut(), object.as_object()) {
+                out.extend(fields.clone());
+            }
+            objects.push(typed);
+        }
+    }
     for (api, kind, mut object) in [
         (
             "admissionregistration.k8s.io/v1",

@@ -1,0 +1,3 @@
+//! The fuzz targets' harness (see `harness.rs`).
+
+pub mod harness;

@@ -248,7 +248,7 @@ fn assignment_patch(tenant: &Tenant, ns: &Namespace) -> Vec<Value> {
 }
 
 /// The labels and annotations a tenant user added, changed or removed (between `old` and `new`) that
-/// the tenant forbids or Bulkhead locks. Keys Bulkhead itself manages are exempt.
+/// the tenant forbids or Bulkhead locks. Keys Bulkhead itself manages may only keep Bulkhead's value.
 fn metadata_changes(tenant: &Tenant, old: Option<&Namespace>, new: &Namespace) -> Option<Verdict> {
     let t = tenant.metadata.name.as_deref().unwrap_or_default();
     let managed = namespace_metadata(
@@ -290,7 +290,19 @@ fn metadata_changes(tenant: &Tenant, old: Option<&Namespace>, new: &Namespace) -
                 }
                 continue;
             }
-            if managed.contains_key(key) {
+            // What Bulkhead stamps (additionalMetadata, Pod Security labels among them) keeps Bulkhead's
+            // value: a tenant user cannot change it even for the moments before the next reconcile. (On
+            // create the mutation writes Bulkhead's value over the user's.)
+            if let Some(value) = managed.get(key) {
+                if old.is_some() && after.get(key) != Some(value) {
+                    return Some(Verdict::deny(
+                        Some(t),
+                        format!(
+                            "{noun} `{key}` of namespace `{}` is set by Bulkhead to `{value}` for tenant `{t}` and cannot be changed or removed",
+                            name_of(new)
+                        ),
+                    ));
+                }
                 continue;
             }
             if forbidden.is_some_and(|f| is_forbidden(f, key)) {

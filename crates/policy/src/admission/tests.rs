@@ -1181,3 +1181,40 @@ fn an_ingress_rule_with_no_host_or_a_default_backend_is_judged_not_skipped() {
         .is_allowed()
     );
 }
+
+#[test]
+fn metadata_bulkhead_stamps_keeps_its_value_even_before_the_next_reconcile() {
+    let s = world();
+    let alice = user("alice");
+    let mut old = tenant_namespace("solar-one", "solar");
+    old.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("cost-center".into(), "solar".into());
+    // A Pod Security label stamped from additionalMetadata works the same way: here `cost-center`.
+    for value in [Some("elsewhere"), None] {
+        let mut changed = old.clone();
+        let labels = changed.metadata.labels.as_mut().unwrap();
+        match value {
+            Some(v) => labels.insert("cost-center".into(), v.into()),
+            None => labels.remove("cost-center"),
+        };
+        denied_with(
+            &update_ns(&s, &alice, None, &old, &changed),
+            "label `cost-center` of namespace `solar-one` is set by Bulkhead to `solar` for tenant `solar` and cannot be changed or removed",
+        );
+    }
+    // Other labels, and Bulkhead's own value written again, are fine.
+    let mut other = old.clone();
+    other
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("app".into(), "web".into());
+    assert!(update_ns(&s, &alice, None, &old, &other).is_allowed());
+    let mut unstamped = old.clone();
+    unstamped.metadata.labels.as_mut().unwrap().remove("cost-center");
+    assert!(update_ns(&s, &alice, None, &unstamped, &old).is_allowed());
+}

@@ -276,7 +276,7 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
     // Created before Bulkhead runs: once its webhook is registered, such a Tenant is refused at the
     // door (see webhook.rs); the controller must still report one that got in earlier.
     cluster.apply(&format!(
-        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: alice}}, {{kind: ServiceAccount, name: robot}}]\n"
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: alice}}, {{kind: ServiceAccount, name: robot}}]\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}-re}}\nspec:\n  owners: [{{kind: User, name: alice}}]\n  containerRegistries: {{allowedRegex: '([a-z'}}\n"
     ));
     let bulkhead = Bulkhead::start(
         &cluster,
@@ -297,6 +297,24 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
         (got == format!("False|{message}")).then_some(()).ok_or(got)
     })
     .await;
+    // What admission refuses (here a regex that does not compile) is reported too: such a Tenant can be
+    // applied while the webhook is down, since the tenants webhook fails open.
+    eventually(Duration::from_secs(20), || async {
+        let got = cluster.kubectl().ok(&[
+            "get",
+            "tenant",
+            &format!("{tenant}-re"),
+            "-o",
+            "jsonpath={.status.conditions[0].status}|{.status.conditions[0].message}",
+        ]);
+        (got.starts_with("False|containerRegistries.allowedRegex: invalid regular expression `([a-z`"))
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+    cluster
+        .kubectl()
+        .ok(&["delete", "tenant", &format!("{tenant}-re")]);
     // The valid owner still gets its bindings.
     eventually(Duration::from_secs(10), || async {
         let got = bindings(&cluster, &format!("{tenant}-a")).await;

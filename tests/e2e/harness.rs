@@ -370,6 +370,16 @@ impl Bulkhead {
                 leftovers = vec![
                     vec!["mutatingwebhookconfiguration".to_owned(), name.clone()],
                     vec!["validatingwebhookconfiguration".to_owned(), name.clone()],
+                    vec![
+                        "validatingadmissionpolicybinding".to_owned(),
+                        format!("{name}-namespace-ownership"),
+                        format!("{name}-tenant-prevent-deletion"),
+                    ],
+                    vec![
+                        "validatingadmissionpolicy".to_owned(),
+                        format!("{name}-namespace-ownership"),
+                        format!("{name}-tenant-prevent-deletion"),
+                    ],
                     vec!["secret".to_owned(), "-n".to_owned(), "default".to_owned(), name],
                 ];
             }

@@ -149,7 +149,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart_in_both_modes() {
     assert_eq!(namespaced.trim(), "", "left behind: {namespaced}");
     let cluster_wide = k.ok(&[
         "get",
-        "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations",
+        "clusterroles,clusterrolebindings,validatingwebhookconfigurations,mutatingwebhookconfigurations,validatingadmissionpolicies,validatingadmissionpolicybindings",
         "-l",
         &selector,
         "-o",
@@ -158,6 +158,28 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart_in_both_modes() {
     assert_eq!(cluster_wide.trim(), "", "left behind: {cluster_wide}");
     k.ok(&["get", "crd", "tenants.bulkhead.dev"]);
     drop(release);
+    // The API server drops a deleted ValidatingAdmissionPolicy from its admission cache some time after
+    // the delete; until then the release's policy still judges the next test's Bulkhead (a service
+    // account outside this release's namespace) as a tenant user. Wait until a tenant user's dry run
+    // that the policy would deny goes through.
+    let probe = cluster.unique("e2e-helm-probe");
+    k.ok(&["create", "namespace", &probe]);
+    let prober = cluster.kubectl_as(&cluster.unique("prober"), &["bulkhead.dev", "system:masters"]);
+    crate::harness::eventually(std::time::Duration::from_secs(60), || async {
+        let out = prober.run(&[
+            "label",
+            "namespace",
+            &probe,
+            "bulkhead.dev/tenant=nobody",
+            "--dry-run=server",
+        ]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    })
+    .await;
+    k.ok(&["delete", "namespace", &probe, "--wait=false"]);
 }
 
 #[tokio::test]

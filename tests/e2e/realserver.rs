@@ -68,12 +68,14 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
     cluster.apply(&format!(
         "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {keep}}}\nspec: {{owners: [{{kind: User, name: {alice}-keep}}], preventDeletion: true}}\n"
     ));
-    for policy in ["bulkhead-namespace-ownership", "bulkhead-tenant-prevent-deletion"] {
+    let configuration = bulkhead.webhook_configuration.clone().unwrap();
+    for suffix in ["namespace-ownership", "tenant-prevent-deletion"] {
+        let policy = format!("{configuration}-{suffix}");
         cluster
             .kubectl()
             .ok_eventually(
                 Duration::from_secs(20),
-                &["get", "validatingadmissionpolicybinding", policy],
+                &["get", "validatingadmissionpolicybinding", &policy],
             )
             .await;
     }
@@ -120,8 +122,9 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
 
     // The locks the API server keeps itself (ValidatingAdmissionPolicies) hold with Bulkhead gone:
     // a tenant user cannot move a namespace, through the object or its status.
-    let lock = format!(
-        "the tenant label of namespace `{first}` cannot be added, changed or removed by a tenant user"
+    let by_policy = format!("ValidatingAdmissionPolicy '{configuration}-namespace-ownership'");
+    let moved = format!(
+        "namespace `{first}` belongs to tenant `{t}` and cannot be moved to tenant `{keep}`: the label `bulkhead.dev/tenant` is locked"
     );
     eventually(Duration::from_secs(20), || async {
         let out = patcher.run(&[
@@ -132,7 +135,9 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
             "--overwrite",
         ]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        err.contains(&lock).then_some(()).ok_or(err)
+        (err.contains(&by_policy) && err.contains(&moved))
+            .then_some(())
+            .ok_or(err)
     })
     .await;
     let err = patcher.fails(&[
@@ -144,7 +149,11 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
         "-p",
         r#"{"metadata":{"labels":{"bulkhead.dev/tenant":null}}}"#,
     ]);
-    assert!(err.contains(&lock), "{err}");
+    assert!(
+        err.contains(&by_policy)
+            && err.contains(&format!("the label `bulkhead.dev/tenant` of namespace `{first}` cannot be removed (through `status`): it belongs to tenant `{t}`")),
+        "{err}"
+    );
     let err = patcher.fails(&[
         "patch",
         "namespace",
@@ -154,7 +163,8 @@ subjects: [{{kind: Group, name: {ops}, apiGroup: rbac.authorization.k8s.io}}]
         r#"[{"op":"remove","path":"/metadata/ownerReferences"}]"#,
     ]);
     assert!(
-        err.contains("to its Tenant cannot be added, changed or removed by a tenant user"),
+        err.contains(&by_policy)
+            && err.contains(&format!("the ownerReference of namespace `{first}` to its Tenant `{t}` cannot be added, changed or removed")),
         "{err}"
     );
     let label = admin.ok(&[

@@ -180,9 +180,11 @@ fn webhooks_json() -> Result<String> {
         "__NAMESPACE__",
     );
     let mut objects = Vec::new();
-    for (policy, binding) in
-        bulkhead_policy::webhooks::admission_policies(&["__USER_GROUPS__".to_owned()], "__NAMESPACE__")
-    {
+    for (policy, binding) in bulkhead_policy::webhooks::admission_policies(
+        "__NAME__",
+        &["__USER_GROUPS__".to_owned()],
+        "__NAMESPACE__",
+    ) {
         for (kind, object) in [
             ("ValidatingAdmissionPolicy", serde_json::to_value(&policy)?),
             (

@@ -125,7 +125,7 @@ async fn ensure(ctx: &Context, s: &WebhookTls, applied: &mut Option<u64>, full: 
         &groups,
         &s.namespace,
     );
-    let policies = admission_policies(&groups, &s.namespace);
+    let policies = admission_policies(&s.configuration_name, &groups, &s.namespace);
     let mut hasher = DefaultHasher::new();
     serde_json::to_string(&(&mutating, &validating, &policies))
         .unwrap_or_default()

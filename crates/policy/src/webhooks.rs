@@ -384,38 +384,50 @@ pub fn configurations(
     (mutating, validating)
 }
 
-/// The ValidatingAdmissionPolicy that keeps namespace ownership in the API server.
-pub const OWNERSHIP_POLICY: &str = "bulkhead-namespace-ownership";
-/// The ValidatingAdmissionPolicy that keeps `preventDeletion` in the API server.
-pub const PREVENT_DELETION_POLICY: &str = "bulkhead-tenant-prevent-deletion";
+/// The suffix of the ValidatingAdmissionPolicy (after the configuration's name) that keeps namespace
+/// ownership in the API server.
+pub const OWNERSHIP_POLICY: &str = "namespace-ownership";
+/// The suffix of the ValidatingAdmissionPolicy that keeps `preventDeletion` in the API server.
+pub const PREVENT_DELETION_POLICY: &str = "tenant-prevent-deletion";
+
+/// The names of the admission policies (and their bindings) of the configuration `name`.
+pub fn admission_policy_names(name: &str) -> [String; 2] {
+    [
+        format!("{name}-{OWNERSHIP_POLICY}"),
+        format!("{name}-{PREVENT_DELETION_POLICY}"),
+    ]
+}
 
 /// What the API server enforces itself, with no call to Bulkhead, so that no outage can reach it:
-/// ValidatingAdmissionPolicies (GA since Kubernetes 1.30) and their bindings.
+/// ValidatingAdmissionPolicies (GA since Kubernetes 1.30) and their bindings, named after the webhook
+/// configuration `name` ([`admission_policy_names`]).
 ///
-/// - [`OWNERSHIP_POLICY`]: a tenant user (the same match condition as the webhooks') never adds,
-///   changes or removes a namespace's tenant label or its ownerReference to a Tenant, through update,
-///   patch, `status` or `finalize`.
-/// - [`PREVENT_DELETION_POLICY`]: a Tenant with `preventDeletion` is not deleted, by anyone.
+/// - `<name>-namespace-ownership`: a tenant user (the same match condition as the webhooks') never
+///   adds, changes or removes a namespace's tenant label or its ownerReference to a Tenant, through
+///   update, patch, `status` or `finalize`; the messages are the webhook's own.
+/// - `<name>-tenant-prevent-deletion`: a Tenant with `preventDeletion` is not deleted, by anyone.
 ///
-/// The webhook checks the same and more (it names the tenant); these hold while it is down.
+/// The webhook checks the same and more; these hold while it is down.
 pub fn admission_policies(
+    name: &str,
     user_groups: &[String],
     own_namespace: &str,
 ) -> Vec<(ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding)> {
     let condition = tenant_users_condition(user_groups, &[own_namespace.to_owned()]);
+    let key = labels::TENANT;
     let label = |side: &str| {
         format!(
-            "(has({side}.metadata.labels) && '{key}' in {side}.metadata.labels ? {side}.metadata.labels['{key}'] : '')",
-            key = labels::TENANT
+            "has({side}.metadata.labels) && '{key}' in {side}.metadata.labels ? {side}.metadata.labels['{key}'] : ''"
         )
     };
-    let tenant_refs = |side: &str| {
+    let refs = |side: &str| {
         format!(
             "(has({side}.metadata.ownerReferences) ? {side}.metadata.ownerReferences : []).filter(r, r.kind == 'Tenant' && r.apiVersion.startsWith('bulkhead.dev/'))"
         )
     };
+    let [ownership_name, prevent_name] = admission_policy_names(name);
     let ownership = serde_json::json!({
-        "metadata": {"name": OWNERSHIP_POLICY},
+        "metadata": {"name": ownership_name},
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
@@ -424,22 +436,34 @@ pub fn admission_policies(
                 "operations": ["UPDATE"],
             }]},
             "matchConditions": [{"name": condition.name, "expression": condition.expression}],
+            "variables": [
+                {"name": "oldTenant", "expression": label("oldObject")},
+                {"name": "newTenant", "expression": label("object")},
+                {"name": "oldRefs", "expression": refs("oldObject")},
+                {"name": "newRefs", "expression": refs("object")},
+                {"name": "oldKeys", "expression": "variables.oldRefs.map(r, r.name + '/' + r.uid + '/' + r.apiVersion)"},
+                {"name": "newKeys", "expression": "variables.newRefs.map(r, r.name + '/' + r.uid + '/' + r.apiVersion)"},
+                {"name": "via", "expression": "has(request.subResource) && request.subResource != '' ? ' (through `' + request.subResource + '`)' : ''"},
+                {"name": "refTenant", "expression": "variables.oldTenant != '' ? variables.oldTenant : (variables.oldRefs.size() > 0 ? variables.oldRefs[0].name : (variables.newRefs.size() > 0 ? variables.newRefs[0].name : ''))"},
+            ],
             "validations": [
                 {
-                    "expression": format!("{} == {}", label("object"), label("oldObject")),
-                    "messageExpression": format!("'the tenant label of namespace `' + object.metadata.name + '` cannot be added, changed or removed by a tenant user'"),
+                    "expression": "variables.oldTenant == variables.newTenant",
+                    "messageExpression": format!(
+                        "variables.oldTenant == '' ? 'namespace `' + object.metadata.name + '` is not part of a tenant and cannot be moved into tenant `' + variables.newTenant + '`' + variables.via : (variables.newTenant == '' ? 'the label `{key}` of namespace `' + object.metadata.name + '` cannot be removed' + variables.via + ': it belongs to tenant `' + variables.oldTenant + '`' : 'namespace `' + object.metadata.name + '` belongs to tenant `' + variables.oldTenant + '` and cannot be moved to tenant `' + variables.newTenant + '`' + variables.via + ': the label `{key}` is locked')"
+                    ),
                     "reason": "Forbidden",
                 },
                 {
-                    "expression": format!("{} == {}", tenant_refs("object"), tenant_refs("oldObject")),
-                    "messageExpression": "'the ownerReference of namespace `' + object.metadata.name + '` to its Tenant cannot be added, changed or removed by a tenant user'",
+                    "expression": "variables.oldKeys.all(k, k in variables.newKeys) && variables.newKeys.all(k, k in variables.oldKeys)",
+                    "messageExpression": "'the ownerReference of namespace `' + object.metadata.name + '` to its Tenant `' + variables.refTenant + '` cannot be added, changed or removed' + variables.via",
                     "reason": "Forbidden",
                 },
             ],
         },
     });
     let prevent_deletion = serde_json::json!({
-        "metadata": {"name": PREVENT_DELETION_POLICY},
+        "metadata": {"name": prevent_name},
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
@@ -479,12 +503,16 @@ mod tests {
     #[test]
     fn the_api_servers_own_locks_match_tenant_users_like_the_webhooks_and_deny() {
         let groups = ["bulkhead.dev".to_owned()];
-        let policies = admission_policies(&groups, "bulkhead-system");
+        let policies = admission_policies("bulkhead", &groups, "bulkhead-system");
         let names: Vec<_> = policies
             .iter()
             .map(|(p, _)| p.metadata.name.clone().unwrap())
             .collect();
-        assert_eq!(names, [OWNERSHIP_POLICY, PREVENT_DELETION_POLICY]);
+        assert_eq!(
+            names,
+            ["bulkhead-namespace-ownership", "bulkhead-tenant-prevent-deletion"]
+        );
+        assert_eq!(names, admission_policy_names("bulkhead"));
         for (policy, binding) in &policies {
             let spec = policy.spec.as_ref().unwrap();
             assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));

@@ -157,6 +157,8 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("node.k8s.io",), ("runtimeclasses",), (), ("get", "list", "watch")),
         (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), (), ("create",)),
         (("admissionregistration.k8s.io",), ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"), ("bulkhead",), ("get", "patch", "update")),
+        (("admissionregistration.k8s.io",), ("validatingadmissionpolicies", "validatingadmissionpolicybindings"), (), ("create",)),
+        (("admissionregistration.k8s.io",), ("validatingadmissionpolicies", "validatingadmissionpolicybindings"), ("bulkhead-namespace-ownership", "bulkhead-tenant-prevent-deletion"), ("get", "patch", "update")),
     ])
     # The controller and webhook impersonate only ServiceAccounts: never users or groups (system:masters).
     impersonated = {res for r in role["rules"] if "impersonate" in r["verbs"] for res in r["resources"]}
@@ -201,9 +203,19 @@ def test_webhook_configurations_come_from_the_generated_file_and_point_at_the_se
             service = hook["clientConfig"]["service"]
             assert (service["name"], service["namespace"], service["port"]) == ("bulkhead-webhook", NAMESPACE, 8443)
             assert "caBundle" not in hook["clientConfig"]
-            assert hook["failurePolicy"] == "Fail" and hook["timeoutSeconds"] <= 5
+            # The tenants webhook fails open: the API server's own policies hold what must hold.
+            want = "Ignore" if hook["name"] == "tenants.validate.bulkhead.dev" else "Fail"
+            assert hook["failurePolicy"] == want and hook["timeoutSeconds"] <= 5
             for condition in hook.get("matchConditions", []):
                 assert condition["expression"].endswith("g in ['tenants', 'it\\'s'])"), condition
+    # The admission policies the API server enforces itself, named after the configuration and bound.
+    policies = {p["metadata"]["name"] for p in of_kind(objects, "ValidatingAdmissionPolicy")}
+    bindings = {b["spec"]["policyName"] for b in of_kind(objects, "ValidatingAdmissionPolicyBinding")}
+    assert policies == bindings == {"bulkhead-namespace-ownership", "bulkhead-tenant-prevent-deletion"}
+    for p in of_kind(objects, "ValidatingAdmissionPolicy"):
+        assert "annotations" not in p["metadata"]
+        for condition in p["spec"].get("matchConditions", []):
+            assert condition["expression"].endswith("g in ['tenants', 'it\\'s'])"), condition
     names = {w["name"] for w in validating["webhooks"]}
     assert {"namespaces.validate.bulkhead.dev", "pods.validate.bulkhead.dev", "tenants.validate.bulkhead.dev",
             "cordoned.validate.bulkhead.dev", "managed.validate.bulkhead.dev"} <= names

@@ -5,20 +5,26 @@
 
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{root, run_cmd};
 
-/// The targets, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: [&str; 5] = [
-    "admission_review",
-    "proxy_request",
-    "label_selector",
-    "image_reference",
-    "tenant_spec",
-];
+/// The targets: one file each in `fuzz/fuzz_targets/`, named as `fuzz/Cargo.toml` names its bins.
+fn targets() -> Result<Vec<String>> {
+    let dir = root().join("fuzz/fuzz_targets");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".rs").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
 
 pub fn run(args: &[String]) -> Result<()> {
+    let targets = targets()?;
     let mut seconds: u64 = 60;
     let mut chosen = Vec::new();
     let mut rest = args.iter();
@@ -28,15 +34,15 @@ pub fn run(args: &[String]) -> Result<()> {
                 Some(n) => seconds = n,
                 None => bail!("--seconds takes a number"),
             },
-            name if TARGETS.contains(&name) => chosen.push(name.to_owned()),
+            name if targets.iter().any(|t| t == name) => chosen.push(name.to_owned()),
             other => bail!(
                 "unknown fuzz target or flag {other:?}; targets: {}",
-                TARGETS.join(", ")
+                targets.join(", ")
             ),
         }
     }
     if chosen.is_empty() {
-        chosen = TARGETS.iter().map(|t| (*t).to_owned()).collect();
+        chosen = targets;
     }
     let has_fuzz = Command::new("cargo")
         .args(["+nightly", "fuzz", "--version"])

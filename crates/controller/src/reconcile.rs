@@ -347,9 +347,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     // those admission refuses (regexes that do not compile, CIDRs that do not parse), which a Tenant
     // applied while the webhook was down (it fails open for Tenants) may still have.
     let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
-    let mut beyond_owners = Tenant::clone(tenant);
-    beyond_owners.spec.owners.clear();
-    problems.extend(bulkhead_policy::admission::tenant_problems(&beyond_owners));
+    problems.extend(bulkhead_policy::admission::tenant_problems_beyond_owners(tenant));
     let mut failures = Vec::new();
     let mut wanted = Wanted::default();
     for part in pending.chunks(chunk) {

@@ -35,17 +35,6 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
 ) {
-    serve_with(listener, config, proxy, limits(), shutdown).await;
-}
-
-/// [`serve`] with other limits (tests).
-pub async fn serve_with(
-    listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    proxy: Arc<Proxy>,
-    limits: Limits,
-    shutdown: CancellationToken,
-) {
     let make = move |connected: &Connected| {
         let certificate = connected
             .client_certificates
@@ -61,5 +50,5 @@ pub async fn serve_with(
             async move { Ok::<_, Infallible>(proxy.handle(request).await) }
         })
     };
-    bulkhead_tls::serve(listener, config, limits, make, shutdown).await;
+    bulkhead_tls::serve(listener, config, limits(), make, shutdown).await;
 }

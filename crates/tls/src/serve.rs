@@ -228,17 +228,10 @@ fn tune(tcp: &TcpStream, keepalive: Duration) {
     let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive);
 }
 
-/// The body length a request declares; a `Content-Length` that does not parse counts as none (hyper
-/// has already refused an HTTP/1 request with one).
+/// The body length a request declares (hyper reads `Content-Length` into the body's size, for HTTP/1
+/// and HTTP/2 alike, and refuses an HTTP/1 request whose header does not parse).
 fn declared_length(request: &Request<Incoming>) -> Option<u64> {
-    if let Some(exact) = request.body().size_hint().exact() {
-        return Some(exact);
-    }
-    request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    request.body().size_hint().exact()
 }
 
 /// The API server's answer to a body over its limit, as a Status.

@@ -24,7 +24,9 @@ use crate::identity::{Caller, CallerClass, classify};
 
 pub use lists::{AllowedCheck, check_class as lists_check_class, pattern_matches};
 pub use namespace::namespace;
-pub use rules::{cordoned, managed_object, node, replicated_object, tenant, tenant_problems};
+pub use rules::{
+    cordoned, managed_object, node, replicated_object, tenant, tenant_problems, tenant_problems_beyond_owners,
+};
 pub use snapshot::Snapshot;
 pub use workload::{
     IngressRoute, cidr_contains, ingress, ingress_routes, persistent_volume_claim, pod, registry_of, service,

@@ -202,6 +202,16 @@ pub fn tenant(req: &Request<'_>, object: Option<&Tenant>, old: Option<&Tenant>) 
 
 /// Everything wrong with a Tenant that its schema cannot express, as sentences naming the field.
 pub fn tenant_problems(tenant: &Tenant) -> Vec<String> {
+    problems(tenant, true)
+}
+
+/// [`tenant_problems`] but for the owners: what the controller reports beside the owner problems it
+/// finds itself while making bindings.
+pub fn tenant_problems_beyond_owners(tenant: &Tenant) -> Vec<String> {
+    problems(tenant, false)
+}
+
+fn problems(tenant: &Tenant, with_owners: bool) -> Vec<String> {
     let spec = &tenant.spec;
     let mut problems = Vec::new();
     let mut regex = |field: &str, pattern: Option<&str>| {
@@ -280,7 +290,8 @@ pub fn tenant_problems(tenant: &Tenant) -> Vec<String> {
             );
         }
     }
-    for owner in &spec.owners {
+    let owners = if with_owners { spec.owners.as_slice() } else { &[] };
+    for owner in owners {
         if owner.effective_kind() == OwnerKind::ServiceAccount {
             let ok = owner
                 .name

@@ -273,11 +273,13 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
     let cluster = Cluster::start().await;
     let tenant = cluster.unique("e2e-bad");
     let lease = cluster.unique("e2e-bad-lease");
-    // Created before Bulkhead runs: once its webhook is registered, such a Tenant is refused at the
-    // door (see webhook.rs); the controller must still report one that got in earlier.
+    // Such Tenants are refused at the door now (the CRD's rules, see webhook.rs); the controller must
+    // still report one that got in before an upgrade brought the rules.
+    cluster.install_crds(false);
     cluster.apply(&format!(
         "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: alice}}, {{kind: ServiceAccount, name: robot}}]\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}-re}}\nspec:\n  owners: [{{kind: User, name: alice}}]\n  containerRegistries: {{allowedRegex: '([a-z'}}\n"
     ));
+    cluster.install_crds(true);
     let bulkhead = Bulkhead::start(
         &cluster,
         &["--lease-namespace", "default", "--lease-name", &lease],

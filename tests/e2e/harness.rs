@@ -58,14 +58,32 @@ impl Cluster {
             admin,
             cleanup: Arc::default(),
         };
-        let crds = cluster.dir.path().join("crds.yaml");
+        cluster.install_crds(true);
+        cluster
+    }
+
+    /// Applies Bulkhead's CRDs, with their CEL validation rules or (`rules: false`) without them, as
+    /// a release older than the rules had them: for objects that got in before an upgrade.
+    pub fn install_crds(&self, rules: bool) {
+        let crds = self.dir.path().join("crds.yaml");
         let mut all = String::new();
-        for crd in bulkhead_api::crds::all() {
+        for mut crd in bulkhead_api::crds::all() {
+            if !rules {
+                for version in &mut crd.spec.versions {
+                    if let Some(schema) = version
+                        .schema
+                        .as_mut()
+                        .and_then(|s| s.open_api_v3_schema.as_mut())
+                    {
+                        bulkhead_api::crds::visit_mut(schema, &mut |s| s.x_kubernetes_validations = None);
+                    }
+                }
+            }
             all.push_str("---\n");
             all.push_str(&bulkhead_api::crds::to_yaml(&crd).unwrap());
         }
         std::fs::write(&crds, all).unwrap();
-        let out = cluster.kubectl().run(&[
+        let out = self.kubectl().run(&[
             "apply",
             "--server-side",
             "--force-conflicts",
@@ -79,13 +97,12 @@ impl Cluster {
             !stderr.contains("Warning"),
             "the API server warned about the CRDs:\n{stderr}"
         );
-        cluster.kubectl().ok(&[
+        self.kubectl().ok(&[
             "wait",
             "--for=condition=Established",
             "crd/tenants.bulkhead.dev",
             "--timeout=60s",
         ]);
-        cluster
     }
 
     /// Whether this is the in-memory testkit (some assertions need exclusive use of the cluster).

@@ -62,6 +62,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
                 unwrap_descriptions(schema);
+                crate::rules::add(schema);
             }
         }
     }
@@ -71,22 +72,40 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 /// Doc comments are wrapped at the source's line width; `kubectl explain` wraps again. Single line
 /// breaks become spaces; paragraph breaks stay.
 pub fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
-    if let Some(text) = schema.description.as_mut() {
-        *text = text
-            .split("\n\n")
-            .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
-            .join("\n\n");
-    }
+    visit_mut(schema, &mut |s| {
+        if let Some(text) = s.description.as_mut() {
+            *text = text
+                .split("\n\n")
+                .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+                .join("\n\n");
+        }
+    });
+}
+
+/// Calls `f` on `schema` and on every schema below it (properties, map values, list items).
+pub fn visit_mut(schema: &mut JSONSchemaProps, f: &mut impl FnMut(&mut JSONSchemaProps)) {
+    f(schema);
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
-        unwrap_descriptions(child);
+        visit_mut(child, f);
     }
     if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
-        unwrap_descriptions(extra);
+        visit_mut(extra, f);
     }
     if let Some(JSONSchemaPropsOrArray::Schema(item)) = schema.items.as_mut() {
-        unwrap_descriptions(item);
+        visit_mut(item, f);
     }
+}
+
+/// The schema of a CRD's first version.
+pub fn schema_of(crd: &CustomResourceDefinition) -> Option<&JSONSchemaProps> {
+    crd.spec
+        .versions
+        .first()?
+        .schema
+        .as_ref()?
+        .open_api_v3_schema
+        .as_ref()
 }
 
 /// The file a CRD is written to, e.g. `bulkhead.dev_tenants.yaml`.
@@ -227,13 +246,7 @@ mod tests {
     #[test]
     fn descriptions_are_unwrapped_for_kubectl_explain() {
         let crd = all().remove(0);
-        let root = crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap();
+        let root = schema_of(&crd).unwrap();
         let owners = &root.properties.as_ref().unwrap()["spec"]
             .properties
             .as_ref()

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod owner;
 pub mod proxy_setting;
 pub mod replication;
+pub mod rules;
 mod schema;
 pub mod tenant;
 pub mod validation;

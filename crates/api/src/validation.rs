@@ -11,6 +11,13 @@ use serde_json::Value;
 /// Every problem the API server would report creating `object` against `crd` (the version named by the
 /// object's apiVersion); empty when it would accept it.
 pub fn validate(crd: &CustomResourceDefinition, object: &Value) -> Vec<String> {
+    validate_update(crd, object, None)
+}
+
+/// [`validate`] for an update from `old`: a CEL rule broken by a value the update leaves as it was is
+/// not reported (the API server's validation ratcheting, on by default since Kubernetes 1.30), so an
+/// object that got in before a rule existed can still have its status written.
+pub fn validate_update(crd: &CustomResourceDefinition, object: &Value, old: Option<&Value>) -> Vec<String> {
     let mut errors = Vec::new();
     let api_version = object
         .get("apiVersion")
@@ -55,7 +62,121 @@ pub fn validate(crd: &CustomResourceDefinition, object: &Value) -> Vec<String> {
             },
         }
     }
+    if errors.is_empty() {
+        errors.extend(rule_errors(schema, object, old));
+    }
     errors
+}
+
+/// The CEL validation rules (`x-kubernetes-validations`) of `schema` that `object` breaks (on update,
+/// with `old` as `oldSelf`), in the API server's wording: `<path>: Invalid value: "<type>": <message>`,
+/// and for a rule whose evaluation fails, `<error> evaluating rule: <message>`. Evaluated with
+/// kube-cel, kube-rs's implementation of the Kubernetes CEL libraries; its regular expressions are
+/// Rust's, which refuse what RE2 refuses (they differ on a few extensions RE2 lacks).
+pub fn rule_errors(schema: &JSONSchemaProps, object: &Value, old: Option<&Value>) -> Vec<String> {
+    let Ok(schema_json) = serde_json::to_value(schema) else {
+        return vec!["the schema cannot be read".to_owned()];
+    };
+    let Err(errors) = kube_cel::Validator::new().validate(&schema_json, object, old) else {
+        return Vec::new();
+    };
+    errors
+        .into_vec()
+        .into_iter()
+        .filter_map(|e| {
+            let (path, value) = located(schema, object, &e.field_path);
+            if let Some(old) = old
+                && value.is_some()
+                && located(schema, old, &e.field_path).1 == value
+            {
+                return None;
+            }
+            let message = match e.kind {
+                kube_cel::ErrorKind::ValidationFailure => e.message,
+                _ => {
+                    let stated = rule_message(schema, &e.rule).unwrap_or(e.rule.as_str());
+                    // One line: the regex crate's errors span several.
+                    let cause = e.message.trim_start_matches("rule evaluation error: ");
+                    let cause = cause.split_whitespace().collect::<Vec<_>>().join(" ");
+                    format!("{cause} evaluating rule: {stated}")
+                }
+            };
+            // The API server names the type of a scalar and leaves an object's or a list's out.
+            Some(match value.map(json_type) {
+                Some(t @ ("string" | "integer" | "number" | "boolean")) => {
+                    format!("{path}: Invalid value: \"{t}\": {message}")
+                }
+                _ => format!("{path}: Invalid value: {message}"),
+            })
+        })
+        .collect()
+}
+
+/// The value at a field path as kube-cel writes it (`spec.owners[0].name`, map keys as fields), and the
+/// path as the API server writes it (map keys in brackets: `requiredMetadata.labels[team]`).
+fn located<'a>(schema: &JSONSchemaProps, object: &'a Value, path: &str) -> (String, Option<&'a Value>) {
+    let mut at = Some(object);
+    let mut s = Some(schema);
+    let mut out = String::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, index) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let property = s.and_then(|s| s.properties.as_ref()).and_then(|p| p.get(name));
+        let map_value = match s.and_then(|s| s.additional_properties.as_ref()) {
+            Some(JSONSchemaPropsOrBool::Schema(v)) if property.is_none() => Some(v.as_ref()),
+            _ => None,
+        };
+        match map_value {
+            Some(v) => {
+                out.push_str(&format!("[{name}]"));
+                s = Some(v);
+            }
+            None => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(name);
+                s = property;
+            }
+        }
+        at = at.and_then(|v| v.get(name));
+        if let Some(i) = index {
+            out.push_str(&format!("[{i}]"));
+            at = at.and_then(|v| v.get(i));
+            s = match s.and_then(|s| s.items.as_ref()) {
+                Some(JSONSchemaPropsOrArray::Schema(item)) => Some(item.as_ref()),
+                _ => None,
+            };
+        }
+    }
+    (out, at)
+}
+
+/// The message written beside `rule` anywhere in `schema`.
+fn rule_message<'a>(schema: &'a JSONSchemaProps, rule: &str) -> Option<&'a str> {
+    if let Some(found) = schema
+        .x_kubernetes_validations
+        .iter()
+        .flatten()
+        .find(|r| r.rule == rule)
+    {
+        return found.message.as_deref();
+    }
+    let props = schema.properties.iter().flat_map(|p| p.values());
+    let extra = match &schema.additional_properties {
+        Some(JSONSchemaPropsOrBool::Schema(s)) => Some(s.as_ref()),
+        _ => None,
+    };
+    let item = match &schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => Some(s.as_ref()),
+        _ => None,
+    };
+    props
+        .chain(extra)
+        .chain(item)
+        .find_map(|child| rule_message(child, rule))
 }
 
 fn check(s: &JSONSchemaProps, v: &Value, path: &str, errors: &mut Vec<String>) {
@@ -111,6 +232,24 @@ fn check(s: &JSONSchemaProps, v: &Value, path: &str, errors: &mut Vec<String>) {
         errors.push(format!(
             "{path}: Invalid value: {v}: {path} in body should be at least {min} chars long"
         ));
+    }
+    // kube-openapi counts characters, although the message says bytes.
+    if let (Some(max), Some(text)) = (s.max_length, v.as_str())
+        && text.chars().count() as i64 > max
+    {
+        let unit = if max == 1 { "byte" } else { "bytes" };
+        errors.push(format!("{path}: Too long: may not be more than {max} {unit}"));
+    }
+    let count = match v {
+        Value::Array(items) => Some((items.len(), s.max_items)),
+        Value::Object(fields) => Some((fields.len(), s.max_properties)),
+        _ => None,
+    };
+    if let Some((n, Some(max))) = count
+        && n as i64 > max
+    {
+        let unit = if max == 1 { "item" } else { "items" };
+        errors.push(format!("{path}: Too many: {n}: must have at most {max} {unit}"));
     }
     match v {
         Value::Array(items) => {
@@ -313,6 +452,183 @@ mod tests {
 
     fn tenant(spec: Value) -> Value {
         json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": "t"}, "spec": spec})
+    }
+
+    /// The Tenant CRD as installed: with the CEL rules of `crate::rules`.
+    fn installed() -> CustomResourceDefinition {
+        crate::crds::all().remove(0)
+    }
+
+    #[test]
+    fn the_api_server_refuses_regexes_that_do_not_compile_wherever_they_are() {
+        let crd = installed();
+        let errors = validate(
+            &crd,
+            &tenant(json!({
+                "owners": [{"name": "alice"}],
+                "containerRegistries": {"allowedRegex": "docker.io/("},
+                "namespaceOptions": {
+                    "forbiddenLabels": {"deniedRegex": "[a-"},
+                    "requiredMetadata": {"labels": {"team": "^(a|b$", "ok": "^[a-z]+$"}}
+                },
+                "ingressOptions": {"allowedHostnames": {"allowedRegex": "^.*\\.example\\.com$"}},
+            })),
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        for (field, error) in [
+            "spec.containerRegistries.allowedRegex",
+            "spec.namespaceOptions.forbiddenLabels.deniedRegex",
+            "spec.namespaceOptions.requiredMetadata.labels[team]",
+        ]
+        .iter()
+        .zip(&errors)
+        {
+            assert!(
+                error.starts_with(&format!("{field}: Invalid value: \"string\": ")),
+                "{error}"
+            );
+            assert!(
+                error.ends_with(&format!("evaluating rule: {}", crate::rules::REGEX_MESSAGE)),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_api_server_refuses_selectors_and_owners_that_cannot_work() {
+        let crd = installed();
+        let errors = validate(
+            &crd,
+            &tenant(json!({
+                "owners": [
+                    {"name": "  "},
+                    {"kind": "ServiceAccount", "name": "robot"},
+                    {"name": "system:serviceaccount:ci:"},
+                    {"kind": "User", "name": "system:serviceaccount:x"},
+                    {"name": "system:serviceaccount:ci:deployer"},
+                ],
+                "storageClasses": {"matchExpressions": [
+                    {"key": "tier", "operator": "In"},
+                    {"key": "tier", "operator": "Exists", "values": ["x"]},
+                    {"key": "tier", "operator": "Matches", "values": ["x"]},
+                    {"key": "tier", "operator": "NotIn", "values": ["x"]},
+                ]},
+                "namespaceOptions": {"additionalMetadataList": [{"namespaceSelector": {"matchExpressions": [
+                    {"key": "a", "operator": "DoesNotExist"},
+                    {"key": "b", "operator": "NotIn", "values": []},
+                ]}}]},
+            })),
+        );
+        let mut expected = [
+            "spec.owners: Invalid value: an owner's name must not be blank",
+            "spec.owners: Invalid value: a ServiceAccount owner must be named system:serviceaccount:<namespace>:<name>",
+            "spec.storageClasses.matchExpressions[0]: Invalid value: values must be non-empty when operator is In or NotIn",
+            "spec.storageClasses.matchExpressions[1]: Invalid value: values must be empty when operator is Exists or DoesNotExist",
+            "spec.storageClasses.matchExpressions[2]: Invalid value: operator must be one of In, NotIn, Exists, DoesNotExist",
+            "spec.namespaceOptions.additionalMetadataList[0].namespaceSelector.matchExpressions[1]: Invalid value: values must be non-empty when operator is In or NotIn",
+        ];
+        expected.sort();
+        let mut errors = errors;
+        errors.sort();
+        assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn the_bounds_the_rules_need_are_enforced_in_the_api_servers_words() {
+        let owners: Vec<Value> = (0..130).map(|i| json!({"name": format!("u{i}")})).collect();
+        let mut owners = owners;
+        owners[0] = json!({"name": "a".repeat(600)});
+        let labels: serde_json::Map<String, Value> = (0..65).map(|i| (format!("k{i}"), json!("x"))).collect();
+        let errors = validate(
+            &installed(),
+            &tenant(json!({"owners": owners, "namespaceOptions": {"requiredMetadata": {"labels": labels}}})),
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.namespaceOptions.requiredMetadata.labels: Too many: 65: must have at most 64 items",
+                "spec.owners: Too many: 130: must have at most 128 items",
+                "spec.owners[0].name: Too long: may not be more than 512 bytes",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_that_leaves_a_broken_value_as_it_was_is_not_refused_for_it() {
+        let crd = installed();
+        let old = tenant(json!({"owners": [{"name": "a"}], "containerRegistries": {"allowedRegex": "("}}));
+        let mut new = old.clone();
+        new["status"] = json!({"state": "Active"});
+        assert_eq!(validate_update(&crd, &new, Some(&old)), Vec::<String>::new());
+        new["spec"]["containerRegistries"]["allowedRegex"] = json!("[");
+        let errors = validate_update(&crd, &new, Some(&old));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("spec.containerRegistries.allowedRegex: "),
+            "{errors:?}"
+        );
+        assert_eq!(validate(&crd, &old).len(), 1);
+    }
+
+    #[test]
+    fn every_regex_selector_and_owner_in_every_crd_has_its_rule() {
+        fn walk(s: &JSONSchemaProps, path: &str, found: &mut Vec<String>) {
+            let rules: Vec<&str> = s
+                .x_kubernetes_validations
+                .iter()
+                .flatten()
+                .map(|r| r.rule.as_str())
+                .collect();
+            if rules.contains(&crate::rules::REGEX) {
+                found.push(path.to_owned());
+            }
+            if rules.contains(&crate::rules::OPERATOR) || rules.contains(&crate::rules::OWNER_SERVICE_ACCOUNT)
+            {
+                found.push(path.to_owned());
+            }
+            for (name, p) in s.properties.iter().flatten() {
+                walk(p, &format!("{path}.{name}"), found);
+            }
+            if let Some(JSONSchemaPropsOrBool::Schema(x)) = &s.additional_properties {
+                walk(x, &format!("{path}.*"), found);
+            }
+            if let Some(JSONSchemaPropsOrArray::Schema(x)) = &s.items {
+                walk(x, &format!("{path}[]"), found);
+            }
+        }
+        let mut found = Vec::new();
+        for crd in crate::crds::all() {
+            walk(
+                crate::crds::schema_of(&crd).unwrap(),
+                &crd.spec.names.kind,
+                &mut found,
+            );
+        }
+        let text = serde_json::to_string(&crate::crds::all()).unwrap();
+        // Every field named *Regex, every matchExpressions and every owners list, counted in the JSON.
+        let regex_fields = text.matches("Regex\":{").count();
+        let selector_lists = text.matches("\"matchExpressions\":{").count();
+        let owners = text.matches("\"owners\":{").count();
+        let required = found.iter().filter(|p| p.contains("requiredMetadata")).count();
+        assert_eq!(
+            found.len(),
+            regex_fields + selector_lists + owners + required,
+            "{found:#?}"
+        );
+        assert!(found.iter().any(|p| p == "Tenant.spec.owners"), "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|p| p == "BulkheadConfiguration.spec.protectedNamespaceRegex"),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("GlobalTenantResource.spec.tenantSelector.matchExpressions")),
+            "{found:#?}"
+        );
+        assert_eq!(required, 2, "{found:#?}");
     }
 
     #[test]

@@ -223,6 +223,19 @@ pub fn split(docs: Vec<Document>) -> Result<(Snapshot, BulkheadConfigurationSpec
     Ok((snapshot, config, evaluate))
 }
 
+/// What the API server would say of a Bulkhead object that its CRD refuses (strict field validation,
+/// the schema, the CEL rules), in its words; `None` for other objects and valid ones.
+fn schema_problems(group: &str, kind: &str, name: &str, object: &Value) -> Option<String> {
+    if group != bulkhead_api::GROUP {
+        return None;
+    }
+    let crd = bulkhead_api::crds::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)?;
+    let errors = bulkhead_api::validation::validate(&crd, object);
+    (!errors.is_empty()).then(|| format!("{kind}.{group} \"{name}\" is invalid: {}", errors.join(", ")))
+}
+
 /// Evaluates `docs` in order against `snapshot`, as `caller` (or each object's annotations).
 pub fn evaluate(
     snapshot: &mut Snapshot,
@@ -259,8 +272,16 @@ pub fn evaluate(
         };
         let mut object = doc.object.clone();
         let mut patches = Vec::new();
-        let mut verdict = Verdict::allow();
+        // The API server validates the object against its CRD (schema and CEL rules) before any
+        // validating webhook sees it.
+        let mut verdict = match schema_problems(&group, &kind, &name, &object) {
+            Some(message) => Verdict::deny(None, message),
+            None => Verdict::allow(),
+        };
         for check in Check::for_kind(&group, &kind) {
+            if !verdict.is_allowed() {
+                break;
+            }
             let review = json!({
                 "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                 "request": {

@@ -127,3 +127,25 @@ fn unreadable_input_exits_2_with_a_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/x"));
 }
+
+#[test]
+fn a_tenant_its_crd_refuses_is_denied_with_the_api_servers_words() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.yaml"),
+        "apiVersion: capsule.clastix.io/v1beta2\nkind: Tenant\nmetadata: {name: gas}\nspec:\n  owners: [{kind: ServiceAccount, name: robot}]\n  ingressOptions: {allowedHostnames: {allowedRegex: '*.gas.example'}}\n",
+    )
+    .unwrap();
+    let out = check(&["-f", dir.path().to_str().unwrap()]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let got = verdict_of(&report, "Tenant gas");
+    assert!(got.starts_with("deny"), "{got}");
+    assert!(
+        got.contains("Tenant.bulkhead.dev \"gas\" is invalid: ")
+            && got.contains("spec.ingressOptions.allowedHostnames.allowedRegex: Invalid value: \"string\": ")
+            && got.contains("evaluating rule: must be a regular expression that compiles (RE2 syntax)")
+            && got.contains("spec.owners: Invalid value: a ServiceAccount owner must be named system:serviceaccount:<namespace>:<name>"),
+        "{got}"
+    );
+}

@@ -75,6 +75,7 @@ impl Admission {
         object: Option<Value>,
         old: Option<&Value>,
         warnings: &mut Vec<String>,
+        validate: &(dyn Fn(&Value) -> ApiResult<()> + Sync),
     ) -> ApiResult<Option<Value>> {
         let (webhooks, namespace_labels) = {
             let store = shared.store.lock();
@@ -111,13 +112,29 @@ impl Admission {
             });
             (hooks, ns_labels)
         };
+        // The API server's order: mutating webhooks, then the object's own validation (schema and CEL
+        // rules of a CRD), then validating webhooks.
+        let mut validated = false;
+        let mut validate_once = |object: &Option<Value>| -> ApiResult<()> {
+            if !validated {
+                validated = true;
+                if let Some(o) = object {
+                    validate(o)?;
+                }
+            }
+            Ok(())
+        };
         if webhooks.is_empty() {
+            validate_once(&object)?;
             return Ok(object);
         }
         let rt = &target.rt;
         let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
         let mut object = object;
         for hook in webhooks {
+            if !hook.mutating {
+                validate_once(&object)?;
+            }
             let own_labels = if is_namespace {
                 object.as_ref().or(old).map(labels_of).unwrap_or_default()
             } else {
@@ -178,6 +195,7 @@ impl Admission {
                 }
             }
         }
+        validate_once(&object)?;
         Ok(object)
     }
 

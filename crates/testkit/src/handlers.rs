@@ -302,9 +302,9 @@ fn decode_custom(req: &Request, object: &mut Value) -> ApiResult<Vec<String>> {
 }
 
 /// Schema validation of a custom resource (after mutating admission).
-fn validate_custom(rt: &ResourceType, object: &Value) -> ApiResult<()> {
+fn validate_custom(rt: &ResourceType, object: &Value, old: Option<&Value>) -> ApiResult<()> {
     let Some(crd) = &rt.crd else { return Ok(()) };
-    let errors = bulkhead_api::validation::validate(crd, object);
+    let errors = bulkhead_api::validation::validate_update(crd, object, old);
     if errors.is_empty() {
         return Ok(());
     }
@@ -480,7 +480,6 @@ async fn store_new(req: &Request, object: Value, warnings: &mut Vec<String>) -> 
     let object = admit(req, Operation::Create, Some(object), None, warnings)
         .await?
         .unwrap_or(Value::Null);
-    validate_custom(req.rt(), &object)?;
     let created = {
         let _registry = req.shared.registry.read();
         req.shared
@@ -511,6 +510,12 @@ async fn admit(
             object,
             old.as_deref(),
             warnings,
+            &|object| {
+                if matches!(op, Operation::Create | Operation::Update) {
+                    validate_custom(req.rt(), object, old.as_deref())?;
+                }
+                Ok(())
+            },
         )
         .await
 }
@@ -538,7 +543,6 @@ async fn write(
     let object = admit(req, Operation::Update, Some(object), Some(old), warnings)
         .await?
         .unwrap_or(Value::Null);
-    validate_custom(req.rt(), &object)?;
     let updated = {
         let registry = req.shared.registry.read();
         req.shared.store.lock().update(

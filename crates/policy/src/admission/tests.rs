@@ -1005,6 +1005,19 @@ fn registries_and_cidrs_parse_like_the_container_runtime() {
     assert!(cidr_contains("2001:db8::/32", "2001:db8::1"));
     assert!(!cidr_contains("10.0.0.0/x", "10.0.0.0"));
     assert!(cidr_contains("0.0.0.0/0", "8.8.8.8"));
+    // Prefix lengths as Go's parser reads them: none wider than the address, no sign, no leading zero.
+    for bad in [
+        "10.0.0.0/33",
+        "2001:db8::/129",
+        "10.0.0.0/+8",
+        "10.0.0.0/08",
+        "10.0.0.0/",
+        "10.0.0.0/ 8",
+    ] {
+        assert!(!cidr_contains(bad, "10.0.0.0"), "{bad}");
+    }
+    assert!(cidr_contains("10.0.0.0/32", "10.0.0.0"));
+    assert!(cidr_contains("::/0", "2001:db8::1"));
 }
 
 #[test]

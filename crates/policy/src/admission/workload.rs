@@ -322,16 +322,29 @@ pub fn cidr_contains(cidr: &str, ip: &str) -> bool {
     let Ok(ip) = ip.parse::<IpAddr>() else {
         return false;
     };
+    // The prefix length as Go's netip.ParsePrefix reads it: decimal digits only (no sign), no leading
+    // zero, at most the address's width (`/33` is an error, not `/32`).
     let (net, bits) = match cidr.split_once('/') {
-        Some((net, bits)) => match bits.parse::<u32>() {
-            Ok(bits) => (net, Some(bits)),
-            Err(_) => return false,
-        },
+        Some((net, bits))
+            if !bits.is_empty()
+                && bits.bytes().all(|b| b.is_ascii_digit())
+                && (bits == "0" || !bits.starts_with('0')) =>
+        {
+            match bits.parse::<u32>() {
+                Ok(bits) => (net, Some(bits)),
+                Err(_) => return false,
+            }
+        }
+        Some(_) => return false,
         None => (cidr, None),
     };
     let Ok(net) = net.parse::<IpAddr>() else {
         return false;
     };
+    let width = if net.is_ipv4() { 32 } else { 128 };
+    if bits.is_some_and(|b| b > width) {
+        return false;
+    }
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
             let bits = bits.unwrap_or(32).min(32);

@@ -143,3 +143,201 @@ async fn a_standby_takes_over_from_a_leader_killed_mid_converge_and_writes_only_
     cluster.clean_up(&["tenants", "-l", &mark]);
     cluster.clean_up(&["namespaces", "-l", &mark]);
 }
+
+/// Requests Bulkhead's shared client sent, by (verb, resource).
+fn requests(bulkhead: &Bulkhead) -> std::collections::BTreeMap<(String, String), f64> {
+    let (_, body) = bulkhead.admin_get("/metrics");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("bulkhead_api_requests_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.split_once("} ")?;
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+            };
+            Some(((label("verb")?, label("resource")?), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The API server of a test that stops and starts it: a control plane of the test's own on the real
+/// run (the suite's is shared by every test), the testkit's server otherwise.
+struct Restartable {
+    own: Option<bulkhead_testkit::controlplane::ControlPlane>,
+}
+
+impl Restartable {
+    fn stop(&mut self, cluster: &Cluster) {
+        match self.own.as_mut() {
+            Some(plane) => plane.stop_apiserver().expect("the API server stops"),
+            None => cluster.testkit().expect("the testkit").pause(),
+        }
+    }
+
+    fn start(&mut self, cluster: &Cluster) {
+        match self.own.as_mut() {
+            Some(plane) => plane.restart_apiserver().expect("the API server starts again"),
+            None => cluster
+                .testkit()
+                .expect("the testkit")
+                .resume()
+                .expect("it serves again"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_restarting_loses_nothing_and_allows_nothing_it_should_not() {
+    use bulkhead_testkit::controlplane;
+    let own = if std::env::var_os(crate::harness::KUBECONFIG_ENV).is_some() {
+        let bin = controlplane::bin_dir();
+        if !controlplane::binaries_present(&bin) {
+            eprintln!(
+                "not run: restarting the API server needs a control plane of this test's own, and no built one is at {}",
+                bin.display()
+            );
+            return;
+        }
+        Some(controlplane::ControlPlane::start_with(&bin, &[]).expect("a control plane of its own starts"))
+    } else {
+        None
+    };
+    let cluster = match &own {
+        Some(plane) => Cluster::at(plane.kubeconfig().to_owned()).await,
+        None => Cluster::start().await,
+    };
+    let mut plane = Restartable { own };
+    let t = cluster.unique("e2e-restart");
+    let alice = cluster.unique("alice");
+    let lease = cluster.unique("e2e-restart-lease");
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n  namespaceOptions: {{quota: 1}}\n"
+    ));
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    let k = cluster.kubectl_as(&alice, &["bulkhead.dev"]);
+    let first = format!("{t}-a");
+    cluster.clean_up(&["namespace", &first]);
+    k.ok_eventually(Duration::from_secs(30), &["create", "namespace", &first])
+        .await;
+    let api: Api<RoleBinding> = Api::namespaced(cluster.admin.clone(), &first);
+    eventually(Duration::from_secs(30), || async {
+        let n = api
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        (n == 2).then_some(()).ok_or(format!("{n} bindings"))
+    })
+    .await;
+    let before = requests(&bulkhead);
+
+    // Away: Bulkhead says it is not ready.
+    plane.stop(&cluster);
+    let down = Instant::now();
+    eventually(Duration::from_secs(20), || async {
+        let (code, body) = bulkhead.admin_get("/readyz");
+        (code == 503 && body.contains("[waiting] api server"))
+            .then_some(())
+            .ok_or(format!("/readyz {code}: {body}"))
+    })
+    .await;
+    let noticed = down.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    plane.start(&cluster);
+
+    // Back: the first request a tenant user makes is judged on what the cache held (the quota is
+    // full), not let through while the watches reconnect.
+    let second = format!("{t}-b");
+    cluster.clean_up(&["namespace", &second]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = k.run(&["create", "namespace", &second]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "a namespace over the quota was admitted after the restart"
+        );
+        if err.contains("it has 1 of 1 namespaces") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer from the webhook after the restart: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let back = Instant::now();
+    bulkhead.wait_ready().await;
+    let ready_again = back.elapsed();
+
+    // Every watch resumed: a change made now reaches the controller, which acts on it.
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n  namespaceOptions:\n    quota: 1\n    additionalMetadata: {{labels: {{e2e-restart: back}}}}\n"
+    ));
+    eventually(Duration::from_secs(60), || async {
+        let got = cluster.kubectl().ok(&[
+            "get",
+            "namespace",
+            &first,
+            "-o",
+            "jsonpath={.metadata.labels.e2e-restart}",
+        ]);
+        (got == "back").then_some(()).ok_or(got)
+    })
+    .await;
+    let after = requests(&bulkhead);
+    let delta = |verb: &str, resource: &str| {
+        let key = (verb.to_owned(), resource.to_owned());
+        after.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
+    };
+    // No relist storm: at most one list (and a retry) per watched kind, whatever the server asked.
+    let exempt = [
+        "leases",
+        "events",
+        "other",
+        "tokenreviews",
+        "subjectaccessreviews",
+    ];
+    for (verb, resource) in after.keys() {
+        if verb == "GET" && !exempt.contains(&resource.as_str()) {
+            let n = delta(verb, resource);
+            assert!(n <= 2.0, "{n} GETs of {resource} across the restart: {after:?}");
+        }
+    }
+    assert!(
+        delta("WATCH", "tenants") >= 1.0,
+        "the Tenant watch did not resume: {after:?}"
+    );
+    // Nothing rewritten that had not changed.
+    for resource in ["rolebindings", "resourcequotas", "limitranges", "networkpolicies"] {
+        for verb in ["POST", "PUT", "PATCH", "DELETE"] {
+            assert_eq!(
+                delta(verb, resource),
+                0.0,
+                "{verb} {resource} after the restart: {after:?}"
+            );
+        }
+    }
+    let lists: f64 = after
+        .keys()
+        .filter(|(v, r)| v == "GET" && !exempt.contains(&r.as_str()))
+        .map(|(v, r)| delta(v, r))
+        .sum();
+    eprintln!(
+        "API server restart ({}): not ready {:.1} s after it stopped, ready {:.1} s after it was back, {lists} lists across the restart",
+        if cluster.is_testkit() {
+            "testkit"
+        } else {
+            "real control plane"
+        },
+        noticed.as_secs_f64(),
+        ready_again.as_secs_f64()
+    );
+}

@@ -38,10 +38,20 @@ impl Cluster {
     /// The real cluster named by `BULKHEAD_E2E_KUBECONFIG`, or a fresh testkit. Bulkhead's CRDs are
     /// installed (applied) either way.
     pub async fn start() -> Cluster {
+        Self::start_at(std::env::var_os(KUBECONFIG_ENV).map(PathBuf::from)).await
+    }
+
+    /// The real cluster this kubeconfig names (a control plane a test started for itself, say), with
+    /// Bulkhead's CRDs installed.
+    pub async fn at(kubeconfig: PathBuf) -> Cluster {
+        Self::start_at(Some(kubeconfig)).await
+    }
+
+    async fn start_at(kubeconfig: Option<PathBuf>) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (server, kubeconfig) = match std::env::var_os(KUBECONFIG_ENV) {
-            Some(path) => (None, PathBuf::from(path)),
+        let (server, kubeconfig) = match kubeconfig {
+            Some(path) => (None, path),
             None => {
                 let server = TestServer::start().await.expect("testkit starts");
                 let path = server

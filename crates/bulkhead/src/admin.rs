@@ -1,7 +1,8 @@
 //! The admin server: `/metrics`, `/healthz` (the process is alive) and `/readyz` (every store has
-//! synced and every enabled role is up).
+//! synced, every enabled role is up and the API server answers).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use bulkhead_cache::Cache;
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::cli::Role;
 use crate::metrics::Metrics;
@@ -34,6 +36,52 @@ pub struct AdminState {
     pub leading: Option<watch::Receiver<bool>>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Why the API server did not answer the last probe; `None` while it does (see [`probe_api_server`]).
+    pub api_server: watch::Receiver<Option<String>>,
+}
+
+/// How often the API server's own `/readyz` is asked.
+pub const PROBE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Asks the API server's `/readyz` every [`PROBE_PERIOD`] (each answer within one period) until
+/// `shutdown`, and says in `state` why it did not answer. While it is away, or restarting, Bulkhead is
+/// not ready: its cache is then as old as the moment the watches broke, and the watches resume by
+/// themselves once it is back (from their last resource version). Every user may read `/readyz`
+/// (`system:public-info-viewer`).
+pub async fn probe_api_server(
+    client: kube::Client,
+    state: watch::Sender<Option<String>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(PROBE_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let request = http::Request::get("/readyz").body(Vec::new());
+        let answer = match request {
+            Ok(request) => match tokio::time::timeout(PROBE_PERIOD, client.request_text(request)).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(one_line(&e.to_string())),
+                Err(_) => Some(format!("no answer within {PROBE_PERIOD:?}")),
+            },
+            Err(e) => Some(e.to_string()),
+        };
+        let changed = *state.borrow() != answer;
+        if changed {
+            match &answer {
+                Some(why) => warn!(reason = %why, "the API server does not answer /readyz: not ready"),
+                None => info!("the API server answers /readyz again"),
+            }
+            state.send_replace(answer);
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The admin router.
@@ -56,6 +104,12 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
             status.kind, status.objects
         ));
     }
+    let api_server = state.api_server.borrow().clone();
+    ready &= api_server.is_none();
+    lines.push(match api_server {
+        None => "[ok] api server".to_owned(),
+        Some(why) => format!("[waiting] api server: {why}"),
+    });
     for role in state.roles.iter() {
         let up = *role.up.borrow();
         ready &= up;
@@ -105,7 +159,16 @@ mod tests {
     }
 
     fn state(cache: Cache, up: bool) -> (AdminState, watch::Sender<bool>) {
+        let (state, tx, _api) = state_with_api(cache, up);
+        (state, tx)
+    }
+
+    fn state_with_api(
+        cache: Cache,
+        up: bool,
+    ) -> (AdminState, watch::Sender<bool>, watch::Sender<Option<String>>) {
         let (tx, rx) = watch::channel(up);
+        let (api_tx, api_rx) = watch::channel(None);
         let state = AdminState {
             cache,
             roles: Arc::new(vec![RoleState {
@@ -114,8 +177,28 @@ mod tests {
             }]),
             leading: None,
             metrics: Arc::new(Metrics::new().unwrap()),
+            api_server: api_rx,
         };
-        (state, tx)
+        (state, tx, api_tx)
+    }
+
+    #[tokio::test]
+    async fn readyz_says_not_ready_while_the_api_server_does_not_answer() {
+        let cache = Cache::detached();
+        sync(&cache, &["a"]);
+        let (state, _role, api) = state_with_api(cache, true);
+        assert_eq!(get(router(state.clone()), "/readyz").await.0, StatusCode::OK);
+        api.send_replace(Some("connection refused".into()));
+        let (code, body) = get(router(state.clone()), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.contains("[waiting] api server: connection refused"),
+            "{body}"
+        );
+        api.send_replace(None);
+        let (code, body) = get(router(state), "/readyz").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(body.contains("[ok] api server"), "{body}");
     }
 
     fn sync(cache: &Cache, tenants: &[&str]) {

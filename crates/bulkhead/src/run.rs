@@ -215,11 +215,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
+    let (api_tx, api_rx) = watch::channel(None);
+    tasks.spawn(admin::probe_api_server(client.clone(), api_tx, shutdown.clone()));
     let state = AdminState {
         cache: cache.clone(),
         roles: Arc::new(role_states),
         leading,
         metrics,
+        api_server: api_rx,
     };
     let admin = axum::serve(listener, admin::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -52,6 +52,11 @@ pub struct TestServer {
     ca_pem: String,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    /// The server's runtime, to serve again after [`TestServer::pause`].
+    runtime: tokio::runtime::Handle,
+    config: Arc<rustls::ServerConfig>,
+    /// Ends the current listener and its connections (a child of `shutdown`).
+    serving: parking_lot::Mutex<CancellationToken>,
 }
 
 impl TestServer {
@@ -143,20 +148,67 @@ impl TestServer {
         let addr = listener.local_addr()?;
         let cert = tls::ServingCert::generate(&["localhost", "127.0.0.1"]).map_err(std::io::Error::other)?;
         let config = cert.server_config().map_err(std::io::Error::other)?;
-        let app = axum::Router::new()
-            .fallback(server::handle)
-            .with_state(shared.clone());
         let shutdown = CancellationToken::new();
-        let done = tokio::spawn(tls::serve_tls(listener, config, app, shutdown.clone()));
+        let serving = shutdown.child_token();
+        let done = tokio::spawn(tls::serve_tls(
+            listener,
+            config.clone(),
+            Self::app(&shared),
+            serving.clone(),
+        ));
         Ok((
             TestServer {
                 addr,
                 ca_pem: cert.ca_pem,
                 shared,
                 shutdown,
+                runtime: tokio::runtime::Handle::current(),
+                config,
+                serving: parking_lot::Mutex::new(serving),
             },
             done,
         ))
+    }
+
+    fn app(shared: &Arc<Shared>) -> axum::Router {
+        axum::Router::new()
+            .fallback(server::handle)
+            .with_state(shared.clone())
+    }
+
+    /// An outage, as when the API server process stops (etcd keeping the data): the port is closed
+    /// and every open connection, watches included, ends. [`TestServer::resume`] serves again.
+    pub fn pause(&self) {
+        self.serving.lock().cancel();
+    }
+
+    /// Serves again on the same address, with the same objects and certificate, after
+    /// [`TestServer::pause`] (as the API server does when it restarts).
+    pub fn resume(&self) -> std::io::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            // The paused listener closes on the server's own runtime; the port frees a moment later.
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "the port is not free yet");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        listener.set_nonblocking(true)?;
+        let serving = self.shutdown.child_token();
+        *self.serving.lock() = serving.clone();
+        let _runtime = self.runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        self.runtime.spawn(tls::serve_tls(
+            listener,
+            self.config.clone(),
+            Self::app(&self.shared),
+            serving,
+        ));
+        Ok(())
     }
 
     /// The server's base URL, e.g. `https://127.0.0.1:40123`.

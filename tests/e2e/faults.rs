@@ -1,6 +1,7 @@
 //! Faults on purpose (#16): what a replica, a restart or a kill leaves behind, and that nothing is lost
 //! or written twice. docs/reliability.md lists what has been tried.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -339,5 +340,128 @@ async fn the_api_server_restarting_loses_nothing_and_allows_nothing_it_should_no
         },
         noticed.as_secs_f64(),
         ready_again.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_restarting_with_requests_in_flight_allows_nothing_it_should_not() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-inflight");
+    let alice = cluster.unique("alice");
+    let lease = cluster.unique("e2e-inflight-lease");
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n  serviceOptions: {{allowedServices: {{nodePort: false}}}}\n"
+    ));
+    let mut bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    let k = cluster.kubectl_as(&alice, &["bulkhead.dev"]);
+    let ns = format!("{t}-a");
+    cluster.clean_up(&["namespace", &ns]);
+    k.ok_eventually(Duration::from_secs(30), &["create", "namespace", &ns])
+        .await;
+    k.ok_eventually(
+        Duration::from_secs(30),
+        &["-n", &ns, "create", "service", "clusterip", "warm", "--tcp=80:80"],
+    )
+    .await;
+
+    // Three clients create services without pause, every other one of a type the tenant may not use,
+    // while the webhook's process is stopped (SIGTERM) and started again.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..3 {
+        let k = cluster.kubectl_as(&alice, &["bulkhead.dev"]);
+        let (ns, stop) = (ns.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let forbidden = i % 2 == 1;
+                let kind = if forbidden { "nodeport" } else { "clusterip" };
+                let name = format!("s{w}-{i}");
+                let started = Instant::now();
+                let out = k.run(&["-n", &ns, "create", "service", kind, &name, "--tcp=80:80"]);
+                outcomes.push((
+                    forbidden,
+                    out.status.success(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                    started,
+                ));
+                i += 1;
+            }
+            outcomes
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = Instant::now();
+    let status = bulkhead.terminate_and_restart();
+    assert!(
+        status.success(),
+        "SIGTERM did not end the process cleanly: {status:?}"
+    );
+    bulkhead.wait_ready().await;
+    let ready_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcomes: Vec<_> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+
+    let mut wrongly_allowed = Vec::new();
+    let (mut denied, mut failed_calls, mut created, mut refused_allowed) = (0, 0, 0, 0);
+    for (forbidden, ok, err, _) in &outcomes {
+        match (forbidden, ok) {
+            (true, true) => wrongly_allowed.push(err.clone()),
+            (true, false) if err.contains("of type `NodePort` is not allowed") => denied += 1,
+            (true, false) => {
+                assert!(
+                    err.contains("failed calling webhook"),
+                    "a NodePort service was refused for another reason: {err}"
+                );
+                failed_calls += 1;
+            }
+            (false, true) => created += 1,
+            (false, false) => {
+                assert!(
+                    err.contains("failed calling webhook"),
+                    "an allowed service was refused: {err}"
+                );
+                refused_allowed += 1;
+            }
+        }
+    }
+    assert!(
+        wrongly_allowed.is_empty(),
+        "NodePort services admitted: {}",
+        wrongly_allowed.len()
+    );
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(cluster.admin.clone(), &ns);
+    let node_ports = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("NodePort"))
+        .count();
+    assert_eq!(node_ports, 0, "NodePort services exist in the tenant's namespace");
+    // Served before and after the restart.
+    let before = outcomes
+        .iter()
+        .filter(|(f, ok, _, at)| !f && *ok && *at < stopped_at)
+        .count();
+    let after = outcomes
+        .iter()
+        .filter(|(f, ok, _, at)| !f && *ok && *at > ready_at)
+        .count();
+    assert!(
+        before > 0 && after > 0,
+        "services created before: {before}, after: {after}"
+    );
+    eprintln!(
+        "webhook restart with requests in flight: {} requests, {denied} denied by policy, {failed_calls} forbidden and {refused_allowed} allowed ones refused because the webhook could not be called (failurePolicy Fail), {created} allowed ones created, 0 admitted wrongly; down {:.1} s",
+        outcomes.len(),
+        ready_at.duration_since(stopped_at).as_secs_f64()
     );
 }

@@ -489,6 +489,14 @@ impl Bulkhead {
         }
     }
 
+    /// Stops the process with SIGTERM (its shutdown: requests in flight finish), waits for the exit,
+    /// then starts it again as it was (same ports, same names).
+    pub fn terminate_and_restart(&mut self) -> ExitStatus {
+        let status = self.terminate();
+        self.spawn();
+        status
+    }
+
     /// Kills the process with SIGKILL (no shutdown of any kind), then starts it again as it was.
     pub fn kill_and_restart(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -86,6 +86,8 @@ pub async fn serve_tls(
     let limits = bulkhead_tls::Limits {
         max_body_bytes: 64 * 1024 * 1024,
         max_connections: 16 * 1024,
+        // A stopped API server cuts its connections, watches included.
+        drain: std::time::Duration::ZERO,
         ..bulkhead_tls::Limits::default()
     };
     bulkhead_tls::serve(listener, config, limits, move |_| app.clone(), shutdown).await;

@@ -51,6 +51,9 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// TCP keepalive, and the HTTP/2 ping interval: a peer that went away is noticed.
     pub keepalive: Duration,
+    /// After shutdown, how long requests in flight get to finish (no new ones are taken: HTTP/1
+    /// connections close after their response, HTTP/2 ones get GOAWAY); longer ones (watches) are cut.
+    pub drain: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +70,7 @@ impl Default for Limits {
             body_read: Duration::from_secs(60),
             max_streams_per_connection: 1000,
             keepalive: Duration::from_secs(30),
+            drain: Duration::from_secs(8),
         }
     }
 }
@@ -83,7 +87,8 @@ pub struct Connected {
 
 /// Serves on `listener` until `shutdown`: each connection's TLS handshake, then HTTP/1.1 or HTTP/2 as
 /// ALPN chose, with upgrades, each request handed to the service `make` returned for its connection.
-/// Open connections end with `shutdown`.
+/// With `shutdown` the listener closes at once, and the requests in flight get [`Limits::drain`] to
+/// finish before their connections are cut; this returns when every connection is gone.
 pub async fn serve<M, S>(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -100,12 +105,13 @@ pub async fn serve<M, S>(
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut refused: u64 = 0;
+    let connections = tokio_util::task::TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving HTTPS");
     }
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (tcp, remote) = match accepted {
@@ -133,7 +139,7 @@ pub async fn serve<M, S>(
         let make = make.clone();
         let limits = limits.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -207,17 +213,30 @@ pub async fn serve<M, S>(
                 builder.http1_only()
             };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), hyper_service);
+            let mut connection = std::pin::pin!(connection);
             tokio::select! {
-                result = connection => {
+                result = connection.as_mut() => {
                     if let Err(error) = result {
                         debug!(%remote, %error, "connection ended with an error");
                     }
+                    return;
                 }
-                _ = activity.idle_for(limits.idle) => debug!(%remote, "idle connection closed"),
+                _ = activity.idle_for(limits.idle) => {
+                    debug!(%remote, "idle connection closed");
+                    return;
+                }
                 _ = shutdown.cancelled() => {}
+            }
+            // Shutting down: finish what is in flight, take nothing new.
+            connection.as_mut().graceful_shutdown();
+            if tokio::time::timeout(limits.drain, connection).await.is_err() {
+                debug!(%remote, "requests still in flight after the drain time; connection cut");
             }
         });
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 fn tune(tcp: &TcpStream, keepalive: Duration) {

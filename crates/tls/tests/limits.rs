@@ -40,6 +40,7 @@ fn short() -> Limits {
         body_read: Duration::from_millis(600),
         max_streams_per_connection: 10,
         keepalive: Duration::from_secs(5),
+        drain: Duration::from_secs(3),
     }
 }
 
@@ -315,4 +316,34 @@ async fn idle_connections_are_closed_but_a_long_response_keeps_its_own() {
     let (response, took) = read_to_close(&mut tls, Duration::from_secs(10)).await;
     assert_eq!(response.matches("tick").count(), 10, "{response:?}");
     assert!(took >= Duration::from_millis(1300), "{took:?}");
+}
+
+/// Starts `/stream` (1.5 s of ticks) on a fresh connection, shuts the server down 300 ms in, and
+/// returns what the stream delivered and whether a new connection was refused meanwhile.
+async fn stream_across_shutdown(drain: Duration) -> (String, bool) {
+    let server = start(Limits { drain, ..short() }).await;
+    let mut tls = connect(&server, b"http/1.1").await.unwrap();
+    tls.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = TcpStream::connect(server.addr).await.is_err();
+    let (got, _) = read_to_close(&mut tls, Duration::from_secs(5)).await;
+    (got, refused)
+}
+
+#[tokio::test]
+async fn a_shutdown_lets_requests_in_flight_finish_and_takes_no_new_connection() {
+    let (got, refused) = stream_across_shutdown(Duration::from_secs(3)).await;
+    assert!(refused, "a new connection was accepted after shutdown");
+    assert!(got.contains("tick 9"), "the request in flight was cut: {got}");
+}
+
+#[tokio::test]
+async fn a_request_longer_than_the_drain_time_is_cut() {
+    let (got, refused) = stream_across_shutdown(Duration::from_millis(200)).await;
+    assert!(refused);
+    assert!(got.contains("tick 0") && !got.contains("tick 9"), "{got}");
 }

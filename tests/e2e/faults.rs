@@ -465,3 +465,135 @@ async fn a_webhook_restarting_with_requests_in_flight_allows_nothing_it_should_n
         ready_at.duration_since(stopped_at).as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_thousand_watches_through_the_proxy_while_clients_come_and_go_leak_nothing() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::WatchParams;
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-watches");
+    let accounts = format!("{t}-accounts");
+    let ns = format!("{t}-a");
+    cluster.clean_up(&["namespace", &accounts]);
+    cluster.clean_up(&["namespace", &ns]);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {accounts}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: user, namespace: {accounts}}}\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{name: 'system:serviceaccount:{accounts}:user'}}]\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{bulkhead.dev/tenant: {t}}}}}\n"
+    ));
+    let lease = cluster.unique("e2e-watches-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    let client = bulkhead.proxy_client(&cluster, &accounts, "user").await;
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    // The owner's binding is made by the controller a moment after the namespace.
+    let rv = eventually(Duration::from_secs(30), || async {
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.metadata.resource_version.unwrap_or_default())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let gauge = |name: &str| bulkhead.metric(name).unwrap_or(-1.0);
+    let baseline_tasks = gauge("bulkhead_tokio_alive_tasks");
+    let baseline_rss = gauge("process_resident_memory_bytes");
+    let open = |n: usize| {
+        let (api, rv) = (api.clone(), rv.clone());
+        async move {
+            let mut watches = Vec::new();
+            while watches.len() < n {
+                let batch = futures::future::join_all((0..(n - watches.len()).min(50)).map(|_| {
+                    let api = api.clone();
+                    let rv = rv.clone();
+                    async move {
+                        let stream = api
+                            .watch(&WatchParams::default().timeout(290), &rv)
+                            .await
+                            .expect("a watch opens");
+                        Box::pin(stream)
+                    }
+                }))
+                .await;
+                watches.extend(batch);
+            }
+            watches
+        }
+    };
+    let open_watches_are = |n: usize| async move {
+        eventually(Duration::from_secs(30), || async {
+            let got = gauge("bulkhead_proxy_open_watches");
+            (got == n as f64)
+                .then_some(())
+                .ok_or(format!("{got} open watches, {n} expected"))
+        })
+        .await;
+    };
+    let started = Instant::now();
+    let mut watches = open(1000).await;
+    let opened_in = started.elapsed();
+    open_watches_are(1000).await;
+    let full_rss = gauge("process_resident_memory_bytes");
+    let full_tasks = gauge("bulkhead_tokio_alive_tasks");
+    // Clients come and go: a third of the watches end (the client goes away) and as many new ones
+    // open, twelve times over.
+    let mut rss = Vec::new();
+    for _ in 0..12 {
+        let keep = watches.split_off(330);
+        drop(std::mem::replace(&mut watches, keep));
+        open_watches_are(670).await;
+        watches.extend(open(330).await);
+        open_watches_are(1000).await;
+        rss.push(gauge("process_resident_memory_bytes"));
+    }
+    let churned_tasks = gauge("bulkhead_tokio_alive_tasks");
+    // The watches are live: a change reaches them.
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: probe, namespace: {ns}}}\n"
+    ));
+    for watch in watches.iter_mut().step_by(97) {
+        let event = tokio::time::timeout(Duration::from_secs(20), watch.next()).await;
+        assert!(
+            matches!(event, Ok(Some(Ok(_)))),
+            "a watch got no event: {event:?}"
+        );
+    }
+    drop(watches);
+    open_watches_are(0).await;
+    let idle_tasks = eventually(Duration::from_secs(30), || async {
+        let tasks = gauge("bulkhead_tokio_alive_tasks");
+        (tasks <= baseline_tasks + 10.0).then_some(tasks).ok_or(format!(
+            "{tasks} tasks alive, {baseline_tasks} before the watches"
+        ))
+    })
+    .await;
+    let last = *rss.last().unwrap();
+    eprintln!(
+        "1,000 proxy watches ({}): opened in {:.1} s; RSS {:.0} MiB before, {:.0} MiB full, {:.0} MiB after 6 rounds of 330 leaving and 330 coming, {:.0} MiB after 12; tasks {baseline_tasks} before, {full_tasks} full, {churned_tasks} after the rounds, {idle_tasks} after all closed",
+        if cluster.is_testkit() {
+            "testkit"
+        } else {
+            "real control plane"
+        },
+        opened_in.as_secs_f64(),
+        baseline_rss / 1048576.0,
+        full_rss / 1048576.0,
+        rss[5] / 1048576.0,
+        last / 1048576.0,
+    );
+    // Flat: the allocator settles in the first rounds (freed buffers are kept for reuse), then the same
+    // number of watches costs the same however many clients came and went.
+    assert!(
+        last <= full_rss * 1.3 + 16.0 * 1048576.0,
+        "RSS grew from {full_rss} to {last} bytes"
+    );
+    assert!(
+        last <= rss[5] * 1.1,
+        "RSS still growing after the allocator settled: {rss:?}"
+    );
+    assert!(
+        churned_tasks <= full_tasks + 20.0,
+        "tasks grew from {full_tasks} to {churned_tasks}"
+    );
+}

@@ -258,6 +258,7 @@ mod tests {
         );
         assert!(body.contains("bulkhead_role_up{role=\"webhook\"} 1"), "{body}");
         assert!(body.contains("bulkhead_leader 0"), "{body}");
+        assert!(body.contains("bulkhead_tokio_alive_tasks "), "{body}");
         assert!(body.contains("process_resident_memory_bytes"), "{body}");
     }
 

@@ -14,6 +14,7 @@ pub struct Metrics {
     role_up: IntGaugeVec,
     leader: IntGauge,
     api_requests: IntCounterVec,
+    tasks: IntGauge,
 }
 
 impl Metrics {
@@ -58,8 +59,13 @@ impl Metrics {
             ),
             &["verb", "resource"],
         )?;
+        let tasks = IntGauge::new(
+            "bulkhead_tokio_alive_tasks",
+            "Tasks alive on the process's runtime (every watch, connection and reconcile is one): a number that only grows is a leak.",
+        )?;
         registry.register(Box::new(build))?;
         registry.register(Box::new(api_requests.clone()))?;
+        registry.register(Box::new(tasks.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -71,6 +77,7 @@ impl Metrics {
             role_up,
             leader,
             api_requests,
+            tasks,
         })
     }
 
@@ -101,6 +108,10 @@ impl Metrics {
                 .set(i64::from(*role.up.borrow()));
         }
         self.leader.set(i64::from(leading.unwrap_or(false)));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks
+                .set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
         let mut out = Vec::new();
         // Encoding into a Vec only fails on a metric with invalid names, which registration rejects.
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

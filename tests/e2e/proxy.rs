@@ -73,7 +73,7 @@ spec:
   - kind: ServiceAccount
     name: system:serviceaccount:{accounts}:bob
     proxySettings:
-    - {{kind: Nodes, operations: [List]}}
+    - {{kind: Nodes, operations: [List, Update]}}
   nodeSelector: {{e2e-pool: {b}}}
 "#
     ));
@@ -360,6 +360,33 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
         "jsonpath={.metadata.labels}",
     ]);
     assert!(!labels.contains("touched"), "{labels}");
+    // Bob may update his tenant's node. The proxy writes as Bulkhead, so it judges the object the
+    // write would make as the webhook judges the user's own writes: a change that would take the node
+    // out of his tenant's selector (and give it to another tenant) is refused, and a server-side dry
+    // run writes nothing.
+    let b_node = format!("{}-node", w.b);
+    bob.ok(&["label", "node", &b_node, "touched=yes"]);
+    let err = bob.fails(&[
+        "label",
+        "node",
+        &b_node,
+        &format!("e2e-pool={}", w.a),
+        "--overwrite",
+    ]);
+    assert!(
+        err.contains("the change would take it out of what your tenants may use"),
+        "{err}"
+    );
+    bob.ok(&["label", "node", &b_node, "dry=run", "--dry-run=server"]);
+    let labels = cluster
+        .kubectl()
+        .ok(&["get", "node", &b_node, "-o", "jsonpath={.metadata.labels}"]);
+    assert!(
+        labels.contains("touched")
+            && labels.contains(&format!("\"e2e-pool\":\"{}\"", w.b))
+            && !labels.contains("dry"),
+        "{labels}"
+    );
     // ...unless they grant more: Update on storage classes, for the tenant's own class only.
     alice.ok(&["label", "storageclass", &format!("{}-class", w.a), "touched=yes"]);
     let sc = format!("{}-class", w.a);
@@ -585,4 +612,64 @@ async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
     })
     .await;
     let _ = &w.b;
+}
+
+#[tokio::test]
+async fn a_write_the_proxy_makes_as_bulkhead_passes_the_webhooks_rule_for_the_user() {
+    let cluster = Cluster::start().await;
+    // The configuration is cluster-wide: on a cluster that already has one, leave it alone.
+    if cluster
+        .kubectl()
+        .run(&["get", "bulkheadconfiguration", "default", "-o", "name"])
+        .status
+        .success()
+    {
+        eprintln!("skipped: this cluster already has a BulkheadConfiguration `default`");
+        return;
+    }
+    cluster.clean_up(&["bulkheadconfiguration", "default"]);
+    cluster.apply(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: BulkheadConfiguration\nmetadata: {name: default}\nspec:\n  userGroups: [bulkhead.dev]\n  nodeMetadata: {forbiddenLabels: {denied: [e2e-reserved]}}\n",
+    );
+    let bulkhead = start(&cluster, &[]).await;
+    let w = world(&cluster).await;
+    let node = format!("{}-node", w.b);
+    cluster.clean_up(&["node", &node]);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{e2e-pool: {}}}}}\n",
+        w.b
+    ));
+    let (bob, _) = through_proxy(&cluster, &bulkhead, &w, "bob", &w.b);
+    sees_exactly(
+        &bob,
+        &["get", "nodes", "-o", "name"],
+        &set(std::slice::from_ref(&node)),
+    )
+    .await;
+    // Bob has no RBAC on nodes: his own write would reach the webhook, which forbids the label. The
+    // proxy writes as Bulkhead, which the webhook lets through, so the proxy applies the same rule.
+    let err = bob.fails(&["label", "node", &node, "e2e-reserved=mine"]);
+    assert!(
+        err.contains(&format!(
+            "label `e2e-reserved` of node `{node}` is forbidden to tenant users"
+        )),
+        "{err}"
+    );
+    let err = bob.fails(&[
+        "patch",
+        "node",
+        &node,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/e2e-reserved","value":"mine"}]"#,
+    ]);
+    assert!(err.contains("is forbidden to tenant users"), "{err}");
+    bob.ok(&["label", "node", &node, "e2e-free=yes"]);
+    let labels = cluster
+        .kubectl()
+        .ok(&["get", "node", &node, "-o", "jsonpath={.metadata.labels}"]);
+    assert!(
+        labels.contains("e2e-free") && !labels.contains("e2e-reserved"),
+        "{labels}"
+    );
 }

@@ -134,6 +134,9 @@ struct View {
     tenants: BTreeMap<String, Arc<Tenant>>,
 }
 
+/// The largest body of an update the proxy judges before making it (the API server's own limit).
+const MAX_WRITE_BODY: usize = 3 * 1024 * 1024;
+
 /// The kinds whose answers the proxy narrows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Filtered {
@@ -717,11 +720,7 @@ impl Proxy {
             return status::json_response(code, &current);
         }
         if !allowed(filtered, view, &current, operation) {
-            let what = if target.group.is_empty() {
-                target.resource.clone()
-            } else {
-                format!("{}.{}", target.resource, target.group)
-            };
+            let what = target.qualified_resource();
             return status::forbidden(&format!(
                 "{what} \"{name}\" is forbidden: User \"{}\" may not {} it: no tenant of theirs grants {operation:?} \
                  on {kind:?} in its proxySettings",
@@ -733,8 +732,122 @@ impl Proxy {
                 },
             ));
         }
+        if operation == ProxyOperation::Update {
+            return self
+                .judged_update(request, view, kind, target, name, &current)
+                .await;
+        }
         let uri = path_and_query(&request);
         match self.api.send(forward::outgoing(request, None, &uri)).await {
+            Ok(response) => forward::incoming(response),
+            Err(error) => status::upstream_failed(&error.to_string()),
+        }
+    }
+
+    /// An update made as Bulkhead for a tenant user is judged as the user's own write would be: the
+    /// API server computes the object it would make (a dry run of the caller's request, whatever its
+    /// patch type), the webhook's rule for the kind decides on it as for the caller (a node's
+    /// forbidden labels), the object must stay in the caller's slice (a node still matching the
+    /// tenant's selector, a volume still labelled for it), and then exactly that object is written,
+    /// with the resource version it was judged at: a change in between makes it a 409 Conflict, never
+    /// a write nobody judged.
+    async fn judged_update(
+        &self,
+        request: Request<Body>,
+        view: &View,
+        kind: ProxyKind,
+        target: &Target,
+        name: &str,
+        current: &Value,
+    ) -> Response<Body> {
+        let (parts, body) = request.into_parts();
+        let bytes = match bulkhead_tls::read_body(body, MAX_WRITE_BODY).await {
+            Ok(bytes) => bytes,
+            Err(message) => return status::bad_request(&message),
+        };
+        let path = parts.uri.path().to_owned();
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        let caller_dry_run = pairs.iter().any(|(k, _)| k == "dryRun");
+        let kept: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "dryRun").collect();
+        let with_query = |extra: &[(&str, &str)]| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &kept {
+                query.append_pair(k, v);
+            }
+            for (k, v) in extra {
+                query.append_pair(k, v);
+            }
+            let query = query.finish();
+            if query.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}?{query}")
+            }
+        };
+        let mut dry = Request::from_parts(parts, Body::from(bytes));
+        let dry_uri = with_query(&[("dryRun", "All")]);
+        dry.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let (code, _, answer) = match self
+            .api
+            .send_buffered(forward::outgoing(dry, None, &dry_uri))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => return status::upstream_failed(&error.to_string()),
+        };
+        let result: Value = match serde_json::from_slice(&answer) {
+            Ok(value) => value,
+            Err(e) => {
+                return status::upstream_failed(&format!("the API server's dry run answered {code}: {e}"));
+            }
+        };
+        if !code.is_success() {
+            return status::json_response(code, &result);
+        }
+        let what = target.qualified_resource();
+        if !allowed(Filtered::Cluster(kind), view, &result, ProxyOperation::List) {
+            return status::forbidden(&format!(
+                "{what} \"{name}\" is forbidden: the change would take it out of what your tenants may use \
+                 (their proxySettings for {kind:?} and their selectors); User \"{}\" may not make it",
+                view.caller.user
+            ));
+        }
+        if kind == ProxyKind::Nodes {
+            let config = self.cache.configuration();
+            let request = bulkhead_policy::admission::Request {
+                operation: bulkhead_policy::admission::Operation::Update,
+                subresource: None,
+                caller: &view.caller,
+                class: CallerClass::TenantUser,
+                config: &config,
+            };
+            let typed =
+                |v: &Value| serde_json::from_value::<k8s_openapi::api::core::v1::Node>(v.clone()).ok();
+            if let bulkhead_policy::admission::Verdict::Deny(denial) =
+                bulkhead_policy::admission::node(&request, typed(&result).as_ref(), typed(current).as_ref())
+            {
+                return status::forbidden(&format!("{what} \"{name}\" is forbidden: {}", denial.message));
+            }
+        }
+        if caller_dry_run {
+            return status::json_response(code, &result);
+        }
+        let write = Request::builder()
+            .method(Method::PUT)
+            .uri(with_query(&[]))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::from(result.to_string()));
+        let write = match write {
+            Ok(write) => write,
+            Err(e) => return status::upstream_failed(&e.to_string()),
+        };
+        let uri = with_query(&[]);
+        match self.api.send(forward::outgoing(write, None, &uri)).await {
             Ok(response) => forward::incoming(response),
             Err(error) => status::upstream_failed(&error.to_string()),
         }

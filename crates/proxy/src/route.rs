@@ -18,6 +18,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// `resource.group` as the API server names it in messages (`nodes`, `storageclasses.storage.k8s.io`).
+    pub fn qualified_resource(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+
     /// Reads a path; `None` for anything that is not a resource request (discovery, `/version`,
     /// OpenAPI, health).
     pub fn parse(path: &str) -> Option<Target> {

@@ -522,9 +522,6 @@ async fn admit(
 
 /// PUT: replace, on the object or its status / finalize subresource.
 pub async fn update(req: Request) -> ApiResult<Response> {
-    if req.query.dry_run {
-        return Err(ApiError::bad_request("dryRun is not supported by the testkit"));
-    }
     let mut object = req.body_object()?;
     check_identity(&req, &mut object)?;
     let old = req.existing()?;
@@ -543,6 +540,10 @@ async fn write(
     let object = admit(req, Operation::Update, Some(object), Some(old), warnings)
         .await?
         .unwrap_or(Value::Null);
+    if req.query.dry_run {
+        // A dry run: admitted and validated, answered with the object it would store, nothing stored.
+        return Ok(object_response(StatusCode::OK, &object, req.rt(), warnings));
+    }
     let updated = {
         let registry = req.shared.registry.read();
         req.shared.store.lock().update(
@@ -562,9 +563,6 @@ async fn write(
 
 /// PATCH: merge, JSON, strategic or server-side apply.
 pub async fn patch(req: Request) -> ApiResult<Response> {
-    if req.query.dry_run {
-        return Err(ApiError::bad_request("dryRun is not supported by the testkit"));
-    }
     let content_type = req
         .headers
         .get(axum::http::header::CONTENT_TYPE)

@@ -476,11 +476,9 @@ async fn tenant_users_see_their_slice_through_the_proxy() {
     .await;
 }
 
-#[tokio::test]
-async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
-    let cluster = Cluster::start().await;
-    let ttl = Duration::from_secs(2);
-    // The cluster's CA, so the administrator's client certificate (kind, kubeadm) is accepted too.
+/// The cluster's CA in a file, for `--proxy-client-ca`: so the administrator's client certificate
+/// (the real control plane's, kind's, kubeadm's) is accepted by the proxy too.
+fn cluster_ca(cluster: &Cluster) -> PathBuf {
     let admin_config = cluster.flat_kubeconfig();
     let ca = cluster.dir().join("cluster-ca.crt");
     let ca_data = admin_config["clusters"][0]["cluster"]["certificate-authority-data"]
@@ -491,6 +489,14 @@ async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca_data).unwrap(),
     )
     .unwrap();
+    ca
+}
+
+#[tokio::test]
+async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
+    let cluster = Cluster::start().await;
+    let ttl = Duration::from_secs(2);
+    let ca = cluster_ca(&cluster);
     let bulkhead = start(
         &cluster,
         &[
@@ -672,4 +678,39 @@ async fn a_write_the_proxy_makes_as_bulkhead_passes_the_webhooks_rule_for_the_us
         labels.contains("e2e-free") && !labels.contains("e2e-reserved"),
         "{labels}"
     );
+}
+
+#[tokio::test]
+async fn names_reach_the_api_server_exactly_as_the_proxy_read_them() {
+    let cluster = Cluster::start().await;
+    let ca = cluster_ca(&cluster);
+    let bulkhead = start(&cluster, &["--proxy-client-ca", ca.to_str().unwrap()]).await;
+    let admin = admin_through_proxy(&cluster, &bulkhead);
+    // A user name outside ASCII (an OIDC name, say) is impersonated as itself: before, the header
+    // could not be written, was left out, and the request went with Bulkhead's own identity.
+    let err = admin.fails(&[
+        "--as",
+        "josé",
+        "--as-group",
+        "équipe",
+        "get",
+        "configmaps",
+        "-n",
+        "default",
+    ]);
+    assert!(
+        err.contains("User \"josé\" cannot list resource \"configmaps\""),
+        "{err}"
+    );
+    // A name HTTP would change on the way (a trailing space is trimmed) is refused, not forwarded as
+    // another. Only the testkit mints tokens for such names.
+    if let Some(testkit) = cluster.testkit() {
+        testkit.add_token("e2e-padded-token", "alice ", &["bulkhead.dev"]);
+        let path = bulkhead.proxy_kubeconfig(cluster.dir(), "padded", "e2e-padded-token");
+        let err = Kubectl::at(path).fails(&["get", "namespaces"]);
+        assert!(
+            err.contains("user \"alice \" cannot pass through the proxy"),
+            "{err}"
+        );
+    }
 }

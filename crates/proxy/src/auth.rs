@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bulkhead_policy::Caller;
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -124,7 +124,9 @@ impl Authenticator {
                 }
             },
         };
-        self.impersonated(caller, headers).await
+        let caller = self.impersonated(caller, headers).await?;
+        forwardable(&caller).map_err(Rejection::Forbidden)?;
+        Ok(caller)
     }
 
     async fn review(&self, token: &str) -> Result<Caller, Rejection> {
@@ -210,11 +212,12 @@ impl Authenticator {
 
     async fn impersonated(&self, caller: Caller, headers: &HeaderMap) -> Result<Caller, Rejection> {
         let user = headers.get("impersonate-user");
+        // Header values as the API server reads them: raw bytes as UTF-8 (Go's strings), none dropped.
         let groups: Vec<&str> = headers
             .get_all("impersonate-group")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+            .map(header_text)
+            .collect::<Result<_, _>>()?;
         let others: Vec<&str> = headers
             .keys()
             .map(|k| k.as_str())
@@ -231,7 +234,8 @@ impl Authenticator {
                 others.join(", ")
             )));
         }
-        let Some(user) = user.and_then(|u| u.to_str().ok()).filter(|u| !u.is_empty()) else {
+        let user = user.map(header_text).transpose()?;
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
             return Err(Rejection::Forbidden(
                 "requested impersonation of groups without impersonating a user".into(),
             ));
@@ -314,20 +318,58 @@ pub fn token_review_outcome(answer: &Value) -> Outcome {
     Ok(Caller::new(user, groups))
 }
 
+/// A header value as the API server reads it (Go keeps the bytes as a string): UTF-8, or refused.
+fn header_text(value: &HeaderValue) -> Result<&str, Rejection> {
+    std::str::from_utf8(value.as_bytes())
+        .map_err(|_| Rejection::Forbidden("an impersonation header is not UTF-8".into()))
+}
+
+/// Whether `caller`'s user and groups reach the API server exactly as the proxy judged them, in the
+/// Impersonate-User and Impersonate-Group headers: HTTP trims a value's leading and trailing spaces
+/// and tabs, and a control character cannot be sent at all, so a name with either would arrive as
+/// another name, or not at all (and the request would go as Bulkhead). Such a caller is refused.
+pub fn forwardable(caller: &Caller) -> Result<(), String> {
+    let exact = |text: &str| {
+        !text.starts_with([' ', '\t'])
+            && !text.ends_with([' ', '\t'])
+            && HeaderValue::from_bytes(text.as_bytes()).is_ok()
+    };
+    if caller.user.is_empty() {
+        return Err("the caller has no user name".into());
+    }
+    if !exact(&caller.user) {
+        return Err(format!(
+            "user {:?} cannot pass through the proxy: a leading or trailing space or tab, or a control character, would reach the API server as another name",
+            caller.user
+        ));
+    }
+    if let Some(group) = caller.groups.iter().find(|g| !exact(g)) {
+        return Err(format!(
+            "group {group:?} of user {:?} cannot pass through the proxy: a leading or trailing space or tab, or a control character, would reach the API server as another name",
+            caller.user
+        ));
+    }
+    Ok(())
+}
+
 /// The identity of a client certificate, as the API server reads it: the subject's common name is the
-/// user, its organizations are the groups.
+/// user, its organizations are the groups. A subject the API server might read otherwise is refused:
+/// more than one common name (Go keeps the last, a first-match reader the first), or a name or
+/// organization in a string type that does not decode here (it would be a group the API server sees
+/// and the proxy does not).
 pub fn certificate_identity(der: &[u8]) -> Option<Caller> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = certificate.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
-    if user.is_empty() {
+    let mut names = subject.iter_common_name();
+    let user = names.next()?.as_str().ok()?.to_owned();
+    if user.is_empty() || names.next().is_some() {
         return None;
     }
     let mut groups: Vec<String> = subject
         .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .map(str::to_owned)
-        .collect();
+        .map(|o| o.as_str().map(str::to_owned))
+        .collect::<Result<_, _>>()
+        .ok()?;
     groups.push(AUTHENTICATED.to_owned());
     Some(Caller::new(user, groups))
 }
@@ -412,5 +454,24 @@ mod tests {
             Some(Caller::new("carol", ["solar-devs", AUTHENTICATED]))
         );
         assert_eq!(certificate_identity(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn only_names_that_reach_the_api_server_unchanged_are_forwarded() {
+        let caller = |user: &str, group: &str| Caller::new(user, [group]);
+        assert_eq!(forwardable(&caller("josé", "équipe")), Ok(()));
+        assert_eq!(forwardable(&caller("a b", "x y")), Ok(()));
+        for (user, group) in [
+            (" alice", "g"),
+            ("alice ", "g"),
+            ("alice\t", "g"),
+            ("al\nice", "g"),
+            ("alice", " admins"),
+            ("alice", "admins\r"),
+            ("alice", "a\u{0}"),
+        ] {
+            assert!(forwardable(&caller(user, group)).is_err(), "{user:?} {group:?}");
+        }
+        assert!(forwardable(&caller("", "g")).is_err());
     }
 }

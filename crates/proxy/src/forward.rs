@@ -56,11 +56,13 @@ pub fn outgoing(mut request: Request<Body>, caller: Option<&Caller>, path_and_qu
     strip(request.headers_mut(), upgrade);
     if let Some(caller) = caller {
         let headers = request.headers_mut();
-        if let Ok(user) = HeaderValue::from_str(&caller.user) {
+        // Raw UTF-8 bytes, as Go clients send them and the API server reads them; `auth::forwardable`
+        // refused every name that would not arrive as it is.
+        if let Ok(user) = HeaderValue::from_bytes(caller.user.as_bytes()) {
             headers.insert("impersonate-user", user);
         }
         for group in &caller.groups {
-            if let Ok(group) = HeaderValue::from_str(group) {
+            if let Ok(group) = HeaderValue::from_bytes(group.as_bytes()) {
                 headers.append("impersonate-group", group);
             }
         }

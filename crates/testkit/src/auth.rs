@@ -92,16 +92,10 @@ pub fn impersonate(
     headers: &HeaderMap,
     authorizer: &Authorizer<'_>,
 ) -> Result<UserInfo, ApiError> {
-    let user = headers
-        .get("impersonate-user")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let groups: Vec<String> = headers
-        .get_all("impersonate-group")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
+    // As the API server reads them: the raw bytes (Go strings), UTF-8 included.
+    let text = |v: &axum::http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    let user = headers.get("impersonate-user").map(text);
+    let groups: Vec<String> = headers.get_all("impersonate-group").iter().map(text).collect();
     let Some(user) = user else {
         if groups.is_empty() {
             return Ok(caller);

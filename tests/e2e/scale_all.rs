@@ -40,6 +40,7 @@ fn write_breakdown(bulkhead: &Bulkhead) -> String {
         .filter(|l| {
             l.starts_with("bulkhead_api_requests_total{")
                 && !l.contains("verb=\"GET\"")
+                && !l.contains("verb=\"LIST\"")
                 && !l.contains("verb=\"WATCH\"")
         })
         .map(|l| l.trim_start_matches("bulkhead_api_requests_total").to_owned())
@@ -309,7 +310,9 @@ async fn scale_every_role_in_one_process() {
     let back_in = restarted.elapsed();
     tokio::time::sleep(Duration::from_secs(20)).await;
     let restart_writes = writes(&bulkhead);
-    let restart_reads = bulkhead.metric_sum("bulkhead_api_requests_total", |l| l.contains("verb=\"GET\""));
+    let restart_reads = bulkhead.metric_sum("bulkhead_api_requests_total", |l| {
+        l.contains("verb=\"GET\"") || l.contains("verb=\"LIST\"")
+    });
     let restart_breakdown = write_breakdown(&bulkhead);
     let pid = bulkhead.pid();
     let hwm_restart = peak_rss_kib(pid);

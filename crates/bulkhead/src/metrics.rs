@@ -121,7 +121,7 @@ impl Metrics {
     }
 }
 
-/// A request's verb (`GET`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`) and resource (`pods`,
+/// A request's verb (`GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`) and resource (`pods`,
 /// `tenants/status`; `other` for discovery and the like), read off its path as the API server routes it.
 pub fn request_labels(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
     let watch = uri.query().is_some_and(|q| {
@@ -158,6 +158,12 @@ pub fn request_labels(method: &http::Method, uri: &http::Uri) -> (&'static str, 
         [kind] | [kind, _] => (*kind).to_owned(),
         [kind, _, sub, ..] => format!("{kind}/{sub}"),
     };
+    // A GET of a collection is a list, as the API server counts it: what a relist shows up as.
+    let verb = if verb == "GET" && rest.len() == 1 {
+        "LIST"
+    } else {
+        verb
+    };
     (verb, resource)
 }
 
@@ -171,7 +177,15 @@ mod tests {
             let (verb, resource) = request_labels(&m, &u.parse().unwrap());
             format!("{verb} {resource}")
         };
-        assert_eq!(label(http::Method::GET, "/api/v1/namespaces"), "GET namespaces");
+        assert_eq!(label(http::Method::GET, "/api/v1/namespaces"), "LIST namespaces");
+        assert_eq!(label(http::Method::GET, "/api/v1/namespaces/a"), "GET namespaces");
+        assert_eq!(
+            label(
+                http::Method::GET,
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/a/rolebindings"
+            ),
+            "LIST rolebindings"
+        );
         assert_eq!(
             label(http::Method::PATCH, "/api/v1/namespaces/a"),
             "PATCH namespaces"
@@ -197,7 +211,7 @@ mod tests {
             ),
             "WATCH leases"
         );
-        assert_eq!(label(http::Method::GET, "/api/v1/pods?watch=false"), "GET pods");
+        assert_eq!(label(http::Method::GET, "/api/v1/pods?watch=false"), "LIST pods");
         assert_eq!(label(http::Method::GET, "/apis"), "GET other");
         assert_eq!(label(http::Method::GET, "/version"), "GET other");
     }

@@ -278,4 +278,28 @@ mod tests {
         );
         assert_eq!(Query::parse(None).uri("/p"), "/p");
     }
+
+    #[test]
+    fn the_api_server_reads_the_selector_the_proxy_wrote_and_no_other() {
+        // Repeated: the API server reads the first value; the proxy sends one, the caller's first
+        // ANDed with the tenant requirement.
+        let mut q = Query::parse(Some("labelSelector=a%3D1&labelSelector=&labelSelector=b%3D2"));
+        q.and_label_selector("t in (mine)").unwrap();
+        assert_eq!(q.encode(), "labelSelector=a%3D1%2Ct+in+%28mine%29");
+        // Go's query parser drops a pair with a raw `;` (the selector would vanish and the list be
+        // unfiltered); the proxy sends every value encoded, so the API server reads the pair the proxy
+        // judged, requirement included.
+        let mut q = Query::parse(Some("labelSelector=a%3D1;b&watch=1;x"));
+        q.and_label_selector("t in (mine)").unwrap();
+        let sent = q.encode();
+        assert!(!sent.contains(';'), "{sent}");
+        let read = Query::parse(Some(&sent));
+        assert_eq!(read.get("labelSelector"), Some("a=1;b,t in (mine)"));
+        assert!(read.is_watch());
+        // Keys are decoded as the API server decodes them, `+` is a space in both.
+        let mut q = Query::parse(Some("%6CabelSelector=a+in+(x)"));
+        q.and_label_selector("t in (mine)").unwrap();
+        assert_eq!(q.get("labelSelector"), Some("a in (x),t in (mine)"));
+        assert_eq!(q.pairs.len(), 1);
+    }
 }

@@ -331,11 +331,25 @@ pub fn webhook_endpoint() -> (String, String) {
     } else {
         "0.0.0.0"
     };
-    let port = std::net::TcpListener::bind((bind, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port(bind);
     (format!("{bind}:{port}"), format!("https://{host}:{port}"))
+}
+
+/// A port free on `bind` for a Bulkhead to listen on, below Linux's ephemeral range (32768 and up):
+/// a port the kernel hands out (bind to port 0) can be given to an outgoing connection between the
+/// check and the listen, and a test holding a thousand connections makes that likely.
+pub fn free_port(bind: &str) -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = 20_000 + std::process::id() % 6_000;
+    for _ in 0..12_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (start - 20_000 + offset) % 12_000;
+        let Ok(port) = u16::try_from(port) else { continue };
+        if std::net::TcpListener::bind((bind, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// The bulkhead binary, running as a child process.
@@ -411,10 +425,7 @@ impl Bulkhead {
                 ];
             }
         }
-        let proxy_port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let proxy_port = free_port("127.0.0.1");
         let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
         if !extra.contains(&"--proxy-addr") {
             webhook_args.extend(["--proxy-addr".to_owned(), proxy.to_string()]);

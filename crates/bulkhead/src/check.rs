@@ -13,6 +13,7 @@ use bulkhead_api::{BulkheadConfiguration, Tenant, labels};
 use bulkhead_policy::admission::{ClassInfo, ClassKind, Snapshot, Verdict};
 use bulkhead_webhook::review::decode;
 use bulkhead_webhook::{Check, Context, decide};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
 /// Annotation naming the user an object is created as (overrides `--as`).
@@ -225,14 +226,18 @@ pub fn split(docs: Vec<Document>) -> Result<(Snapshot, BulkheadConfigurationSpec
 
 /// What the API server would say of a Bulkhead object that its CRD refuses (strict field validation,
 /// the schema, the CEL rules), in its words; `None` for other objects and valid ones.
-fn schema_problems(group: &str, kind: &str, name: &str, object: &Value) -> Option<String> {
+fn schema_problems(
+    crds: &[CustomResourceDefinition],
+    group: &str,
+    kind: &str,
+    name: &str,
+    object: &Value,
+) -> Option<String> {
     if group != bulkhead_api::GROUP {
         return None;
     }
-    let crd = bulkhead_api::crds::all()
-        .into_iter()
-        .find(|c| c.spec.names.kind == kind)?;
-    let errors = bulkhead_api::validation::validate(&crd, object);
+    let crd = crds.iter().find(|c| c.spec.names.kind == kind)?;
+    let errors = bulkhead_api::validation::validate(crd, object);
     (!errors.is_empty()).then(|| format!("{kind}.{group} \"{name}\" is invalid: {}", errors.join(", ")))
 }
 
@@ -244,6 +249,7 @@ pub fn evaluate(
     caller: &Caller,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes = Vec::new();
+    let crds = bulkhead_api::crds::all();
     for (n, doc) in docs.iter().enumerate() {
         let (group, kind, name) = doc.identity();
         let namespace = doc.object["metadata"]["namespace"].as_str().map(str::to_owned);
@@ -274,7 +280,7 @@ pub fn evaluate(
         let mut patches = Vec::new();
         // The API server validates the object against its CRD (schema and CEL rules) before any
         // validating webhook sees it.
-        let mut verdict = match schema_problems(&group, &kind, &name, &object) {
+        let mut verdict = match schema_problems(&crds, &group, &kind, &name, &object) {
             Some(message) => Verdict::deny(None, message),
             None => Verdict::allow(),
         };

@@ -766,29 +766,13 @@ impl Proxy {
             Err(message) => return status::bad_request(&message),
         };
         let path = parts.uri.path().to_owned();
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-        let caller_dry_run = pairs.iter().any(|(k, _)| k == "dryRun");
-        let kept: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| k != "dryRun").collect();
-        let with_query = |extra: &[(&str, &str)]| {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in &kept {
-                query.append_pair(k, v);
-            }
-            for (k, v) in extra {
-                query.append_pair(k, v);
-            }
-            let query = query.finish();
-            if query.is_empty() {
-                path.clone()
-            } else {
-                format!("{path}?{query}")
-            }
-        };
+        let mut query = Query::parse(parts.uri.query());
+        let caller_dry_run = query.get("dryRun").is_some();
+        query.remove("dryRun");
+        let write_uri = query.uri(&path);
+        query.set("dryRun", "All");
+        let dry_uri = query.uri(&path);
         let mut dry = Request::from_parts(parts, Body::from(bytes));
-        let dry_uri = with_query(&[("dryRun", "All")]);
         dry.headers_mut()
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let (code, _, answer) = match self
@@ -838,7 +822,7 @@ impl Proxy {
         }
         let write = Request::builder()
             .method(Method::PUT)
-            .uri(with_query(&[]))
+            .uri(&write_uri)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "application/json")
             .body(Body::from(result.to_string()));
@@ -846,8 +830,7 @@ impl Proxy {
             Ok(write) => write,
             Err(e) => return status::upstream_failed(&e.to_string()),
         };
-        let uri = with_query(&[]);
-        match self.api.send(forward::outgoing(write, None, &uri)).await {
+        match self.api.send(forward::outgoing(write, None, &write_uri)).await {
             Ok(response) => forward::incoming(response),
             Err(error) => status::upstream_failed(&error.to_string()),
         }

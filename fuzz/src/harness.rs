@@ -59,14 +59,18 @@ pub fn admission_review(data: &[u8]) {
         return;
     };
     let config = BulkheadConfigurationSpec::default();
-    let ctx = Context {
-        view: cache(),
-        config: &config,
-        own_identity: "system:serviceaccount:bulkhead-system:bulkhead",
-    };
-    for check in Check::ALL {
+    for (check, mutating) in Check::ALL.into_iter().flat_map(|c| [(c, false), (c, true)]) {
+        if mutating && !check.mutates() {
+            continue;
+        }
+        let ctx = Context {
+            view: cache(),
+            config: &config,
+            own_identity: "system:serviceaccount:bulkhead-system:bulkhead",
+            mutating,
+        };
         if let Ok(verdict) = decide(check, &request, &ctx) {
-            let response = encode(&api_version, &request.uid, &verdict, check.mutates());
+            let response = encode(&api_version, &request.uid, &verdict, mutating);
             assert_eq!(response["response"]["uid"], request.uid.as_str());
             if let Verdict::Deny(denial) = &verdict {
                 assert!(!denial.message.is_empty(), "a denial without a message");

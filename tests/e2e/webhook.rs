@@ -641,3 +641,217 @@ spec:
     ]);
     assert_eq!(replicas, "1");
 }
+
+/// Node isolation without the PodNodeSelector admission plugin (managed clusters do not allow it; the
+/// suite's control plane runs without it): the webhook puts the tenant's node selector on every pod,
+/// refuses pods asking for other values of those labels, and refuses placing a pod by name (its
+/// `spec.nodeName`, `pods/binding`, or the older `bindings` resource) on a node outside the selector.
+#[tokio::test]
+async fn pods_run_only_on_the_tenants_nodes_without_the_pod_node_selector_plugin() {
+    let cluster = Cluster::start().await;
+    let t = cluster.unique("e2e-nodes");
+    let alice = cluster.unique("alice");
+    let _bulkhead = start(&cluster).await;
+    let (inside, outside) = (format!("{t}-in"), format!("{t}-out"));
+    cluster.clean_up(&["node", &inside]);
+    cluster.clean_up(&["node", &outside]);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {inside}, labels: {{pool: {t}}}}}\n---\napiVersion: v1\nkind: Node\nmetadata: {{name: {outside}, labels: {{pool: shared}}}}\n---\napiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n  nodeSelector: {{pool: {t}}}\n"
+    ));
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    let ns = format!("{t}-a");
+    cluster.clean_up(&["namespace", &ns]);
+    create_namespace(&k, &ns).await;
+    owner_can_act(&cluster, &ns).await;
+    let admin = cluster.kubectl();
+
+    // The selector is set on the pod itself.
+    k.ok(&[
+        "run",
+        "web",
+        "-n",
+        &ns,
+        "--image=quay.io/org/web:1",
+        "--restart=Never",
+    ]);
+    let selector = admin.ok(&[
+        "get",
+        "pod",
+        "web",
+        "-n",
+        &ns,
+        "-o",
+        "jsonpath={.spec.nodeSelector}",
+    ]);
+    assert_eq!(selector, format!("{{\"pool\":\"{t}\"}}"));
+    let wanted = format!("tenant `{t}` runs its pods only on nodes labelled `pool={t}`");
+    let pod = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}  containers: [{{name: a, image: quay.io/a/b:1}}]\n"
+        )
+    };
+    denied(
+        apply_as(&k, &pod("shared", "  nodeSelector: {pool: shared}\n")),
+        &format!("pod `shared` asks for node label `pool=shared` in its nodeSelector: {wanted}"),
+    );
+    denied(
+        apply_as(
+            &k,
+            &pod(
+                "affine",
+                "  affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [shared]}]}]}}}\n",
+            ),
+        ),
+        &format!(
+            "pod `affine` asks for node label `pool` In `shared` in its required node affinity: {wanted}"
+        ),
+    );
+    // Named nodes skip the scheduler: the webhook reads the node's labels from its cache.
+    eventually(Duration::from_secs(20), || async {
+        match apply_as(&k, &pod("pinned", &format!("  nodeName: {outside}\n"))) {
+            Err(e)
+                if e.contains(&format!(
+                    "pod `pinned` cannot be placed on node `{outside}`, which has `pool=shared`: {wanted}"
+                )) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(out) => panic!("a pod was placed by name on a node outside the tenant's: {out}"),
+        }
+    })
+    .await;
+    apply_as(&k, &pod("inside", &format!("  nodeName: {inside}\n"))).unwrap();
+
+    // Bindings bind every caller, an administrator too, through both resources.
+    let binding = |pod: &str, node: &str| {
+        format!(
+            "{{\"apiVersion\": \"v1\", \"kind\": \"Binding\", \"metadata\": {{\"name\": \"{pod}\"}}, \"target\": {{\"kind\": \"Node\", \"name\": \"{node}\"}}}}"
+        )
+    };
+    let subresource = format!("/api/v1/namespaces/{ns}/pods/web/binding");
+    let legacy = format!("/api/v1/namespaces/{ns}/bindings");
+    for path in [&subresource, &legacy] {
+        let out = admin.run_with_input(
+            &["create", "--raw", path, "-f", "-"],
+            Some(&binding("web", &outside)),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "bound through {path} to a node outside the tenant's"
+        );
+        assert!(
+            err.contains(&format!(
+                "pod `web` cannot be placed on node `{outside}`, which has `pool=shared`"
+            )),
+            "{path}: {err}"
+        );
+    }
+    let placed = admin.ok(&["get", "pod", "web", "-n", &ns, "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(placed, "", "a refused binding left the pod placed");
+    let out = admin.run_with_input(
+        &["create", "--raw", &subresource, "-f", "-"],
+        Some(&binding("web", &inside)),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let placed = admin.ok(&["get", "pod", "web", "-n", &ns, "-o", "jsonpath={.spec.nodeName}"]);
+    assert_eq!(placed, inside);
+}
+
+/// External DNS serves the whole cluster and publishes names from Ingress rules and from the
+/// `external-dns.alpha.kubernetes.io/hostname` (and `internal-hostname`) annotations of Services and
+/// Ingresses: the hostname rules and the collision check cover all of them, on create and update.
+#[tokio::test]
+async fn a_tenant_cannot_take_another_tenants_dns_name_through_an_annotation() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (cluster.unique("e2e-dns-a"), cluster.unique("e2e-dns-b"));
+    let (alice, bob) = (cluster.unique("alice"), cluster.unique("bob"));
+    let _bulkhead = start(&cluster).await;
+    let tenant = |t: &str, owner: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {owner}}}]\n  ingressOptions:\n    hostnameCollisionScope: Cluster\n    allowedHostnames: {{allowedRegex: '^.*\\.apps\\.example\\.com$'}}\n"
+        )
+    };
+    cluster.apply(&format!("{}---\n{}", tenant(&a, &alice), tenant(&b, &bob)));
+    let (ka, kb) = (
+        cluster.kubectl_as(&alice, &[USERS]),
+        cluster.kubectl_as(&bob, &[USERS]),
+    );
+    let (ns_a, ns_b) = (format!("{a}-x"), format!("{b}-x"));
+    cluster.clean_up(&["namespace", &ns_a]);
+    cluster.clean_up(&["namespace", &ns_b]);
+    create_namespace(&ka, &ns_a).await;
+    create_namespace(&kb, &ns_b).await;
+    owner_can_act(&cluster, &ns_a).await;
+    owner_can_act(&cluster, &ns_b).await;
+
+    let shop = format!("shop-{a}.apps.example.com");
+    apply_as(
+        &ka,
+        &format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: shop, namespace: {ns_a}}}\nspec:\n  rules:\n  - host: {shop}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    let service = |ns: &str, name: &str, key: &str, value: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{external-dns.alpha.kubernetes.io/{key}: '{value}'}}\nspec:\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    // The Ingress's host, in another tenant's annotation, written as DNS reads it (case, final dot).
+    let upper = format!("{}.", shop.to_uppercase());
+    eventually(Duration::from_secs(20), || async {
+        match apply_as(&kb, &service(&ns_b, "lb", "hostname", &upper)) {
+            Err(e) if e.contains(&format!("host `{shop}` (an External DNS name) of service `lb` is already served by ingress `{ns_a}/shop` (Cluster scope)")) => Ok(()),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let _ = cluster.kubectl().run(&["delete", "service", "lb", "-n", &ns_b]);
+                Err(format!("the annotation took another tenant's name (cache not caught up?): {out}"))
+            }
+        }
+    })
+    .await;
+    denied(
+        apply_as(&kb, &service(&ns_b, "db", "internal-hostname", "db.bank.com")),
+        &format!(
+            "hostname `db.bank.com` in annotation `external-dns.alpha.kubernetes.io/internal-hostname` of service `db` is not allowed in tenant `{b}`"
+        ),
+    );
+    // An update is judged as a create is.
+    let api = format!("api-{b}.apps.example.com");
+    apply_as(&kb, &service(&ns_b, "api", "hostname", &api)).unwrap();
+    denied(
+        apply_as(&kb, &service(&ns_b, "api", "hostname", &format!("{api}, {shop}"))),
+        &format!(
+            "host `{shop}` (an External DNS name) of service `api` is already served by ingress `{ns_a}/shop`"
+        ),
+    );
+    let kept = cluster.kubectl().ok(&[
+        "get",
+        "service",
+        "api",
+        "-n",
+        &ns_b,
+        "-o",
+        "jsonpath={.metadata.annotations.external-dns\\.alpha\\.kubernetes\\.io/hostname}",
+    ]);
+    assert_eq!(kept, api, "the refused update changed the annotation");
+    // The Service's annotated name is taken for the first tenant's Ingresses too.
+    eventually(Duration::from_secs(20), || async {
+        match apply_as(
+            &ka,
+            &format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: api, namespace: {ns_a}}}\nspec:\n  rules:\n  - host: {api}\n    http:\n      paths:\n      - {{path: /v1, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+            ),
+        ) {
+            Err(e) if e.contains(&format!("host `{api}` with path `/v1` of ingress `api` is already served by service `{ns_b}/api` (Cluster scope)")) => Ok(()),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let _ = cluster.kubectl().run(&["delete", "ingress", "api", "-n", &ns_a]);
+                Err(format!("admitted: {out}"))
+            }
+        }
+    })
+    .await;
+}

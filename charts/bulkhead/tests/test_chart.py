@@ -150,7 +150,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("rbac.authorization.k8s.io",), ("clusterroles", "clusterrolebindings"), (), ("create",)),
         (("rbac.authorization.k8s.io",), ("clusterroles",), own, ("escalate", "get", "patch", "update")),
         (("rbac.authorization.k8s.io",), ("clusterrolebindings",), ("bulkhead-namespace-provisioner",), ("get", "patch", "update")),
-        (("",), ("persistentvolumes",), (), ("get", "list", "watch")),
+        (("",), ("persistentvolumes", "nodes", "services"), (), ("get", "list", "watch")),
         (("storage.k8s.io",), ("storageclasses",), (), ("get", "list", "watch")),
         (("networking.k8s.io",), ("ingressclasses", "ingresses"), (), ("get", "list", "watch")),
         (("scheduling.k8s.io",), ("priorityclasses",), (), ("get", "list", "watch")),

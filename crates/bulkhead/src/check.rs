@@ -197,6 +197,11 @@ pub fn split(docs: Vec<Document>) -> Result<(Snapshot, BulkheadConfigurationSpec
                     .with_context(|| format!("{}: Namespace `{name}` cannot be read", doc.origin))?;
                 snapshot.add_namespace(&ns);
             }
+            ("", "Node") => {
+                let node = serde_json::from_value(doc.object.clone())
+                    .with_context(|| format!("{}: Node `{name}` cannot be read", doc.origin))?;
+                snapshot.add_node(&node);
+            }
             ("", "PersistentVolume") => {
                 let pv = serde_json::from_value(doc.object.clone())
                     .with_context(|| format!("{}: PersistentVolume `{name}` cannot be read", doc.origin))?;
@@ -304,6 +309,8 @@ pub fn evaluate(
                 view: snapshot,
                 config,
                 own_identity: "",
+                // Each check's patch is applied before the next runs, as the mutating calls do.
+                mutating: true,
             };
             match decide(check, &request, &ctx).map_err(|e| anyhow::anyhow!("{}: {e}", doc.origin))? {
                 Verdict::Allow(patch) => {
@@ -328,13 +335,17 @@ pub fn evaluate(
                         snapshot.add_namespace(&ns);
                     }
                 }
-                ("networking.k8s.io", "Ingress") => {
-                    let mut ingress = object.clone();
-                    if ingress["metadata"]["namespace"].is_null() {
-                        ingress["metadata"]["namespace"] = json!("default");
+                ("networking.k8s.io", "Ingress") | ("", "Service") => {
+                    let mut routed = object.clone();
+                    if routed["metadata"]["namespace"].is_null() {
+                        routed["metadata"]["namespace"] = json!("default");
                     }
-                    if let Ok(ing) = serde_json::from_value(ingress) {
-                        snapshot.add_ingress(&ing);
+                    if kind == "Ingress" {
+                        if let Ok(ing) = serde_json::from_value(routed) {
+                            snapshot.add_ingress(&ing);
+                        }
+                    } else if let Ok(svc) = serde_json::from_value(routed) {
+                        snapshot.add_service(&svc);
                     }
                 }
                 _ => {}

@@ -25,7 +25,13 @@ fn verdict_of(report: &str, object: &str) -> String {
         .iter()
         .position(|l| l.contains(&format!(" {object} (")))
         .unwrap_or_else(|| panic!("{object} is not in the report:\n{report}"));
-    format!("{}\n{}", lines[i], lines.get(i + 1).unwrap_or(&""))
+    // The verdict line and its indented details (one patch operation a line).
+    let details = lines[i + 1..].iter().take_while(|l| l.starts_with(' '));
+    std::iter::once(&lines[i])
+        .chain(details)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -60,6 +66,11 @@ fn the_examples_get_the_answers_they_expect() {
             "Pod solar-dev/web",
             "allow",
             "add /spec/priorityClassName \"tenant-low\"",
+        ),
+        (
+            "Pod solar-dev/web",
+            "allow",
+            "add /spec/nodeSelector {\"kubernetes.io/os\":\"linux\",\"pool\":\"solar\"}",
         ),
         (
             "PersistentVolumeClaim solar-dev/data",

@@ -1,10 +1,13 @@
-//! What the webhook reads besides Tenants and Namespaces: class objects, PersistentVolumes, and the
-//! routes every Ingress serves (for hostname collisions).
+//! What the webhook reads besides Tenants and Namespaces: class objects, PersistentVolumes, the
+//! routes every Ingress and Service serves (for hostname collisions) and the labels of every Node (for
+//! pods placed by name).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use bulkhead_policy::admission::{IngressRoute, ingress_routes};
+use bulkhead_policy::admission::{HostRoute, ingress_routes, service_routes};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::index::{Contributions, Index};
 
@@ -17,16 +20,51 @@ impl<K> Index<K> for NoIndex {
     fn remove(&mut self, _object: &K) {}
 }
 
-/// The routes (host + path) of every Ingress, by host.
+/// An object that serves hosts: an Ingress (its rules and External DNS annotations), a Service (its
+/// External DNS annotations).
+pub trait ServesHosts {
+    /// The routes it serves.
+    fn routes(&self) -> Vec<HostRoute>;
+    /// Its namespace and name.
+    fn key(&self) -> (String, String);
+}
+
+fn meta_key(meta: &ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl ServesHosts for Ingress {
+    fn routes(&self) -> Vec<HostRoute> {
+        ingress_routes(self)
+    }
+    fn key(&self) -> (String, String) {
+        meta_key(&self.metadata)
+    }
+}
+
+impl ServesHosts for Service {
+    fn routes(&self) -> Vec<HostRoute> {
+        service_routes(self)
+    }
+    fn key(&self) -> (String, String) {
+        meta_key(&self.metadata)
+    }
+}
+
+/// The routes of every object of one kind, by host (one index per kind, so a key is a namespace and
+/// name).
 #[derive(Debug, Default)]
 pub struct HostIndex {
-    by_host: HashMap<String, Vec<IngressRoute>>,
+    by_host: HashMap<String, Vec<HostRoute>>,
     hosts_of: Contributions<(String, String), String>,
 }
 
 impl HostIndex {
     /// The routes that serve `host`.
-    pub fn routes(&self, host: &str) -> &[IngressRoute] {
+    pub fn routes(&self, host: &str) -> &[HostRoute] {
         self.by_host.get(host).map(Vec::as_slice).unwrap_or_default()
     }
 
@@ -42,17 +80,10 @@ impl HostIndex {
     }
 }
 
-fn key(ingress: &Ingress) -> (String, String) {
-    (
-        ingress.metadata.namespace.clone().unwrap_or_default(),
-        ingress.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-impl Index<Ingress> for HostIndex {
-    fn insert(&mut self, ingress: &Ingress) {
-        let key = key(ingress);
-        let routes = ingress_routes(ingress);
+impl<K: ServesHosts> Index<K> for HostIndex {
+    fn insert(&mut self, object: &K) {
+        let key = object.key();
+        let routes = object.routes();
         let mut hosts: Vec<String> = routes.iter().map(|r| r.host.clone()).collect();
         hosts.sort();
         hosts.dedup();
@@ -63,15 +94,47 @@ impl Index<Ingress> for HostIndex {
         }
     }
 
-    fn remove(&mut self, ingress: &Ingress) {
-        let key = key(ingress);
+    fn remove(&mut self, object: &K) {
+        let key = object.key();
         let previous = self.hosts_of.take(&key);
         self.unlink(&key, previous);
     }
 
-    /// The Ingresses that serve some host.
+    /// The objects that serve some host.
     fn objects(&self) -> usize {
         self.hosts_of.len()
+    }
+}
+
+/// The labels of every Node, by name: all the webhook reads of a node (a Node object itself, with its
+/// images and conditions, is many times larger).
+#[derive(Debug, Default)]
+pub struct NodeLabels {
+    labels: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl NodeLabels {
+    /// The labels of the node of this name, if it exists.
+    pub fn get(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.labels.get(name)
+    }
+}
+
+impl Index<Node> for NodeLabels {
+    fn insert(&mut self, node: &Node) {
+        self.labels.insert(
+            node.metadata.name.clone().unwrap_or_default(),
+            node.metadata.labels.clone().unwrap_or_default(),
+        );
+    }
+
+    fn remove(&mut self, node: &Node) {
+        self.labels
+            .remove(node.metadata.name.as_deref().unwrap_or_default());
+    }
+
+    fn objects(&self) -> usize {
+        self.labels.len()
     }
 }
 
@@ -99,15 +162,56 @@ mod tests {
         assert_eq!(index.get().routes("x.com")[0].name, "api");
         index.apply(&Event::Delete(ingress("b", "api", &["x.com"])));
         assert!(index.get().routes("x.com").is_empty());
-        index.apply(&Event::Init);
+        index.apply(&Event::<Ingress>::Init);
         index.apply(&Event::InitApply(ingress("c", "new", &["z.com"])));
         assert_eq!(
             index.get().routes("y.com").len(),
             1,
             "the old state answers during a relist"
         );
-        index.apply(&Event::InitDone);
+        index.apply(&Event::<Ingress>::InitDone);
         assert!(index.get().routes("y.com").is_empty());
         assert_eq!(index.get().routes("z.com")[0].namespace, "c");
+    }
+
+    #[test]
+    fn services_serve_the_names_their_external_dns_annotations_publish() {
+        let mut index: Indexed<HostIndex> = Indexed::default();
+        let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "a",
+            "annotations": {"external-dns.alpha.kubernetes.io/hostname": "Shop.Example.com., api.example.com",
+                "external-dns.alpha.kubernetes.io/internal-hostname": "web.internal"}}}))
+        .unwrap_or_default();
+        index.apply(&Event::Apply(svc.clone()));
+        for host in ["shop.example.com", "api.example.com", "web.internal"] {
+            let routes = index.get().routes(host);
+            assert_eq!(routes.len(), 1, "{host}");
+            assert_eq!((routes[0].kind, routes[0].path.as_deref()), ("service", None));
+        }
+        index.apply(&Event::Delete(svc));
+        assert!(index.get().routes("shop.example.com").is_empty());
+    }
+
+    fn node(name: &str, pool: &str) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"pool": pool}}}))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn node_labels_follow_relabelling_deletions_and_relists() {
+        let mut index: Indexed<NodeLabels> = Indexed::default();
+        index.apply(&Event::Apply(node("n1", "blue")));
+        index.apply(&Event::Apply(node("n1", "green")));
+        assert_eq!(index.get().get("n1").unwrap()["pool"], "green");
+        index.apply(&Event::Apply(node("n2", "blue")));
+        index.apply(&Event::Delete(node("n1", "green")));
+        assert!(index.get().get("n1").is_none());
+        index.apply(&Event::Init);
+        index.apply(&Event::InitApply(node("n3", "red")));
+        index.apply(&Event::InitDone);
+        assert!(
+            index.get().get("n2").is_none(),
+            "a node gone during a relist is forgotten"
+        );
+        assert_eq!(index.get().get("n3").unwrap()["pool"], "red");
     }
 }

@@ -21,8 +21,8 @@ use bulkhead_api::{
     BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource, labels,
 };
 use bulkhead_policy::Caller;
-use bulkhead_policy::admission::{ClassInfo, ClassKind, IngressRoute, View};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolume, ResourceQuota};
+use bulkhead_policy::admission::{ClassInfo, ClassKind, HostRoute, View};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, PersistentVolume, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -33,7 +33,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{HostIndex, NoIndex};
+use crate::admission::{HostIndex, NoIndex, NodeLabels};
 use crate::kind::KindCache;
 use crate::namespaces::NamespaceIndex;
 use crate::owned::ByTenant;
@@ -61,6 +61,8 @@ struct Inner {
     runtime_classes: KindCache<RuntimeClass, NoIndex>,
     persistent_volumes: KindCache<PersistentVolume, NoIndex>,
     ingresses: KindCache<Ingress, HostIndex>,
+    services: KindCache<Service, HostIndex>,
+    nodes: KindCache<Node, NodeLabels>,
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
     proxy_settings: KindCache<ProxySetting, SubjectIndex>,
@@ -77,20 +79,22 @@ pub struct Needs {
     /// The BulkheadConfiguration.
     pub configuration: bool,
     /// What admission checks read: StorageClasses, IngressClasses, PriorityClasses, RuntimeClasses,
-    /// PersistentVolumes and Ingresses.
+    /// PersistentVolumes, Ingresses, Services (their External DNS names) and Nodes (their labels).
     pub admission: bool,
     /// What the proxy reads besides Tenants and Namespaces: ProxySettings.
     pub proxy: bool,
 }
 
 /// The kinds [`Needs::admission`] adds.
-const ADMISSION_KINDS: [&str; 6] = [
+const ADMISSION_KINDS: [&str; 8] = [
     "StorageClass",
     "IngressClass",
     "PriorityClass",
     "RuntimeClass",
     "PersistentVolume",
     "Ingress",
+    "Service",
+    "Node",
 ];
 
 /// How one kind's store is doing, for `/readyz` and metrics.
@@ -124,6 +128,8 @@ impl Cache {
                 runtime_classes: KindCache::new("RuntimeClass"),
                 persistent_volumes: KindCache::new("PersistentVolume"),
                 ingresses: KindCache::index_only("Ingress"),
+                services: KindCache::index_only("Service"),
+                nodes: KindCache::index_only("Node"),
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
                 proxy_settings: KindCache::new("ProxySetting"),
@@ -203,6 +209,12 @@ impl Cache {
                 .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
             inner
                 .ingresses
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .services
+                .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            inner
+                .nodes
                 .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
         }
         if needs.proxy {
@@ -348,6 +360,8 @@ impl Cache {
             inner.runtime_classes.status(),
             inner.persistent_volumes.status(),
             inner.ingresses.status(),
+            inner.services.status(),
+            inner.nodes.status(),
             inner.global_tenant_resources.status(),
             inner.tenant_resources.status(),
             inner.proxy_settings.status(),
@@ -399,6 +413,8 @@ impl Cache {
             inner.runtime_classes.wait_synced().await;
             inner.persistent_volumes.wait_synced().await;
             inner.ingresses.wait_synced().await;
+            inner.services.wait_synced().await;
+            inner.nodes.wait_synced().await;
         }
     }
 
@@ -454,10 +470,17 @@ impl Cache {
     }
 
     /// The Ingress routes that serve `host`.
-    pub fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
-        self.inner
+    pub fn host_routes(&self, host: &str) -> Vec<HostRoute> {
+        let mut routes = self
+            .inner
             .ingresses
-            .read_index(|index| index.routes(host).to_vec())
+            .read_index(|index| index.routes(host).to_vec());
+        routes.extend(
+            self.inner
+                .services
+                .read_index(|index| index.routes(host).to_vec()),
+        );
+        routes
     }
 
     /// Sets the ServiceAccount a TenantResource that names none writes as (`default` unless set).
@@ -506,6 +529,16 @@ impl Cache {
         &self.inner.ingresses
     }
 
+    /// Where Service watch events go; for tests.
+    pub fn services_feed(&self) -> &KindCache<Service, HostIndex> {
+        &self.inner.services
+    }
+
+    /// Where Node watch events go; for tests.
+    pub fn nodes_feed(&self) -> &KindCache<Node, NodeLabels> {
+        &self.inner.nodes
+    }
+
     /// Where PersistentVolume watch events go; for tests.
     pub fn persistent_volumes_feed(&self) -> &KindCache<PersistentVolume, NoIndex> {
         &self.inner.persistent_volumes
@@ -539,8 +572,8 @@ impl View for Cache {
         Cache::persistent_volume_tenant(self, name)
     }
 
-    fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
-        Cache::ingress_routes(self, host)
+    fn host_routes(&self, host: &str) -> Vec<HostRoute> {
+        Cache::host_routes(self, host)
     }
 
     fn replication_writer(&self, owner: &str) -> Option<String> {
@@ -558,5 +591,9 @@ impl View for Cache {
                 .unwrap_or_else(|| self.default_replication_account());
             Some(format!("system:serviceaccount:{namespace}:{account}"))
         })
+    }
+
+    fn node_labels(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.inner.nodes.read_index(|index| index.get(name).cloned())
     }
 }

@@ -198,10 +198,12 @@ fn validating_hooks() -> Vec<Hook> {
         CUD,
         "Cluster",
     )];
+    // Where a pod runs is decided by its spec, or by a Binding: `pods/binding`, or the older
+    // `bindings` resource that does the same.
     hooks[1].rules = vec![rule(
         &[""],
         &["v1"],
-        &["pods", "pods/ephemeralcontainers"],
+        &["pods", "pods/ephemeralcontainers", "pods/binding", "bindings"],
         CU,
         "Namespaced",
     )];

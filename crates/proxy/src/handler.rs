@@ -808,6 +808,7 @@ impl Proxy {
                 caller: &view.caller,
                 class: CallerClass::TenantUser,
                 config: &config,
+                mutating: false,
             };
             let typed =
                 |v: &Value| serde_json::from_value::<k8s_openapi::api::core::v1::Node>(v.clone()).ok();

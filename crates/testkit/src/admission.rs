@@ -219,7 +219,12 @@ impl Admission {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         });
-        let kind = json!({"group": rt.group, "version": rt.version, "kind": rt.kind});
+        // A subresource has a kind of its own (what the body is).
+        let kind_name = match target.subresource.as_deref() {
+            Some("binding") => "Binding",
+            _ => rt.kind.as_str(),
+        };
+        let kind = json!({"group": rt.group, "version": rt.version, "kind": kind_name});
         let resource = json!({"group": rt.group, "version": rt.version, "resource": rt.plural});
         let options_kind = match op {
             Operation::Create => "CreateOptions",

@@ -520,6 +520,84 @@ async fn admit(
         .await
 }
 
+/// POST `pods/<name>/binding`, or of the older `bindings` resource: places a pod on a node, as the
+/// scheduler does. Admission sees a Binding create (for `pods/binding` the resource is `pods` with
+/// subresource `binding`); then the pod's `spec.nodeName` is set, once: a pod already placed is a 409.
+pub async fn bind(req: Request) -> ApiResult<Response> {
+    let mut binding = req.body_object()?;
+    let pod_name = match req.target.name.clone() {
+        Some(name) => name,
+        None => binding
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let pods = req
+        .shared
+        .registry
+        .read()
+        .find("", "v1", "pods")
+        .ok_or_else(|| ApiError::internal("no pods resource"))?;
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            &pods,
+            &pod_name,
+            &["target.name: Required value".to_owned()],
+        ));
+    }
+    binding["apiVersion"] = json!("v1");
+    binding["kind"] = json!("Binding");
+    if binding.get("metadata").is_none() {
+        binding["metadata"] = json!({});
+    }
+    binding["metadata"]["name"] = json!(pod_name);
+    binding["metadata"]["namespace"] = json!(req.namespace());
+    let binding_meta = binding["metadata"].clone();
+    let mut warnings = Vec::new();
+    admit(&req, Operation::Create, Some(binding), None, &mut warnings).await?;
+    let registry = req.shared.registry.read();
+    let mut store = req.shared.store.lock();
+    let pod = store
+        .get(&pods.group_resource(), req.namespace(), &pod_name)
+        .ok_or_else(|| ApiError::not_found(&pods, &pod_name))?;
+    if let Some(placed) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        let mut e = ApiError::conflict(&pods, &pod_name);
+        e.message = format!(
+            "Operation cannot be fulfilled on pods/binding \"{pod_name}\": pod {pod_name} is already assigned to node \"{placed}\""
+        );
+        return Err(e);
+    }
+    let mut placed = (*pod).clone();
+    placed["spec"]["nodeName"] = json!(node);
+    // The API server merges the Binding's labels and annotations into the pod's.
+    for field in ["labels", "annotations"] {
+        if let Some(extra) = binding_meta.get(field).and_then(Value::as_object) {
+            let meta = &mut placed["metadata"];
+            if !meta[field].is_object() {
+                meta[field] = json!({});
+            }
+            for (k, v) in extra {
+                meta[field][k] = v.clone();
+            }
+        }
+    }
+    store.update(&registry, &pods, req.namespace(), &pod_name, placed, None)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
 /// PUT: replace, on the object or its status / finalize subresource.
 pub async fn update(req: Request) -> ApiResult<Response> {
     let mut object = req.body_object()?;

@@ -327,6 +327,8 @@ const REVIEWS: &[(&str, &str, &str, bool)] = &[
         "localsubjectaccessreviews",
         true,
     ),
+    // The older way to place a pod (`pods/binding` is the newer): created, never stored.
+    ("", "Binding", "bindings", true),
 ];
 
 /// Every served resource type.

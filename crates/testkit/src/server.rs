@@ -143,7 +143,8 @@ fn parse_route(registry: &Registry, path: &str) -> ApiResult<Route> {
     {
         let known = (sub == "status" && rt.status)
             || (sub == "finalize" && rt.group.is_empty() && rt.plural == "namespaces")
-            || (sub == "token" && rt.group.is_empty() && rt.plural == "serviceaccounts");
+            || (sub == "token" && rt.group.is_empty() && rt.plural == "serviceaccounts")
+            || (sub == "binding" && rt.group.is_empty() && rt.plural == "pods");
         if !known {
             return Err(ApiError::no_route(path));
         }
@@ -187,7 +188,8 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> ApiResult<
     let body = read_body(body).await?;
     let verb = verb_of(&method, &target, &query)?;
     *shared.requests.lock().entry(verb.to_owned()).or_default() += 1;
-    if !target.rt.virtual_create {
+    // Reviews are answered to anyone; a Binding (also served as created-only) is authorized.
+    if !target.rt.virtual_create || target.rt.plural == "bindings" {
         let mut attrs = Attributes::resource(
             verb,
             &target.rt.group,
@@ -210,6 +212,13 @@ async fn handle_inner(shared: Arc<Shared>, request: Request<Body>) -> ApiResult<
         (Method::GET, false) if request.query.watch => handlers::watch(request).await,
         (Method::GET, false) => handlers::list(request),
         (Method::GET, true) => handlers::get(request),
+        (Method::POST, false) if request.target.rt.plural == "bindings" => handlers::bind(request).await,
+        (Method::POST, true)
+            if request.target.rt.plural == "pods"
+                && request.target.subresource.as_deref() == Some("binding") =>
+        {
+            handlers::bind(request).await
+        }
         (Method::POST, false) if request.target.rt.virtual_create => handlers::review(request),
         (Method::POST, false) => handlers::create(request).await,
         (Method::POST, true)

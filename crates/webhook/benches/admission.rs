@@ -106,6 +106,7 @@ fn percentiles(cache: &Cache) {
         view: cache,
         config: &config,
         own_identity: "system:serviceaccount:bulkhead-system:bulkhead",
+        mutating: false,
     };
     for (name, check, body) in [
         ("namespace create", Check::Namespaces, namespace_review()),
@@ -143,6 +144,7 @@ fn bench_decide(c: &mut Criterion) {
         view: &cache,
         config: &config,
         own_identity: "",
+        mutating: false,
     };
     let mut group = c.benchmark_group("decide");
     for (name, check, body) in [

@@ -133,6 +133,8 @@ pub struct Context<'a> {
     pub config: &'a BulkheadConfigurationSpec,
     /// Bulkhead's own user name (an administrator).
     pub own_identity: &'a str,
+    /// Whether the call is the mutating one (`/mutate/<check>`).
+    pub mutating: bool,
 }
 
 fn tenant_of(ctx: &Context<'_>, namespace: Option<&str>) -> Option<std::sync::Arc<Tenant>> {
@@ -174,6 +176,7 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
         caller: &caller,
         class,
         config: ctx.config,
+        mutating: ctx.mutating,
     };
     let object = request.object.as_deref();
     let old = request.old_object.as_deref();
@@ -236,6 +239,11 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
                 return Ok(Verdict::allow());
             }
             match check {
+                // `pods/binding`, and the older `bindings` resource: where the pod is placed.
+                Check::Pods if request.kind.kind == "Binding" => match typed(object, "binding")? {
+                    Some(binding) => policy::pod_binding(&req, ctx.view, &tenant, &binding),
+                    None => Verdict::allow(),
+                },
                 Check::Pods => match typed(object, "pod")? {
                     Some(pod) => policy::pod(&req, ctx.view, &tenant, &pod, typed(old, "old pod")?.as_ref()),
                     None => Verdict::allow(),
@@ -245,7 +253,14 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
                     None => Verdict::allow(),
                 },
                 Check::Services => match typed(object, "service")? {
-                    Some(svc) => policy::service(&req, &tenant, &svc, typed(old, "old service")?.as_ref()),
+                    Some(svc) => policy::service(
+                        &req,
+                        ctx.view,
+                        &tenant,
+                        namespace.unwrap_or_default(),
+                        &svc,
+                        typed(old, "old service")?.as_ref(),
+                    ),
                     None => Verdict::allow(),
                 },
                 _ => match typed(object, "ingress")? {

@@ -104,6 +104,7 @@ async fn handle(
                 view,
                 config: &config,
                 own_identity: &state.own_identity,
+                mutating,
             };
             decide(check, &request, &ctx)
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
 use bulkhead_policy::Caller;
-use bulkhead_policy::admission::{ClassInfo, ClassKind, IngressRoute, View};
+use bulkhead_policy::admission::{ClassInfo, ClassKind, HostRoute, View};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
 
@@ -100,11 +100,15 @@ impl View for Overlay<'_> {
         self.base.persistent_volume_tenant(name)
     }
 
-    fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
-        self.base.ingress_routes(host)
+    fn host_routes(&self, host: &str) -> Vec<HostRoute> {
+        self.base.host_routes(host)
     }
 
     fn replication_writer(&self, owner: &str) -> Option<String> {
         self.base.replication_writer(owner)
+    }
+
+    fn node_labels(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.base.node_labels(name)
     }
 }

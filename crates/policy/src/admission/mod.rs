@@ -29,7 +29,8 @@ pub use rules::{
 };
 pub use snapshot::Snapshot;
 pub use workload::{
-    IngressRoute, cidr_contains, ingress, ingress_routes, persistent_volume_claim, pod, registry_of, service,
+    EXTERNAL_DNS_ANNOTATIONS, HostRoute, cidr_contains, external_dns_names, ingress, ingress_routes,
+    persistent_volume_claim, pod, pod_binding, registry_of, service, service_routes,
 };
 
 /// The operation being admitted.
@@ -118,12 +119,15 @@ pub trait View {
     /// The tenant label of a PersistentVolume: `None` when the volume is unknown, `Some(None)` when it
     /// belongs to no tenant.
     fn persistent_volume_tenant(&self, name: &str) -> Option<Option<String>>;
-    /// The Ingress rules that already serve `host` (any namespace).
-    fn ingress_routes(&self, host: &str) -> Vec<IngressRoute>;
+    /// The routes that already serve `host` (any namespace): Ingress rules, and the names External DNS
+    /// publishes from annotations on Ingresses and Services.
+    fn host_routes(&self, host: &str) -> Vec<HostRoute>;
     /// The user a replicating resource writes as, by its `bulkhead.dev/replicated-by` value: the
     /// ServiceAccount of a TenantResource; `None` for a GlobalTenantResource (it writes as Bulkhead) or
     /// an unknown resource.
     fn replication_writer(&self, owner: &str) -> Option<String>;
+    /// The labels of the node of this name, if it exists.
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>>;
 }
 
 /// The request as every check sees it.
@@ -139,6 +143,9 @@ pub struct Request<'a> {
     pub class: CallerClass,
     /// The cluster-wide configuration.
     pub config: &'a BulkheadConfigurationSpec,
+    /// Whether this is the mutating call (which may patch) rather than the validating one (which
+    /// sees the object after every mutation and must refuse what a patch would have mended).
+    pub mutating: bool,
 }
 
 /// Classifies the caller; a service account counts as a tenant user when its namespace is a tenant's.

@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bulkhead_api::{Tenant, labels};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 
-use super::workload::ingress_routes;
-use super::{ClassInfo, ClassKind, IngressRoute, View};
+use super::workload::{ingress_routes, service_routes};
+use super::{ClassInfo, ClassKind, HostRoute, View};
 use crate::identity::Caller;
 
 /// Objects held in memory, answering as the cache would.
@@ -18,8 +18,9 @@ pub struct Snapshot {
     namespaces: BTreeMap<String, Option<String>>,
     classes: BTreeMap<(ClassKind, String), ClassInfo>,
     volumes: BTreeMap<String, Option<String>>,
-    routes: Vec<IngressRoute>,
+    routes: Vec<HostRoute>,
     writers: BTreeMap<String, String>,
+    nodes: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Snapshot {
@@ -65,16 +66,38 @@ impl Snapshot {
 
     /// Adds an Ingress's routes (replacing earlier routes of the same Ingress).
     pub fn add_ingress(&mut self, ingress: &Ingress) {
-        let new = ingress_routes(ingress);
-        let ns = ingress.metadata.namespace.as_deref().unwrap_or_default();
-        let name = ingress.metadata.name.as_deref().unwrap_or_default();
-        self.routes.retain(|r| !(r.namespace == ns && r.name == name));
+        self.replace_routes("ingress", &ingress.metadata, ingress_routes(ingress));
+    }
+
+    /// Adds the names External DNS publishes for a Service (replacing earlier ones of that Service).
+    pub fn add_service(&mut self, svc: &Service) {
+        self.replace_routes("service", &svc.metadata, service_routes(svc));
+    }
+
+    fn replace_routes(
+        &mut self,
+        kind: &str,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        new: Vec<HostRoute>,
+    ) {
+        let ns = meta.namespace.as_deref().unwrap_or_default();
+        let name = meta.name.as_deref().unwrap_or_default();
+        self.routes
+            .retain(|r| !(r.kind == kind && r.namespace == ns && r.name == name));
         self.routes.extend(new);
     }
 
     /// Records who a replicating resource writes as (its `replicated-by` value and user).
     pub fn add_replication_writer(&mut self, owner: &str, user: &str) {
         self.writers.insert(owner.to_owned(), user.to_owned());
+    }
+
+    /// Adds or replaces a Node (only its labels are kept).
+    pub fn add_node(&mut self, node: &Node) {
+        self.nodes.insert(
+            node.metadata.name.clone().unwrap_or_default(),
+            node.metadata.labels.clone().unwrap_or_default(),
+        );
     }
 
     /// The tenants held.
@@ -116,11 +139,15 @@ impl View for Snapshot {
         self.volumes.get(name).cloned()
     }
 
-    fn ingress_routes(&self, host: &str) -> Vec<IngressRoute> {
+    fn host_routes(&self, host: &str) -> Vec<HostRoute> {
         self.routes.iter().filter(|r| r.host == host).cloned().collect()
     }
 
     fn replication_writer(&self, owner: &str) -> Option<String> {
         self.writers.get(owner).cloned()
+    }
+
+    fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.nodes.get(name).cloned()
     }
 }

@@ -128,6 +128,7 @@ fn request<'a>(who: &'a Who, config: &'a BulkheadConfigurationSpec, op: Operatio
         caller: &who.caller,
         class: who.class,
         config,
+        mutating: true,
     }
 }
 
@@ -678,6 +679,159 @@ fn pod_priority_and_runtime_classes_are_checked_and_defaults_injected_with_metad
     );
 }
 
+/// A pod decided in `solar` (node selector `pool=solar`) in the mutating or the validating call, with
+/// nodes `solar-1` (`pool=solar`) and `shared-1` (`pool=shared`) known.
+fn place_pod(p: &Pod, op: Operation, old: Option<&Pod>, mutating: bool) -> Verdict {
+    let mut s = world();
+    for (name, pool) in [("solar-1", "solar"), ("shared-1", "shared")] {
+        s.add_node(&obj(
+            json!({"metadata": {"name": name, "labels": {"pool": pool, "zone": "a"}}}),
+        ));
+    }
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let mut r = request(&who, &c, op);
+    r.mutating = mutating;
+    pod(&r, &s, &t, p, old)
+}
+
+fn affinity(expressions: Value) -> Value {
+    json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}}})
+}
+
+#[test]
+fn pods_get_the_tenants_node_selector_without_the_pod_node_selector_plugin() {
+    let image = json!([{"name": "a", "image": "quay.io/a:1"}]);
+    let plain = pod_obj(json!({"containers": image}));
+    let v = place_pod(&plain, Operation::Create, None, true);
+    let placed = patched(&plain, &v);
+    assert_eq!(
+        placed.spec.as_ref().unwrap().node_selector,
+        Some(BTreeMap::from([("pool".to_owned(), "solar".to_owned())]))
+    );
+    // The pod's own labels are kept beside the tenant's.
+    let zoned = pod_obj(json!({"containers": image, "nodeSelector": {"zone": "a"}}));
+    let zoned_placed = patched(&zoned, &place_pod(&zoned, Operation::Create, None, true));
+    assert_eq!(zoned_placed.spec.unwrap().node_selector.unwrap().len(), 2);
+    // The validating call sees the mutated pod and lets it be; a pod the mutation missed is refused.
+    assert!(place_pod(&placed, Operation::Create, None, false).is_allowed());
+    denied_with(
+        &place_pod(&plain, Operation::Create, None, false),
+        "pod `web` has no node label `pool=solar` in its nodeSelector: tenant `solar` runs its pods only on nodes labelled `pool=solar`",
+    );
+}
+
+#[test]
+fn pods_asking_for_other_nodes_are_denied_naming_the_label() {
+    let image = json!([{"name": "a", "image": "quay.io/a:1"}]);
+    let other = pod_obj(json!({"containers": image, "nodeSelector": {"pool": "shared"}}));
+    for mutating in [true, false] {
+        denied_with(
+            &place_pod(&other, Operation::Create, None, mutating),
+            "pod `web` asks for node label `pool=shared` in its nodeSelector: tenant `solar` runs its pods only on nodes labelled `pool=solar`",
+        );
+    }
+    for (expressions, needle) in [
+        (
+            json!([{"key": "pool", "operator": "In", "values": ["shared", "gpu"]}]),
+            "node label `pool` In `shared`, `gpu` in its required node affinity",
+        ),
+        (
+            json!([{"key": "pool", "operator": "NotIn", "values": ["solar"]}]),
+            "node label `pool` NotIn `solar`",
+        ),
+        (
+            json!([{"key": "pool", "operator": "DoesNotExist"}]),
+            "node label `pool` DoesNotExist in its required",
+        ),
+        (
+            json!([{"key": "pool", "operator": "Gt", "values": ["3"]}]),
+            "node label `pool` Gt `3`",
+        ),
+    ] {
+        let p = pod_obj(json!({"containers": image, "affinity": affinity(expressions)}));
+        denied_with(&place_pod(&p, Operation::Create, None, true), needle);
+    }
+    for fine in [
+        json!([{"key": "pool", "operator": "In", "values": ["solar", "shared"]}]),
+        json!([{"key": "pool", "operator": "Exists"}]),
+        json!([{"key": "pool", "operator": "NotIn", "values": ["shared"]}]),
+        json!([{"key": "zone", "operator": "In", "values": ["b"]}]),
+    ] {
+        let p = pod_obj(json!({"containers": image, "affinity": affinity(fine.clone())}));
+        assert!(
+            place_pod(&p, Operation::Create, None, true).is_allowed(),
+            "{fine}"
+        );
+    }
+}
+
+#[test]
+fn pods_named_to_a_node_or_bound_to_one_must_land_inside_the_selector() {
+    let image = json!([{"name": "a", "image": "quay.io/a:1"}]);
+    let pinned = pod_obj(json!({"containers": image, "nodeName": "shared-1"}));
+    denied_with(
+        &place_pod(&pinned, Operation::Create, None, true),
+        "pod `web` cannot be placed on node `shared-1`, which has `pool=shared`: tenant `solar` runs its pods only on nodes labelled `pool=solar`",
+    );
+    let unknown = pod_obj(json!({"containers": image, "nodeName": "ghost"}));
+    denied_with(
+        &place_pod(&unknown, Operation::Create, None, true),
+        "node `ghost`, which is not in Bulkhead's cache (yet)",
+    );
+    let inside = pod_obj(json!({"containers": image, "nodeName": "solar-1"}));
+    assert!(place_pod(&inside, Operation::Create, None, true).is_allowed());
+
+    let mut s = world();
+    s.add_node(&obj(
+        json!({"metadata": {"name": "solar-1", "labels": {"pool": "solar"}}}),
+    ));
+    s.add_node(&obj(json!({"metadata": {"name": "bare"}})));
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    let binding = |node: &str| -> k8s_openapi::api::core::v1::Binding {
+        obj(json!({"metadata": {"name": "web"}, "target": {"kind": "Node", "name": node}}))
+    };
+    assert!(pod_binding(&r, &s, &t, &binding("solar-1")).is_allowed());
+    denied_with(
+        &pod_binding(&r, &s, &t, &binding("bare")),
+        "pod `web` cannot be placed on node `bare`, which has no label `pool`",
+    );
+}
+
+#[test]
+fn a_pod_update_is_judged_on_placement_only_when_it_changes_placement() {
+    let image = json!([{"name": "a", "image": "quay.io/a:1"}]);
+    // A pod from before the tenant had a node selector may still be relabelled.
+    let old = pod_obj(json!({"containers": image}));
+    let mut relabelled = old.clone();
+    relabelled.metadata.labels = Some(BTreeMap::from([("x".to_owned(), "y".to_owned())]));
+    assert!(place_pod(&relabelled, Operation::Update, Some(&old), false).is_allowed());
+    // A scheduling-gated pod may change its placement, but only within the tenant's nodes.
+    let gated = pod_obj(
+        json!({"containers": image, "nodeSelector": {"pool": "solar"}, "schedulingGates": [{"name": "g"}]}),
+    );
+    let mut moved = gated.clone();
+    moved.spec.as_mut().unwrap().node_selector =
+        Some(BTreeMap::from([("pool".to_owned(), "shared".to_owned())]));
+    denied_with(
+        &place_pod(&moved, Operation::Update, Some(&gated), false),
+        "asks for node label `pool=shared`",
+    );
+    let mut dropped = gated.clone();
+    dropped.spec.as_mut().unwrap().node_selector = None;
+    dropped.spec.as_mut().unwrap().affinity = Some(obj(affinity(
+        json!([{"key": "zone", "operator": "In", "values": ["a"]}]),
+    )));
+    denied_with(
+        &place_pod(&dropped, Operation::Update, Some(&gated), false),
+        "has no node label `pool=solar`",
+    );
+}
+
 fn decide(f: impl FnOnce(&Request<'_>, &Snapshot, &Tenant) -> Verdict) -> Verdict {
     let s = world();
     let c = config();
@@ -723,25 +877,25 @@ fn claims_get_the_default_class_and_may_not_use_other_classes_or_tenants_volumes
 fn services_types_external_ips_and_metadata() {
     let np: Service = obj(json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort"}}));
     denied_with(
-        &decide(|r, _, t| service(r, t, &np, None)),
+        &decide(|r, s, t| service(r, s, t, "solar-one", &np, None)),
         "service `web` of type `NodePort` is not allowed in tenant `solar`: allowed types are `ClusterIP`, `LoadBalancer`",
     );
     let ext: Service =
         obj(json!({"metadata": {"name": "web"}, "spec": {"externalIPs": ["10.20.1.1", "10.21.0.1"]}}));
     denied_with(
-        &decide(|r, _, t| service(r, t, &ext, None)),
+        &decide(|r, s, t| service(r, s, t, "solar-one", &ext, None)),
         "external IP `10.21.0.1` of service `web` is not allowed in tenant `solar`: allowed are `10.20.0.0/16`",
     );
     let labelled: Service =
         obj(json!({"metadata": {"name": "web", "labels": {"exposed": "true"}}, "spec": {}}));
     denied_with(
-        &decide(|r, _, t| service(r, t, &labelled, None)),
+        &decide(|r, s, t| service(r, s, t, "solar-one", &labelled, None)),
         "label `exposed` of service `web` is forbidden",
     );
     let lb: Service = obj(
         json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer", "externalIPs": ["10.20.3.4"]}}),
     );
-    let v = decide(|r, _, t| service(r, t, &lb, None));
+    let v = decide(|r, s, t| service(r, s, t, "solar-one", &lb, None));
     let out = patched(&lb, &v);
     assert_eq!(out.metadata.labels.unwrap()["stamped"], "yes");
     assert_eq!(out.metadata.annotations.unwrap()["owner"], "solar");
@@ -869,6 +1023,130 @@ fn tenant_scope_collisions_only_count_the_tenants_own_namespaces() {
         ),
         "already served by ingress `wind-two/b` (Tenant scope)",
     );
+}
+
+fn annotated<T: serde::de::DeserializeOwned>(ns: &str, name: &str, spec: Value, names: &[(&str, &str)]) -> T {
+    let annotations: serde_json::Map<String, Value> =
+        names.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    obj(json!({"metadata": {"name": name, "namespace": ns, "annotations": annotations}, "spec": spec}))
+}
+
+const DNS: &str = "external-dns.alpha.kubernetes.io/hostname";
+const INTERNAL_DNS: &str = "external-dns.alpha.kubernetes.io/internal-hostname";
+
+#[test]
+fn external_dns_annotations_follow_the_hostname_rules_on_services_and_ingresses() {
+    let s = world();
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    let svc = |names: &[(&str, &str)]| -> Service { annotated("solar-one", "lb", json!({}), names) };
+    assert!(
+        service(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &svc(&[(DNS, "shop.solar.example.com")]),
+            None
+        )
+        .is_allowed()
+    );
+    denied_with(
+        &service(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &svc(&[(DNS, "shop.solar.example.com, bank.com")]),
+            None,
+        ),
+        "hostname `bank.com` in annotation `external-dns.alpha.kubernetes.io/hostname` of service `lb` is not allowed in tenant `solar`: allowed are `solar.example.com` or names matching",
+    );
+    denied_with(
+        &service(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &svc(&[(INTERNAL_DNS, "db.internal")]),
+            None,
+        ),
+        "hostname `db.internal` in annotation `external-dns.alpha.kubernetes.io/internal-hostname`",
+    );
+    denied_with(
+        &service(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &svc(&[(DNS, "*.solar.example.com")]),
+            None,
+        ),
+        "wildcard hostname `*.solar.example.com` in annotation",
+    );
+    // An Ingress's own annotation is read as well as its rules.
+    let mut ing = ingress_obj("solar-one", "web", Some("nginx"), &[("solar.example.com", "/")]);
+    ing.metadata.annotations = Some(BTreeMap::from([(DNS.to_owned(), "bank.com".to_owned())]));
+    denied_with(
+        &ingress(&r, &s, &t, "solar-one", &ing),
+        "hostname `bank.com` in annotation `external-dns.alpha.kubernetes.io/hostname` of ingress `web`",
+    );
+}
+
+#[test]
+fn a_tenant_cannot_take_another_tenants_dns_name_through_an_annotation() {
+    let mut s = world();
+    s.add_ingress(&ingress_obj(
+        "wind-one",
+        "shop",
+        None,
+        &[("shop.solar.example.com", "/")],
+    ));
+    s.add_service(&annotated(
+        "wind-two",
+        "api",
+        json!({}),
+        &[(DNS, "api.solar.example.com")],
+    ));
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    // Another tenant's Ingress host, named in a Service's annotation: the whole name is taken, so
+    // case and a trailing dot make no difference.
+    for name in ["shop.solar.example.com", "Shop.Solar.Example.COM."] {
+        let svc: Service = annotated("solar-one", "lb", json!({}), &[(DNS, name)]);
+        denied_with(
+            &service(&r, &s, &t, "solar-one", &svc, None),
+            "host `shop.solar.example.com` (an External DNS name) of service `lb` is already served by ingress `wind-one/shop` (Cluster scope)",
+        );
+    }
+    // Another tenant's annotated name, as an Ingress rule (any path) or in an Ingress's annotation.
+    denied_with(
+        &ingress(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &ingress_obj("solar-one", "web", None, &[("api.solar.example.com", "/x")]),
+        ),
+        "host `api.solar.example.com` with path `/x` of ingress `web` is already served by service `wind-two/api` (Cluster scope)",
+    );
+    let mut ing = ingress_obj("solar-one", "web", None, &[("solar.example.com", "/")]);
+    ing.metadata.annotations = Some(BTreeMap::from([(
+        INTERNAL_DNS.to_owned(),
+        "api.solar.example.com".to_owned(),
+    )]));
+    denied_with(
+        &ingress(&r, &s, &t, "solar-one", &ing),
+        "already served by service `wind-two/api`",
+    );
+    // Updating the Service that holds the name is no collision with itself.
+    let wind = s.tenant("wind").unwrap();
+    let own: Service = annotated("wind-two", "api", json!({}), &[(DNS, "api.solar.example.com")]);
+    assert!(service(&r, &s, &wind, "wind-two", &own, None).is_allowed());
 }
 
 // ---- the other guard rails ----

@@ -10,13 +10,15 @@ use bulkhead_api::Tenant;
 use bulkhead_api::common::{AdditionalMetadata, ClassAllowedList, ForbiddenList};
 use bulkhead_api::labels;
 use bulkhead_api::tenant::HostnameCollisionScope;
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{
+    Binding, Container, NodeSelectorRequirement, PersistentVolumeClaim, Pod, PodSpec, Service,
+};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use super::lists::{AllowedCheck, check_allowed, check_class, is_forbidden};
-use super::{ClassKind, Operation, Request, Verdict, View, join_or_none, metadata_patch};
+use super::{ClassKind, Operation, Request, Verdict, View, join_or_none, metadata_patch, pointer_segment};
 
 /// The storage class annotation that predates `spec.storageClassName`; the volume controllers still
 /// read it first.
@@ -28,17 +30,80 @@ fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
-/// One host + path an Ingress serves, for the collision check.
+/// The annotations External DNS publishes names from, on Services and Ingresses (each a
+/// comma-separated list).
+pub const EXTERNAL_DNS_ANNOTATIONS: [&str; 2] = [
+    "external-dns.alpha.kubernetes.io/hostname",
+    "external-dns.alpha.kubernetes.io/internal-hostname",
+];
+
+/// One host (and path) an object serves, for the collision check: an Ingress rule's host and path,
+/// or a name External DNS publishes from an annotation (the whole host, whatever the path).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct IngressRoute {
-    /// The Ingress's namespace.
+pub struct HostRoute {
+    /// The object's kind as denials name it: `ingress` or `service`.
+    pub kind: &'static str,
+    /// The object's namespace.
     pub namespace: String,
-    /// The Ingress's name.
+    /// The object's name.
     pub name: String,
     /// The host.
     pub host: String,
-    /// The path (`""` for a rule without paths).
-    pub path: String,
+    /// The path (`""` for a rule without paths); `None` for the whole host (a DNS name from an
+    /// annotation), which collides with every path of that host.
+    pub path: Option<String>,
+}
+
+impl HostRoute {
+    /// Whether two routes of different objects serve the same requests.
+    fn overlaps(&self, other: &HostRoute) -> bool {
+        self.host == other.host
+            && match (&self.path, &other.path) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    fn same_object(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.kind == kind && self.namespace == namespace && self.name == name
+    }
+}
+
+/// The names External DNS publishes from an object's annotations, read as it reads them (spaces
+/// dropped, split at commas), each with the annotation it came from. Names are compared as DNS
+/// compares them: without a trailing dot, in lower case.
+pub fn external_dns_names(meta: &ObjectMeta) -> Vec<(String, &'static str)> {
+    let mut names = Vec::new();
+    for key in EXTERNAL_DNS_ANNOTATIONS {
+        let Some(value) = annotation(meta, key) else {
+            continue;
+        };
+        for name in value.replace(' ', "").split(',') {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !name.is_empty() && !names.iter().any(|(n, _)| *n == name) {
+                names.push((name, key));
+            }
+        }
+    }
+    names
+}
+
+fn annotation_routes(kind: &'static str, meta: &ObjectMeta) -> Vec<HostRoute> {
+    external_dns_names(meta)
+        .into_iter()
+        .map(|(host, _)| HostRoute {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            host,
+            path: None,
+        })
+        .collect()
+}
+
+/// The hosts a Service serves: the names External DNS publishes for it from its annotations.
+pub fn service_routes(svc: &Service) -> Vec<HostRoute> {
+    annotation_routes("service", &svc.metadata)
 }
 
 fn tenant_name(tenant: &Tenant) -> &str {
@@ -188,7 +253,10 @@ pub fn pod(req: &Request<'_>, view: &dyn View, tenant: &Tenant, pod: &Pod, old: 
             }
         }
     }
-    let mut patch = Vec::new();
+    let mut patch = match placement(req, view, tenant, name, spec, old.and_then(|o| o.spec.as_ref())) {
+        Ok(patch) => patch,
+        Err(denial) => return denial,
+    };
     if req.operation == Operation::Create {
         let what = format!("pod `{name}`");
         for (kind, list, named, path) in [
@@ -220,6 +288,197 @@ pub fn pod(req: &Request<'_>, view: &dyn View, tenant: &Tenant, pod: &Pod, old: 
         ));
     }
     Verdict::Allow(patch)
+}
+
+/// `k=v, k2=v2`, as denials name a node selector.
+fn selector_text(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("`{k}={v}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a node whose label `key` has `value` meets a required node affinity requirement on that key,
+/// as the scheduler reads it (`Gt` and `Lt` compare integers; a value that is not one never meets them).
+fn requirement_met(requirement: &NodeSelectorRequirement, value: &str) -> bool {
+    let values = requirement.values.as_deref().unwrap_or_default();
+    let number = |s: &str| s.parse::<i64>().ok();
+    match requirement.operator.as_str() {
+        "In" => values.iter().any(|v| v == value),
+        "NotIn" => !values.iter().any(|v| v == value),
+        "Exists" => true,
+        "Gt" | "Lt" => match (number(value), values.first().and_then(|v| number(v))) {
+            (Some(have), Some(bound)) if requirement.operator == "Gt" => have > bound,
+            (Some(have), Some(bound)) => have < bound,
+            _ => false,
+        },
+        // `DoesNotExist`, and operators the API server refuses anyway.
+        _ => false,
+    }
+}
+
+/// The first place a pod asks for node labels the tenant's node selector rules out: its
+/// `nodeSelector`, or a term of its required node affinity (terms are alternatives, but one that can
+/// never be met is a mistake worth naming).
+fn placement_conflict(spec: &PodSpec, selector: &BTreeMap<String, String>) -> Option<String> {
+    for (key, want) in selector {
+        if let Some(asked) = spec.node_selector.as_ref().and_then(|s| s.get(key))
+            && asked != want
+        {
+            return Some(format!("node label `{key}={asked}` in its nodeSelector"));
+        }
+    }
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .map(|r| r.node_selector_terms.as_slice())
+        .unwrap_or_default();
+    for term in terms {
+        for requirement in term.match_expressions.iter().flatten() {
+            if let Some(want) = selector.get(&requirement.key)
+                && !requirement_met(requirement, want)
+            {
+                let values = requirement.values.as_deref().unwrap_or_default();
+                let values = if values.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", join_or_none(values))
+                };
+                return Some(format!(
+                    "node label `{}` {}{values} in its required node affinity",
+                    requirement.key, requirement.operator
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// How a node's labels fall short of the tenant's node selector: the first label missing or different.
+fn node_shortfall(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> Option<String> {
+    selector.iter().find_map(|(key, want)| match labels.get(key) {
+        Some(have) if have == want => None,
+        Some(have) => Some(format!("has `{key}={have}`")),
+        None => Some(format!("has no label `{key}`")),
+    })
+}
+
+/// The tenant's node selector on a pod (`nodeSelector`), which the scheduler ANDs with everything
+/// else the pod asks for. Managed clusters do not run the PodNodeSelector admission plugin that reads
+/// the namespace annotation, so the webhook places pods itself: the mutating call adds the missing
+/// labels, the validating call refuses a pod without them (a webhook skipped or reordered), and both
+/// refuse a pod that asks for other values of the same labels, or names a node (`spec.nodeName`,
+/// which skips the scheduler) outside the selector.
+fn placement(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    name: &str,
+    spec: &PodSpec,
+    old: Option<&PodSpec>,
+) -> Result<Vec<Value>, Verdict> {
+    let selector = &tenant.spec.node_selector;
+    if selector.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = tenant_name(tenant);
+    let wanted = selector_text(selector);
+    if req.operation == Operation::Update
+        && old.is_some_and(|o| o.node_selector == spec.node_selector && o.affinity == spec.affinity)
+    {
+        // Only a scheduling-gated pod may change where it runs; every other update leaves it be (pods
+        // made before the tenant had a node selector keep running where they are).
+        return Ok(Vec::new());
+    }
+    if let Some(conflict) = placement_conflict(spec, selector) {
+        return Err(Verdict::deny(
+            Some(t),
+            format!(
+                "pod `{name}` asks for {conflict}: tenant `{t}` runs its pods only on nodes labelled {wanted}"
+            ),
+        ));
+    }
+    if req.operation == Operation::Create
+        && let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty())
+    {
+        node_allowed(view, tenant, name, node)?;
+    }
+    let missing: BTreeMap<&String, &String> = selector
+        .iter()
+        .filter(|(k, _)| spec.node_selector.as_ref().and_then(|s| s.get(*k)).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some((key, value)) = missing.iter().next()
+        && (!req.mutating || req.operation != Operation::Create)
+    {
+        return Err(Verdict::deny(
+            Some(t),
+            format!(
+                "pod `{name}` has no node label `{key}={value}` in its nodeSelector: tenant `{t}` runs its pods only on nodes labelled {wanted} (Bulkhead's mutating webhook sets them on create)"
+            ),
+        ));
+    }
+    Ok(match spec.node_selector.as_ref() {
+        None => vec![json!({"op": "add", "path": "/spec/nodeSelector", "value": missing})],
+        Some(_) => missing
+            .into_iter()
+            .map(|(k, v)| json!({"op": "add", "path": format!("/spec/nodeSelector/{}", pointer_segment(k)), "value": v}))
+            .collect(),
+    })
+}
+
+/// Whether a pod of `tenant` may be placed on `node` by name (a pod's `spec.nodeName`, or a Binding).
+fn node_allowed(view: &dyn View, tenant: &Tenant, pod: &str, node: &str) -> Result<(), Verdict> {
+    let selector = &tenant.spec.node_selector;
+    if selector.is_empty() {
+        return Ok(());
+    }
+    let t = tenant_name(tenant);
+    let wanted = selector_text(selector);
+    let Some(labels) = view.node_labels(node) else {
+        return Err(Verdict::deny(
+            Some(t),
+            format!(
+                "pod `{pod}` cannot be placed on node `{node}`, which is not in Bulkhead's cache (yet): tenant `{t}` runs its pods only on nodes labelled {wanted}; retry in a moment"
+            ),
+        ));
+    };
+    match node_shortfall(&labels, selector) {
+        None => Ok(()),
+        Some(shortfall) => Err(Verdict::deny(
+            Some(t),
+            format!(
+                "pod `{pod}` cannot be placed on node `{node}`, which {shortfall}: tenant `{t}` runs its pods only on nodes labelled {wanted}"
+            ),
+        )),
+    }
+}
+
+/// Decides a Binding of a pod of `tenant` to a node (`pods/binding`, or the older `bindings`
+/// resource): what the scheduler writes, and what anyone allowed to bind could write instead.
+pub fn pod_binding(req: &Request<'_>, view: &dyn View, tenant: &Tenant, binding: &Binding) -> Verdict {
+    if req.operation != Operation::Create {
+        return Verdict::allow();
+    }
+    let pod = object_name(&binding.metadata);
+    let target = &binding.target;
+    if target
+        .kind
+        .as_deref()
+        .is_some_and(|k| !k.is_empty() && k != "Node")
+    {
+        // The API server binds only to nodes; anything else it refuses itself.
+        return Verdict::allow();
+    }
+    match node_allowed(view, tenant, pod, target.name.as_deref().unwrap_or_default()) {
+        Ok(()) => Verdict::allow(),
+        Err(denial) => denial,
+    }
 }
 
 /// A container, init container or ephemeral container, as the image checks see it.
@@ -382,12 +641,27 @@ fn forbidden_change(
 }
 
 /// Decides a Service write in a namespace of `tenant`.
-pub fn service(req: &Request<'_>, tenant: &Tenant, svc: &Service, old: Option<&Service>) -> Verdict {
+pub fn service(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    namespace: &str,
+    svc: &Service,
+    old: Option<&Service>,
+) -> Verdict {
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return Verdict::allow();
     }
     let t = tenant_name(tenant);
     let name = object_name(&svc.metadata);
+    // External DNS publishes a Service's annotated names: the tenant's hostname rules hold there too.
+    let mut routes = service_routes(svc);
+    for route in &mut routes {
+        route.namespace = namespace.to_owned();
+    }
+    if let Err(denial) = dns_names_allowed(view, tenant, "service", namespace, &svc.metadata, &routes) {
+        return denial;
+    }
     let Some(options) = tenant.spec.service_options.as_ref() else {
         return Verdict::allow();
     };
@@ -458,8 +732,9 @@ pub fn service(req: &Request<'_>, tenant: &Tenant, svc: &Service, old: Option<&S
     Verdict::Allow(stamp(&svc.metadata, options.additional_metadata.as_ref()))
 }
 
-/// The routes (host + path) an Ingress serves.
-pub fn ingress_routes(ingress: &Ingress) -> Vec<IngressRoute> {
+/// The routes an Ingress serves: each rule's host and path, and the names External DNS publishes for
+/// it from its annotations.
+pub fn ingress_routes(ingress: &Ingress) -> Vec<HostRoute> {
     let namespace = ingress.metadata.namespace.clone().unwrap_or_default();
     let name = ingress.metadata.name.clone().unwrap_or_default();
     let mut out = Vec::new();
@@ -477,15 +752,112 @@ pub fn ingress_routes(ingress: &Ingress) -> Vec<IngressRoute> {
             paths
         };
         for path in paths {
-            out.push(IngressRoute {
+            out.push(HostRoute {
+                kind: "ingress",
                 namespace: namespace.clone(),
                 name: name.clone(),
                 host: host.clone(),
-                path,
+                path: Some(path),
             });
         }
     }
+    out.extend(annotation_routes("ingress", &ingress.metadata));
     out
+}
+
+/// The hostname rules of `ingressOptions` for the names External DNS publishes from an object's
+/// annotations: each allowed (and not a wildcard unless wildcards are), and none served by another
+/// object in the collision scope. `routes` are the object's own (its Ingress rules too).
+fn dns_names_allowed(
+    view: &dyn View,
+    tenant: &Tenant,
+    kind: &'static str,
+    namespace: &str,
+    meta: &ObjectMeta,
+    routes: &[HostRoute],
+) -> Result<(), Verdict> {
+    let Some(options) = tenant.spec.ingress_options.as_ref() else {
+        return Ok(());
+    };
+    let t = tenant_name(tenant);
+    let name = object_name(meta);
+    for (host, key) in external_dns_names(meta) {
+        if host.starts_with('*') && !options.allow_wildcard_hostnames {
+            return Err(Verdict::deny(
+                Some(t),
+                format!(
+                    "wildcard hostname `{host}` in annotation `{key}` of {kind} `{name}` is not allowed in tenant `{t}`"
+                ),
+            ));
+        }
+        if let Some(list) = options.allowed_hostnames.as_ref()
+            && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, &host)
+        {
+            return Err(Verdict::deny(
+                Some(t),
+                format!(
+                    "hostname `{host}` in annotation `{key}` of {kind} `{name}` is not allowed in tenant `{t}`: allowed are {allowed}"
+                ),
+            ));
+        }
+    }
+    collisions(
+        view,
+        tenant,
+        kind,
+        namespace,
+        name,
+        routes,
+        options.hostname_collision_scope,
+    )
+}
+
+/// The first route of an object that another object in the scope already serves.
+fn collisions(
+    view: &dyn View,
+    tenant: &Tenant,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+    routes: &[HostRoute],
+    scope: HostnameCollisionScope,
+) -> Result<(), Verdict> {
+    if scope == HostnameCollisionScope::Disabled {
+        return Ok(());
+    }
+    let t = tenant_name(tenant);
+    for route in routes {
+        if route.host.is_empty() {
+            continue;
+        }
+        let clash = view.host_routes(&route.host).into_iter().find(|other| {
+            !other.same_object(kind, namespace, name)
+                && route.overlaps(other)
+                && match scope {
+                    HostnameCollisionScope::Cluster => true,
+                    HostnameCollisionScope::Tenant => {
+                        view.tenant_of_namespace(&other.namespace).as_deref() == Some(t)
+                    }
+                    HostnameCollisionScope::Namespace => other.namespace == namespace,
+                    HostnameCollisionScope::Disabled => false,
+                }
+        });
+        if let Some(other) = clash {
+            let what = match route.path.as_deref() {
+                Some("") => "with path `/` ".to_owned(),
+                Some(path) => format!("with path `{path}` "),
+                None => "(an External DNS name) ".to_owned(),
+            };
+            return Err(Verdict::deny(
+                Some(t),
+                format!(
+                    "host `{}` {what}of {kind} `{name}` is already served by {} `{}/{}` ({scope:?} scope)",
+                    route.host, other.kind, other.namespace, other.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decides an Ingress (networking.k8s.io/v1) write in `namespace` of `tenant`.
@@ -605,39 +977,15 @@ pub fn ingress(
             );
         }
     }
-    let scope = options.hostname_collision_scope;
-    if scope != HostnameCollisionScope::Disabled {
-        for route in ingress_routes(ingress) {
-            if route.host.is_empty() {
-                continue;
-            }
-            let clash = view.ingress_routes(&route.host).into_iter().find(|other| {
-                !(other.namespace == namespace && other.name == name)
-                    && other.path == route.path
-                    && match scope {
-                        HostnameCollisionScope::Cluster => true,
-                        HostnameCollisionScope::Tenant => {
-                            view.tenant_of_namespace(&other.namespace).as_deref() == Some(t)
-                        }
-                        HostnameCollisionScope::Namespace => other.namespace == namespace,
-                        HostnameCollisionScope::Disabled => false,
-                    }
-            });
-            if let Some(other) = clash {
-                let path = if route.path.is_empty() {
-                    "/"
-                } else {
-                    route.path.as_str()
-                };
-                return Verdict::deny(
-                    Some(t),
-                    format!(
-                        "host `{}` with path `{path}` of ingress `{name}` is already served by ingress `{}/{}` ({scope:?} scope)",
-                        route.host, other.namespace, other.name
-                    ),
-                );
-            }
-        }
+    if let Err(denial) = dns_names_allowed(
+        view,
+        tenant,
+        "ingress",
+        namespace,
+        &ingress.metadata,
+        &ingress_routes(ingress),
+    ) {
+        return denial;
     }
     Verdict::Allow(patch)
 }

@@ -11,7 +11,7 @@ use bulkhead_cache::Cache;
 use bulkhead_policy::admission::{Verdict, registry_of, tenant_problems};
 use bulkhead_proxy::route::{Query, Target as RouteTarget};
 use bulkhead_webhook::review::{decode, encode};
-use bulkhead_webhook::{Check, Context, decide};
+use bulkhead_webhook::{Check, Context, audit_annotations, decide};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::watcher::Event;
@@ -70,7 +70,8 @@ pub fn admission_review(data: &[u8]) {
             mutating,
         };
         if let Ok(verdict) = decide(check, &request, &ctx) {
-            let response = encode(&api_version, &request.uid, &verdict, mutating);
+            let audit = audit_annotations(check, &request, &verdict, ctx.view);
+            let response = encode(&api_version, &request.uid, &verdict, mutating, &audit);
             assert_eq!(response["response"]["uid"], request.uid.as_str());
             if let Verdict::Deny(denial) = &verdict {
                 assert!(!denial.message.is_empty(), "a denial without a message");

@@ -661,6 +661,9 @@ async fn pods_run_only_on_the_tenants_nodes_without_the_pod_node_selector_plugin
     let k = cluster.kubectl_as(&alice, &[USERS]);
     let ns = format!("{t}-a");
     cluster.clean_up(&["namespace", &ns]);
+    // Pods placed on a node wait for its kubelet to confirm their deletion, and there is none: they
+    // are deleted at once (before the namespace, which would wait for them for ever).
+    cluster.clean_up(&["pods", "--all", "-n", &ns, "--grace-period=0", "--force"]);
     create_namespace(&k, &ns).await;
     owner_can_act(&cluster, &ns).await;
     let admin = cluster.kubectl();
@@ -854,4 +857,137 @@ async fn a_tenant_cannot_take_another_tenants_dns_name_through_an_annotation() {
         }
     })
     .await;
+}
+
+/// The API server's audit log tells which tenant did what: every answer of the webhook carries
+/// `auditAnnotations` (tenant, check, decision), which the API server writes under the webhook's name.
+/// On the real run the test has a control plane of its own with an audit policy (level Metadata) and
+/// log file; the testkit keeps the same events in memory.
+#[tokio::test]
+async fn the_audit_log_names_the_tenant_and_the_check_of_every_answer() {
+    use bulkhead_testkit::controlplane;
+    let logs = tempfile::tempdir().expect("a directory for the audit log");
+    let log = logs.path().join("audit.log");
+    let own = if std::env::var_os(crate::harness::KUBECONFIG_ENV).is_some() {
+        let bin = controlplane::bin_dir();
+        if !controlplane::binaries_present(&bin) {
+            eprintln!(
+                "not run: an audit log needs a control plane of this test's own, and no built one is at {}",
+                bin.display()
+            );
+            return;
+        }
+        let policy = logs.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+        )
+        .expect("the audit policy is written");
+        let flags = [
+            format!("--audit-policy-file={}", policy.display()),
+            format!("--audit-log-path={}", log.display()),
+            "--audit-log-mode=blocking".to_owned(),
+        ];
+        Some(controlplane::ControlPlane::start_with(&bin, &flags).expect("a control plane of its own starts"))
+    } else {
+        None
+    };
+    let cluster = match &own {
+        Some(plane) => Cluster::at(plane.kubeconfig().to_owned()).await,
+        None => Cluster::start().await,
+    };
+    let events = || -> Vec<serde_json::Value> {
+        match cluster.testkit() {
+            Some(server) => server.audit_events(),
+            None => std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+        }
+    };
+    let t = cluster.unique("e2e-audit");
+    let alice = cluster.unique("alice");
+    let _bulkhead = start(&cluster).await;
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {alice}}}]\n  containerRegistries: {{allowed: [quay.io]}}\n"
+    ));
+    let k = cluster.kubectl_as(&alice, &[USERS]);
+    let ns = format!("{t}-a");
+    cluster.clean_up(&["namespace", &ns]);
+    create_namespace(&k, &ns).await;
+    owner_can_act(&cluster, &ns).await;
+    k.fails(&[
+        "run",
+        "miner",
+        "-n",
+        &ns,
+        "--image=ghcr.io/evil/miner:1",
+        "--restart=Never",
+    ]);
+    k.ok(&[
+        "run",
+        "web",
+        "-n",
+        &ns,
+        "--image=quay.io/org/web:1",
+        "--restart=Never",
+    ]);
+
+    // The event of each request, by resource, name and the annotation key it must carry.
+    let find = |resource: &str, name: &str, key: &str| -> Result<serde_json::Value, String> {
+        events()
+            .into_iter()
+            .find(|e| {
+                e["verb"] == "create"
+                    && e["objectRef"]["resource"] == resource
+                    && e["objectRef"]["name"] == name
+                    && e["annotations"].get(key).is_some()
+            })
+            .ok_or_else(|| format!("no audit event of {resource}/{name} with {key}"))
+    };
+    let namespace = eventually(Duration::from_secs(20), || async {
+        find("namespaces", &ns, "namespaces.mutate.bulkhead.dev/tenant")
+    })
+    .await;
+    let a = &namespace["annotations"];
+    assert_eq!(
+        a["namespaces.mutate.bulkhead.dev/tenant"],
+        t.as_str(),
+        "{namespace}"
+    );
+    assert_eq!(
+        a["namespaces.mutate.bulkhead.dev/check"], "namespaces",
+        "{namespace}"
+    );
+    assert_eq!(
+        a["namespaces.validate.bulkhead.dev/tenant"],
+        t.as_str(),
+        "{namespace}"
+    );
+    // kubectl_as impersonates: the real log names the administrator as `user` and alice as
+    // `impersonatedUser`; the testkit records the user after impersonation.
+    let who = namespace["impersonatedUser"]["username"]
+        .as_str()
+        .or(namespace["user"]["username"].as_str());
+    assert_eq!(who, Some(alice.as_str()), "{namespace}");
+    // The mutating call already refuses it; no validating call follows a refusal.
+    let miner = eventually(Duration::from_secs(20), || async {
+        find("pods", "miner", "pods.mutate.bulkhead.dev/decision")
+    })
+    .await;
+    let a = &miner["annotations"];
+    assert_eq!(a["pods.mutate.bulkhead.dev/decision"], "denied", "{miner}");
+    assert_eq!(a["pods.mutate.bulkhead.dev/tenant"], t.as_str(), "{miner}");
+    assert_eq!(a["pods.mutate.bulkhead.dev/check"], "pods", "{miner}");
+    assert!(a.get("pods.validate.bulkhead.dev/decision").is_none(), "{miner}");
+    assert_eq!(miner["responseStatus"]["code"], 403, "{miner}");
+    let web = eventually(Duration::from_secs(20), || async {
+        find("pods", "web", "pods.validate.bulkhead.dev/decision")
+    })
+    .await;
+    let a = &web["annotations"];
+    assert_eq!(a["pods.mutate.bulkhead.dev/decision"], "allowed", "{web}");
+    assert_eq!(a["pods.validate.bulkhead.dev/decision"], "allowed", "{web}");
+    assert_eq!(a["pods.validate.bulkhead.dev/tenant"], t.as_str(), "{web}");
 }

@@ -55,7 +55,11 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 pub struct Admission {
     clients: Mutex<HashMap<String, HttpsClient>>,
     counter: Mutex<u64>,
+    audit: Mutex<std::collections::VecDeque<Value>>,
 }
+
+/// How many audit events are kept (the oldest go first).
+const AUDIT_EVENTS: usize = 10_000;
 
 struct Webhook {
     name: String,
@@ -64,6 +68,13 @@ struct Webhook {
 }
 
 impl Admission {
+    /// The audit events of requests some webhook annotated (`auditAnnotations`, keyed
+    /// `<webhook name>/<key>` as the API server writes them), oldest first: what an audit log at level
+    /// Metadata holds of them (verb, user, objectRef, annotations, responseStatus code).
+    pub fn audit_events(&self) -> Vec<Value> {
+        self.audit.lock().iter().cloned().collect()
+    }
+
     /// Runs admission for one request. Returns the (possibly mutated) object.
     #[allow(clippy::too_many_arguments)]
     pub async fn admit(
@@ -76,6 +87,69 @@ impl Admission {
         old: Option<&Value>,
         warnings: &mut Vec<String>,
         validate: &(dyn Fn(&Value) -> ApiResult<()> + Sync),
+    ) -> ApiResult<Option<Value>> {
+        let mut annotations = serde_json::Map::new();
+        // As the API server fills the objectRef of a create from the object it decoded.
+        let object_name = object
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/name")?.as_str().map(str::to_owned));
+        let result = self
+            .admit_annotated(
+                shared,
+                user,
+                target,
+                op,
+                object,
+                old,
+                warnings,
+                validate,
+                &mut annotations,
+            )
+            .await;
+        if !annotations.is_empty() {
+            let rt = &target.rt;
+            let name = target.name.clone().or(object_name);
+            let mut object_ref =
+                json!({"resource": rt.plural, "apiGroup": rt.group, "apiVersion": rt.version});
+            for (key, value) in [
+                ("namespace", target.namespace.clone()),
+                ("name", name),
+                ("subresource", target.subresource.clone()),
+            ] {
+                if let Some(value) = value {
+                    object_ref[key] = json!(value);
+                }
+            }
+            let code = match &result {
+                Ok(_) if op == Operation::Create => 201,
+                Ok(_) => 200,
+                Err(e) => e.code,
+            };
+            let mut audit = self.audit.lock();
+            if audit.len() == AUDIT_EVENTS {
+                audit.pop_front();
+            }
+            audit.push_back(json!({
+                "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "stage": "ResponseComplete",
+                "verb": op.as_str().to_lowercase(), "user": {"username": user.name, "groups": user.groups},
+                "objectRef": object_ref, "responseStatus": {"code": code}, "annotations": annotations,
+            }));
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_annotated(
+        &self,
+        shared: &Shared,
+        user: &UserInfo,
+        target: &Target,
+        op: Operation,
+        object: Option<Value>,
+        old: Option<&Value>,
+        warnings: &mut Vec<String>,
+        validate: &(dyn Fn(&Value) -> ApiResult<()> + Sync),
+        annotations: &mut serde_json::Map<String, Value>,
     ) -> ApiResult<Option<Value>> {
         let (webhooks, namespace_labels) = {
             let store = shared.store.lock();
@@ -162,6 +236,14 @@ impl Admission {
             let review = self.review(user, target, op, object.as_ref(), old);
             match self.call(&hook, &review).await {
                 Ok(response) => {
+                    for (key, value) in response
+                        .get("auditAnnotations")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                    {
+                        annotations.insert(format!("{}/{key}", hook.name), value.clone());
+                    }
                     warnings.extend(
                         response
                             .get("warnings")

@@ -269,6 +269,12 @@ impl TestServer {
         self.shared.requests.lock().clone()
     }
 
+    /// The audit events of requests an admission webhook annotated, as an audit log at level Metadata
+    /// holds them (see [`admission::Admission::audit_events`]).
+    pub fn audit_events(&self) -> Vec<Value> {
+        self.shared.admission.audit_events()
+    }
+
     /// Reads an object straight from the store (no authorization), for assertions.
     pub fn object(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let gr = registry::GroupResource {

@@ -163,6 +163,86 @@ fn tenant_to_check(
     }
 }
 
+/// The tenant an answer concerns, for the audit log: the tenant whose rule denied it; for a namespace,
+/// the tenant it is (or is being) assigned to, read from the object, the label the mutation adds, or
+/// the object as it was; for a Tenant, itself; for an object in a namespace, that namespace's tenant.
+pub fn answer_tenant(
+    check: Check,
+    request: &AdmissionRequest,
+    verdict: &Verdict,
+    view: &dyn View,
+) -> Option<String> {
+    if let Verdict::Deny(denial) = verdict
+        && denial.tenant.is_some()
+    {
+        return denial.tenant.clone();
+    }
+    let label = |raw: Option<&serde_json::value::RawValue>| -> Option<String> {
+        let object: serde_json::Value = serde_json::from_str(raw?.get()).ok()?;
+        object
+            .pointer(&format!(
+                "/metadata/labels/{}",
+                policy::pointer_segment(bulkhead_api::labels::TENANT)
+            ))?
+            .as_str()
+            .map(str::to_owned)
+    };
+    match check {
+        Check::Tenants => Some(request.name.clone()).filter(|n| !n.is_empty()),
+        Check::Nodes => None,
+        Check::Namespaces => {
+            let patched = match verdict {
+                Verdict::Allow(patch) => patch.iter().find_map(|op| {
+                    let path = op.get("path")?.as_str()?;
+                    let value = op.get("value")?;
+                    let key = policy::pointer_segment(bulkhead_api::labels::TENANT);
+                    if path == format!("/metadata/labels/{key}") {
+                        value.as_str().map(str::to_owned)
+                    } else if path == "/metadata/labels" {
+                        value
+                            .get(bulkhead_api::labels::TENANT)?
+                            .as_str()
+                            .map(str::to_owned)
+                    } else {
+                        None
+                    }
+                }),
+                Verdict::Deny(_) => None,
+            };
+            patched
+                .or_else(|| label(request.object.as_deref()))
+                .or_else(|| label(request.old_object.as_deref()))
+                .or_else(|| view.tenant_of_namespace(&request.name))
+        }
+        _ => request
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .and_then(|ns| view.tenant_of_namespace(ns)),
+    }
+}
+
+/// The `auditAnnotations` of an answer: the check that decided, its decision, and the tenant the
+/// answer concerns (see [`answer_tenant`]), so the API server's audit log tells which tenant did what.
+pub fn audit_annotations(
+    check: Check,
+    request: &AdmissionRequest,
+    verdict: &Verdict,
+    view: &dyn View,
+) -> std::collections::BTreeMap<&'static str, String> {
+    let mut audit = std::collections::BTreeMap::from([
+        ("check", check.as_str().to_owned()),
+        (
+            "decision",
+            if verdict.is_allowed() { "allowed" } else { "denied" }.to_owned(),
+        ),
+    ]);
+    if let Some(tenant) = answer_tenant(check, request, verdict, view) {
+        audit.insert("tenant", tenant);
+    }
+    audit
+}
+
 /// Decides one request. `Err` means the objects in it cannot be read (a 400).
 pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Result<Verdict, String> {
     let caller = Caller::new(

@@ -131,9 +131,20 @@ pub fn typed<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-/// The response review for a verdict. `mutating` says whether a patch may be sent.
-pub fn encode(api_version: &str, uid: &str, verdict: &Verdict, mutating: bool) -> Value {
+/// The response review for a verdict. `mutating` says whether a patch may be sent; `audit` becomes
+/// the response's `auditAnnotations` (the API server writes them to its audit log under the
+/// webhook's name, e.g. `pods.validate.bulkhead.dev/tenant`).
+pub fn encode(
+    api_version: &str,
+    uid: &str,
+    verdict: &Verdict,
+    mutating: bool,
+    audit: &std::collections::BTreeMap<&'static str, String>,
+) -> Value {
     let mut response = json!({"uid": uid, "allowed": verdict.is_allowed()});
+    if !audit.is_empty() {
+        response["auditAnnotations"] = json!(audit);
+    }
     match verdict {
         Verdict::Allow(patch) if mutating && !patch.is_empty() => {
             let bytes = serde_json::to_vec(patch).unwrap_or_default();
@@ -194,7 +205,9 @@ mod tests {
             "u1",
             &Verdict::Allow(vec![json!({"op": "add", "path": "/a", "value": 1})]),
             true,
+            &std::collections::BTreeMap::from([("tenant", "solar".to_owned())]),
         );
+        assert_eq!(allow["response"]["auditAnnotations"], json!({"tenant": "solar"}));
         assert_eq!(allow["response"]["uid"], "u1");
         assert_eq!(allow["response"]["allowed"], true);
         assert_eq!(allow["response"]["patchType"], "JSONPatch");
@@ -210,9 +223,17 @@ mod tests {
             "u1",
             &Verdict::Allow(vec![json!({})]),
             false,
+            &std::collections::BTreeMap::new(),
         );
+        assert!(validating["response"].get("auditAnnotations").is_none());
         assert!(validating["response"].get("patch").is_none());
-        let deny = encode("admission.k8s.io/v1", "u2", &Verdict::deny(None, "no"), true);
+        let deny = encode(
+            "admission.k8s.io/v1",
+            "u2",
+            &Verdict::deny(None, "no"),
+            true,
+            &std::collections::BTreeMap::new(),
+        );
         assert_eq!(deny["response"]["allowed"], false);
         assert_eq!(deny["response"]["status"]["message"], "no");
         assert_eq!(deny["response"]["status"]["code"], 403);

@@ -14,7 +14,7 @@ use bulkhead_policy::admission::Verdict;
 use serde_json::json;
 use tracing::debug;
 
-use crate::decide::{Check, Context, decide};
+use crate::decide::{Check, Context, audit_annotations, decide};
 use crate::events::Denials;
 use crate::metrics::AdmissionMetrics;
 use crate::review::{MAX_BODY, decode, encode};
@@ -90,7 +90,13 @@ async fn handle(
         _ => Ok(None),
     };
     let verdict = match &read {
-        Err(message) => Ok(Verdict::deny(None, message.clone())),
+        Err(message) => {
+            let verdict = Verdict::deny(None, message.clone());
+            Ok((
+                audit_annotations(check, &request, &verdict, &state.cache),
+                verdict,
+            ))
+        }
         Ok(read) => {
             let overlay = read.as_ref().map(|read| unseen::Overlay {
                 base: &state.cache,
@@ -107,9 +113,10 @@ async fn handle(
                 mutating,
             };
             decide(check, &request, &ctx)
+                .map(|verdict| (audit_annotations(check, &request, &verdict, view), verdict))
         }
     };
-    let verdict = match verdict {
+    let (audit, verdict) = match verdict {
         Ok(v) => v,
         Err(message) => return bad_request(message),
     };
@@ -129,7 +136,7 @@ async fn handle(
         .requests
         .with_label_values(&[check.as_str(), request.operation.as_str(), allowed])
         .inc();
-    let response = axum::Json(encode(&api_version, &request.uid, &verdict, mutating)).into_response();
+    let response = axum::Json(encode(&api_version, &request.uid, &verdict, mutating, &audit)).into_response();
     state
         .metrics
         .duration

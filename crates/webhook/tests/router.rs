@@ -300,3 +300,40 @@ async fn a_namespace_the_cache_has_not_seen_is_read_from_the_api_server_and_judg
     let (_, out) = post(s, "/validate/pods", ask("nowhere")).await;
     assert_eq!(out["response"]["allowed"], true);
 }
+
+#[tokio::test]
+async fn every_answer_tells_the_audit_log_its_tenant_check_and_decision() {
+    let (s, _) = state();
+    // A namespace being created: the tenant is the one the mutation assigns.
+    let create = review(
+        "CREATE",
+        "Namespace",
+        None,
+        "alice",
+        json!({"metadata": {"name": "web"}}),
+        Value::Null,
+    );
+    let (_, out) = post(s.clone(), "/mutate/namespaces", create.to_string()).await;
+    assert_eq!(
+        out["response"]["auditAnnotations"],
+        json!({"tenant": "solar", "check": "namespaces", "decision": "allowed"})
+    );
+    // A denied pod in a tenant namespace.
+    let pod = json!({"metadata": {"name": "miner", "namespace": "solar-one"},
+        "spec": {"containers": [{"name": "a", "image": "ghcr.io/evil/miner:1"}]}});
+    let denied = review("CREATE", "Pod", Some("solar-one"), "alice", pod, Value::Null);
+    let (_, out) = post(s.clone(), "/validate/pods", denied.to_string()).await;
+    assert_eq!(out["response"]["allowed"], false);
+    assert_eq!(
+        out["response"]["auditAnnotations"],
+        json!({"tenant": "solar", "check": "pods", "decision": "denied"})
+    );
+    // Outside any tenant: no tenant named.
+    let svc = json!({"metadata": {"name": "web", "namespace": "elsewhere"}, "spec": {}});
+    let other = review("CREATE", "Service", Some("elsewhere"), "bob", svc, Value::Null);
+    let (_, out) = post(s, "/validate/services", other.to_string()).await;
+    assert_eq!(
+        out["response"]["auditAnnotations"],
+        json!({"check": "services", "decision": "allowed"})
+    );
+}

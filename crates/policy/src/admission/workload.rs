@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use bulkhead_api::Tenant;
 use bulkhead_api::common::{AdditionalMetadata, ClassAllowedList, ForbiddenList};
 use bulkhead_api::labels;
-use bulkhead_api::tenant::HostnameCollisionScope;
+use bulkhead_api::tenant::{HostnameCollisionScope, IngressOptions};
 use k8s_openapi::api::core::v1::{
     Binding, Container, NodeSelectorRequirement, PersistentVolumeClaim, Pod, PodSpec, Service,
 };
@@ -655,11 +655,14 @@ pub fn service(
     let t = tenant_name(tenant);
     let name = object_name(&svc.metadata);
     // External DNS publishes a Service's annotated names: the tenant's hostname rules hold there too.
-    let mut routes = service_routes(svc);
-    for route in &mut routes {
-        route.namespace = namespace.to_owned();
-    }
-    if let Err(denial) = dns_names_allowed(view, tenant, "service", namespace, &svc.metadata, &routes) {
+    if let Err(denial) = dns_names_allowed(
+        view,
+        tenant,
+        "service",
+        namespace,
+        &svc.metadata,
+        &service_routes(svc),
+    ) {
         return denial;
     }
     let Some(options) = tenant.spec.service_options.as_ref() else {
@@ -765,6 +768,26 @@ pub fn ingress_routes(ingress: &Ingress) -> Vec<HostRoute> {
     out
 }
 
+/// One hostname under `ingressOptions`: a wildcard only with `allowWildcardHostnames`, and allowed by
+/// `allowedHostnames`. `whence` says where the name was found (`of ingress `web``).
+fn hostname_allowed(options: &IngressOptions, t: &str, host: &str, whence: &str) -> Result<(), Verdict> {
+    if host.starts_with('*') && !options.allow_wildcard_hostnames {
+        return Err(Verdict::deny(
+            Some(t),
+            format!("wildcard hostname `{host}` {whence} is not allowed in tenant `{t}`"),
+        ));
+    }
+    if let Some(list) = options.allowed_hostnames.as_ref()
+        && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, host)
+    {
+        return Err(Verdict::deny(
+            Some(t),
+            format!("hostname `{host}` {whence} is not allowed in tenant `{t}`: allowed are {allowed}"),
+        ));
+    }
+    Ok(())
+}
+
 /// The hostname rules of `ingressOptions` for the names External DNS publishes from an object's
 /// annotations: each allowed (and not a wildcard unless wildcards are), and none served by another
 /// object in the collision scope. `routes` are the object's own (its Ingress rules too).
@@ -782,24 +805,12 @@ fn dns_names_allowed(
     let t = tenant_name(tenant);
     let name = object_name(meta);
     for (host, key) in external_dns_names(meta) {
-        if host.starts_with('*') && !options.allow_wildcard_hostnames {
-            return Err(Verdict::deny(
-                Some(t),
-                format!(
-                    "wildcard hostname `{host}` in annotation `{key}` of {kind} `{name}` is not allowed in tenant `{t}`"
-                ),
-            ));
-        }
-        if let Some(list) = options.allowed_hostnames.as_ref()
-            && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, &host)
-        {
-            return Err(Verdict::deny(
-                Some(t),
-                format!(
-                    "hostname `{host}` in annotation `{key}` of {kind} `{name}` is not allowed in tenant `{t}`: allowed are {allowed}"
-                ),
-            ));
-        }
+        hostname_allowed(
+            options,
+            t,
+            &host,
+            &format!("in annotation `{key}` of {kind} `{name}`"),
+        )?;
     }
     collisions(
         view,
@@ -960,21 +971,8 @@ pub fn ingress(
         }
     }
     for host in &hosts {
-        if host.starts_with('*') && !options.allow_wildcard_hostnames {
-            return Verdict::deny(
-                Some(t),
-                format!("wildcard hostname `{host}` of ingress `{name}` is not allowed in tenant `{t}`"),
-            );
-        }
-        if let Some(list) = options.allowed_hostnames.as_ref()
-            && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, host)
-        {
-            return Verdict::deny(
-                Some(t),
-                format!(
-                    "hostname `{host}` of ingress `{name}` is not allowed in tenant `{t}`: allowed are {allowed}"
-                ),
-            );
+        if let Err(denial) = hostname_allowed(options, t, host, &format!("of ingress `{name}`")) {
+            return denial;
         }
     }
     if let Err(denial) = dns_names_allowed(

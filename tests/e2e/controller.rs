@@ -40,6 +40,15 @@ fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// What a jsonpath reads of a Tenant ([`READY`] reads its `Ready` condition as `status|message`).
+fn tenant_reads(cluster: &Cluster, tenant: &str, what: &str) -> String {
+    cluster
+        .kubectl()
+        .ok(&["get", "tenant", tenant, "-o", &format!("jsonpath={what}")])
+}
+
+const READY: &str = "{.status.conditions[0].status}|{.status.conditions[0].message}";
+
 /// A cluster, a unique tenant name from `prefix`, and Bulkhead running the controller, ready.
 async fn with_controller(prefix: &str) -> (Cluster, String, Bulkhead) {
     let cluster = Cluster::start().await;
@@ -289,26 +298,14 @@ async fn an_owner_that_is_not_a_valid_subject_is_reported_in_status_and_as_an_ev
     let message =
         "owner \"robot\" is a ServiceAccount but not named system:serviceaccount:<namespace>:<name>";
     eventually(Duration::from_secs(20), || async {
-        let got = cluster.kubectl().ok(&[
-            "get",
-            "tenant",
-            &tenant,
-            "-o",
-            "jsonpath={.status.conditions[0].status}|{.status.conditions[0].message}",
-        ]);
+        let got = tenant_reads(&cluster, &tenant, READY);
         (got == format!("False|{message}")).then_some(()).ok_or(got)
     })
     .await;
     // What admission refuses (here a regex that does not compile) is reported too: such a Tenant can be
     // applied while the webhook is down, since the tenants webhook fails open.
     eventually(Duration::from_secs(20), || async {
-        let got = cluster.kubectl().ok(&[
-            "get",
-            "tenant",
-            &format!("{tenant}-re"),
-            "-o",
-            "jsonpath={.status.conditions[0].status}|{.status.conditions[0].message}",
-        ]);
+        let got = tenant_reads(&cluster, &format!("{tenant}-re"), READY);
         (got.starts_with("False|containerRegistries.allowedRegex: invalid regular expression `([a-z`"))
             .then_some(())
             .ok_or(got)
@@ -436,4 +433,151 @@ spec:
         let api: Api<LimitRange> = Api::namespaced(cluster.admin.clone(), ns);
         assert!(api.get(&limit_name).await.is_ok(), "{ns} lost its limit range");
     }
+}
+
+/// A Tenant's `defaultNamespaces` are created as the tenant's (labels, owner reference, the owners'
+/// bindings), created again when deleted, never taken from another tenant or from nobody, never
+/// deleted when taken off the list, and held to the namespace quota at admission.
+#[tokio::test]
+async fn default_namespaces_are_made_for_the_tenant_and_never_taken_or_deleted() {
+    let (cluster, tenant, _bulkhead) = with_controller("e2e-dflt").await;
+    let dev = format!("{tenant}-dev");
+    let taken = format!("{tenant}-taken");
+    cluster.clean_up(&["namespace", &dev]);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {taken}, labels: {{keep: me}}}}\n"
+    ));
+    let spec = |entries: &str| {
+        format!(
+            r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {tenant}}}
+spec:
+  owners: [{{kind: User, name: alice}}]
+  namespaceOptions:
+    quota: 3
+    additionalMetadata: {{labels: {{team: {tenant}}}}}
+    defaultNamespaces: {entries}
+"#
+        )
+    };
+    cluster.apply(&spec(&format!(
+        "[{{name: {dev}, labels: {{env: dev}}, annotations: {{contact: ops}}}}, {{name: {taken}}}]"
+    )));
+    let kubectl = cluster.kubectl();
+    let shape = "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}|{.metadata.labels.env}|{.metadata.labels.team}|{.metadata.annotations.contact}|{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}";
+    let want = format!("{tenant}|dev|{tenant}|ops|Tenant/{tenant}");
+    eventually(Duration::from_secs(20), || async {
+        let got = kubectl.run(&["get", "namespace", &dev, "-o", shape]);
+        let got = String::from_utf8_lossy(&got.stdout).into_owned();
+        (got == want).then_some(()).ok_or(got)
+    })
+    .await;
+    // It is the tenant's like any other: its owner has its binding there.
+    eventually(Duration::from_secs(20), || async {
+        let got = bindings(&cluster, &dev).await;
+        got.contains(&("admin".to_owned(), "User".to_owned(), "alice".to_owned()))
+            .then_some(())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
+    // A namespace of that name that is nobody's stays nobody's, and the Tenant says so.
+    let taken_message =
+        format!("namespace `{taken}` exists and belongs to no tenant: Bulkhead does not take it");
+    eventually(Duration::from_secs(20), || async {
+        let got = tenant_reads(&cluster, &tenant, READY);
+        got.starts_with("False|")
+            .then_some(())
+            .filter(|()| got.contains(&taken_message))
+            .ok_or(got)
+    })
+    .await;
+    assert_eq!(
+        kubectl.ok(&["get", "namespace", &taken, "-o", "jsonpath={.metadata.labels}"]),
+        r#"{"keep":"me","kubernetes.io/metadata.name":"REPLACE"}"#.replace("REPLACE", &taken)
+    );
+    assert!(
+        kubectl
+            .ok(&[
+                "get",
+                "namespace",
+                &taken,
+                "-o",
+                "jsonpath={.metadata.ownerReferences}"
+            ])
+            .is_empty()
+    );
+
+    // Deleted, it comes back (empty: a new namespace).
+    let uid = kubectl.ok(&["get", "namespace", &dev, "-o", "jsonpath={.metadata.uid}"]);
+    kubectl.ok(&["delete", "namespace", &dev, "--wait=false"]);
+    eventually(Duration::from_secs(60), || async {
+        let out = kubectl.run(&[
+            "get",
+            "namespace",
+            &dev,
+            "-o",
+            "jsonpath={.metadata.uid}|{.status.phase}",
+        ]);
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success()
+            && got != format!("{uid}|Active")
+            && got.ends_with("|Active")
+            && !got.starts_with(&uid))
+        .then_some(())
+        .ok_or(got)
+    })
+    .await;
+
+    // Off the list, it stays, with its data, and still the tenant's.
+    kubectl.ok(&["create", "configmap", "data", "-n", &dev, "--from-literal=k=v"]);
+    cluster.apply(&spec("[]"));
+    eventually(Duration::from_secs(20), || async {
+        let got = tenant_reads(
+            &cluster,
+            &tenant,
+            "{.status.conditions[0].status}|{.status.namespaces}",
+        );
+        (got == format!("True|[\"{dev}\"]")).then_some(()).ok_or(got)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        kubectl.ok(&["get", "configmap", "data", "-n", &dev, "-o", "jsonpath={.data.k}"]),
+        "v"
+    );
+    assert_eq!(
+        kubectl.ok(&[
+            "get",
+            "namespace",
+            &dev,
+            "-o",
+            "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}"
+        ]),
+        tenant
+    );
+
+    // More default namespaces than the quota is refused at the door, naming the field.
+    let path = cluster.dir().join("over-quota.yaml");
+    std::fs::write(
+        &path,
+        spec(&format!(
+            "[{{name: {tenant}-a}}, {{name: {tenant}-b}}, {{name: {tenant}-c}}, {{name: {tenant}-d}}]"
+        )),
+    )
+    .unwrap();
+    let refused = kubectl.fails(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        refused.contains(
+            "namespaceOptions.defaultNamespaces: 4 default namespaces are more than the namespace quota of 3"
+        ),
+        "{refused}"
+    );
+    assert!(
+        kubectl
+            .run(&["get", "namespace", &format!("{tenant}-a")])
+            .status
+            .code()
+            != Some(0)
+    );
 }

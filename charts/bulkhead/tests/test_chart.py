@@ -141,7 +141,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
         (("",), ("serviceaccounts",), (), ("impersonate",)),
         (("",), ("configmaps", "secrets", "serviceaccounts"), (), ("create", "delete", "get", "list", "patch", "update", "watch")),
-        (("",), ("namespaces",), (), ("get", "list", "patch", "watch")),
+        (("",), ("namespaces",), (), ("create", "get", "list", "patch", "watch")),
         (("",), ("resourcequotas", "limitranges"), (), write),
         (("networking.k8s.io",), ("networkpolicies",), (), write),
         (("rbac.authorization.k8s.io",), ("rolebindings",), (), write),
@@ -163,9 +163,10 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
     # The controller and webhook impersonate only ServiceAccounts: never users or groups (system:masters).
     impersonated = {res for r in role["rules"] if "impersonate" in r["verbs"] for res in r["resources"]}
     assert impersonated == {"serviceaccounts"}
-    # Namespaces may be labelled and annotated, never created or deleted by Bulkhead itself.
+    # Namespaces may be created (a Tenant's defaultNamespaces), labelled and annotated, never deleted
+    # by Bulkhead itself: a namespace and its data go only with their Tenant, by garbage collection.
     ns_verbs = {v for r in role["rules"] if "namespaces" in r["resources"] for v in r["verbs"]}
-    assert not ns_verbs & {"create", "delete"}
+    assert not ns_verbs & {"delete", "deletecollection", "update"}
     # Escalation only on Bulkhead's own roles.
     for r in role["rules"]:
         if "escalate" in r["verbs"]:

@@ -127,6 +127,30 @@ pub struct NamespaceOptions {
     /// When true, tenant users may not set any label or annotation on namespaces beyond what Bulkhead manages.
     #[serde(default)]
     pub managed_metadata_only: bool,
+    /// Namespaces the tenant starts with: the controller creates each one that does not exist, as the
+    /// tenant's, and creates it again if it is deleted. It never takes a namespace that exists and is
+    /// not the tenant's, and removing an entry never deletes the namespace. They count towards `quota`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub default_namespaces: Vec<DefaultNamespace>,
+}
+
+/// A namespace a tenant starts with.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultNamespace {
+    /// The namespace's name (a DNS label).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Labels the namespace is created with (the tenant's own label always wins).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations the namespace is created with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Options for Services in the tenant.

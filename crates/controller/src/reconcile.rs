@@ -306,6 +306,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let cache = &ctx.cache;
+    let (default_problems, default_failures) = create_default_namespaces(ctx, tenant).await;
     let namespaces: Vec<TenantNamespace> = cache
         .namespaces_of(&name)
         .into_iter()
@@ -348,7 +349,8 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     // applied while the webhook was down (it fails open for Tenants) may still have.
     let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
     problems.extend(bulkhead_policy::admission::tenant_problems_beyond_owners(tenant));
-    let mut failures = Vec::new();
+    problems.extend(default_problems);
+    let mut failures = default_failures;
     let mut wanted = Wanted::default();
     for part in pending.chunks(chunk) {
         let failed_before = failures.len();
@@ -447,6 +449,53 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             Ok(Action::requeue(RESYNC))
         }
     }
+}
+
+/// Creates the tenant's default namespaces that do not exist ([`desired::default_namespaces`]): what
+/// cannot be made is returned as problems, the creates that failed as failures. A create that finds the
+/// namespace made meanwhile (the cache had not seen it) is no failure: its watch event brings the next
+/// reconcile, which sees whose it is.
+async fn create_default_namespaces(ctx: &Context, tenant: &Tenant) -> (Vec<String>, Vec<Error>) {
+    let listed = tenant
+        .spec
+        .namespace_options
+        .as_ref()
+        .is_some_and(|o| !o.default_namespaces.is_empty());
+    if !listed {
+        return (Vec::new(), Vec::new());
+    }
+    let cache = &ctx.cache;
+    let name = tenant.name_any();
+    let count = cache.namespaces_of(&name).len();
+    let plan = desired::default_namespaces(tenant, &cache.configuration(), count, |ns| {
+        match cache.namespace(ns) {
+            None => desired::Existing::Absent,
+            Some(found) => desired::Existing::Present {
+                tenant: found.labels().get(labels::TENANT).cloned(),
+                terminating: found.metadata.deletion_timestamp.is_some(),
+            },
+        }
+    });
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let mut failures = Vec::new();
+    for namespace in &plan.create {
+        let ns = namespace.name_any();
+        let _permit = ctx.writes.acquire().await;
+        match api.create(&kube::api::PostParams::default(), namespace).await {
+            Ok(_) => {
+                info!(tenant = %name, namespace = %ns, "created a default namespace");
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(tenant = %name, namespace = %ns, "the default namespace exists already");
+            }
+            Err(source) => failures.push(Error::Api {
+                step: "create default namespace",
+                object: ns,
+                source,
+            }),
+        }
+    }
+    (plan.problems, failures)
 }
 
 /// The quotas whose limits go down come first: while some quotas are updated and others not yet, the

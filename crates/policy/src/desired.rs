@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use bulkhead_api::labels;
 use bulkhead_api::owner::{OwnerKind, SERVICE_ACCOUNT_PREFIX};
 use bulkhead_api::tenant::QuotaScope;
-use bulkhead_api::{OwnerSpec, Tenant};
-use k8s_openapi::api::core::v1::{LimitRange, ResourceQuota};
+use bulkhead_api::{BulkheadConfigurationSpec, OwnerSpec, Tenant};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
@@ -386,6 +386,154 @@ pub fn cluster_objects(user_groups: &[String]) -> (Vec<ClusterRole>, ClusterRole
     (roles, binding)
 }
 
+/// What the cache knows of a namespace a tenant lists in `defaultNamespaces`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// No such namespace.
+    Absent,
+    /// It exists; its tenant label, if any, and whether it is being deleted.
+    Present {
+        /// The tenant it belongs to.
+        tenant: Option<String>,
+        /// Whether it is terminating.
+        terminating: bool,
+    },
+}
+
+/// What the controller does about a tenant's default namespaces.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DefaultNamespaces {
+    /// The namespaces to create, as the tenant's.
+    pub create: Vec<Namespace>,
+    /// Entries that cannot be made, as sentences for the status and Events.
+    pub problems: Vec<String>,
+}
+
+/// The problems of a tenant's `defaultNamespaces` that the spec and the configuration alone show: a
+/// name the tenant's prefix rule or `protectedNamespaceRegex` forbids, more entries than the
+/// namespace quota. The admission webhook refuses such a Tenant; the controller reports them.
+pub fn default_namespace_problems(tenant: &Tenant, config: &BulkheadConfigurationSpec) -> Vec<String> {
+    let t = tenant.metadata.name.as_deref().unwrap_or_default();
+    let Some(options) = tenant.spec.namespace_options.as_ref() else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    let prefix = format!("{t}-");
+    let forced = tenant
+        .spec
+        .force_tenant_prefix
+        .unwrap_or(config.force_tenant_prefix);
+    let protected = config
+        .protected_namespace_regex
+        .as_deref()
+        .filter(|r| !r.is_empty());
+    for entry in &options.default_namespaces {
+        let name = entry.name.as_str();
+        if forced && !name.starts_with(&prefix) {
+            problems.push(format!(
+                "namespaceOptions.defaultNamespaces: `{name}` must be named `{prefix}<name>`: tenant `{t}` requires its prefix"
+            ));
+        }
+        if let Some(re) = protected
+            && let Ok(true) = crate::admission::pattern_matches(re, name)
+        {
+            problems.push(format!(
+                "namespaceOptions.defaultNamespaces: `{name}` is protected: it matches protectedNamespaceRegex `{re}`"
+            ));
+        }
+        if entry.labels.get(labels::TENANT).is_some_and(|v| v != t) {
+            problems.push(format!(
+                "namespaceOptions.defaultNamespaces: `{name}` cannot carry the label `{}` of another tenant",
+                labels::TENANT
+            ));
+        }
+    }
+    if let Some(quota) = options.quota {
+        let wanted = options.default_namespaces.len();
+        if wanted > usize::try_from(quota).unwrap_or(0) {
+            problems.push(format!(
+                "namespaceOptions.defaultNamespaces: {wanted} default namespaces are more than the namespace quota of {quota}"
+            ));
+        }
+    }
+    problems
+}
+
+/// The default namespaces to create for a tenant that has `count` namespaces now, given what the cache
+/// holds of each name (`existing`). A name that exists and is another tenant's (or no tenant's) is never
+/// taken: that is a problem to report. A namespace being deleted is created again once it is gone. The
+/// namespace quota holds: no namespace is created past it.
+pub fn default_namespaces(
+    tenant: &Tenant,
+    config: &BulkheadConfigurationSpec,
+    count: usize,
+    existing: impl Fn(&str) -> Existing,
+) -> DefaultNamespaces {
+    let t = tenant.metadata.name.as_deref().unwrap_or_default();
+    let Some(options) = tenant.spec.namespace_options.as_ref() else {
+        return DefaultNamespaces::default();
+    };
+    let problems = default_namespace_problems(tenant, config);
+    if !problems.is_empty() {
+        return DefaultNamespaces {
+            create: Vec::new(),
+            problems,
+        };
+    }
+    let mut out = DefaultNamespaces::default();
+    let quota = options.quota.map(|q| usize::try_from(q).unwrap_or(0));
+    let mut count = count;
+    for entry in &options.default_namespaces {
+        let name = entry.name.as_str();
+        match existing(name) {
+            Existing::Present {
+                tenant: Some(owner), ..
+            } if owner == t => continue,
+            Existing::Present {
+                terminating: true, ..
+            } => continue,
+            Existing::Present { tenant, .. } => {
+                let whose = tenant.map_or_else(|| "no tenant".to_owned(), |o| format!("tenant `{o}`"));
+                out.problems.push(format!(
+                    "namespaceOptions.defaultNamespaces: namespace `{name}` exists and belongs to {whose}: Bulkhead does not take it"
+                ));
+                continue;
+            }
+            Existing::Absent => {}
+        }
+        if quota.is_some_and(|q| count >= q) {
+            out.problems.push(format!(
+                "namespaceOptions.defaultNamespaces: namespace `{name}` is over the namespace quota of tenant `{t}`: it has {count} of {} namespaces",
+                quota.unwrap_or_default()
+            ));
+            continue;
+        }
+        count += 1;
+        let managed = namespace_metadata(
+            tenant,
+            &TenantNamespace {
+                name: name.to_owned(),
+                labels: entry.labels.clone(),
+            },
+        );
+        let mut labels = entry.labels.clone();
+        labels.extend(managed.labels);
+        let mut annotations = entry.annotations.clone();
+        annotations.extend(managed.annotations);
+        out.create.push(Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                labels: Some(labels),
+                annotations: (!annotations.is_empty()).then_some(annotations),
+                owner_references: Some(vec![tenant_owner_reference(tenant)]),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,5 +788,134 @@ mod tests {
             ]
         );
         assert_eq!(binding.subjects.unwrap()[0].name, "tenants");
+    }
+
+    fn with_defaults(quota: Option<i32>, names: &[&str]) -> Tenant {
+        let mut tenant = Tenant::new("solar", serde_json::from_value(json!({})).unwrap());
+        tenant.metadata.uid = Some("uid-solar".into());
+        tenant.spec.namespace_options = Some(bulkhead_api::tenant::NamespaceOptions {
+            quota,
+            additional_metadata: Some(bulkhead_api::common::AdditionalMetadata {
+                labels: [("team".to_owned(), "solar".to_owned())].into(),
+                annotations: BTreeMap::new(),
+            }),
+            default_namespaces: names
+                .iter()
+                .map(|n| bulkhead_api::tenant::DefaultNamespace {
+                    name: (*n).into(),
+                    labels: [
+                        ("env".to_owned(), "dev".to_owned()),
+                        (labels::TENANT.to_owned(), "solar".to_owned()),
+                    ]
+                    .into(),
+                    annotations: [("note".to_owned(), "first".to_owned())].into(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        tenant
+    }
+
+    fn config() -> BulkheadConfigurationSpec {
+        serde_json::from_value(json!({})).unwrap()
+    }
+
+    #[test]
+    fn default_namespaces_are_created_as_the_tenants_and_never_taken_from_others() {
+        let tenant = with_defaults(None, &["solar-dev", "solar-prod", "taken", "loose", "going"]);
+        let existing = |name: &str| match name {
+            "solar-prod" => Existing::Present {
+                tenant: Some("solar".into()),
+                terminating: false,
+            },
+            "taken" => Existing::Present {
+                tenant: Some("wind".into()),
+                terminating: false,
+            },
+            "loose" => Existing::Present {
+                tenant: None,
+                terminating: false,
+            },
+            "going" => Existing::Present {
+                tenant: Some("solar".into()),
+                terminating: true,
+            },
+            _ => Existing::Absent,
+        };
+        let plan = default_namespaces(&tenant, &config(), 2, existing);
+        let created: Vec<&str> = plan
+            .create
+            .iter()
+            .map(|n| n.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(created, ["solar-dev"]);
+        let ns = &plan.create[0].metadata;
+        let labels = ns.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::TENANT], "solar");
+        assert_eq!(labels["env"], "dev");
+        assert_eq!(labels["team"], "solar");
+        assert_eq!(ns.annotations.as_ref().unwrap()["note"], "first");
+        let owner = &ns.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("Tenant", "uid-solar"));
+        assert_eq!(
+            plan.problems,
+            [
+                "namespaceOptions.defaultNamespaces: namespace `taken` exists and belongs to tenant `wind`: Bulkhead does not take it",
+                "namespaceOptions.defaultNamespaces: namespace `loose` exists and belongs to no tenant: Bulkhead does not take it",
+            ]
+        );
+    }
+
+    #[test]
+    fn default_namespaces_keep_the_quota_the_prefix_and_the_protected_names() {
+        let tenant = with_defaults(Some(3), &["solar-a", "solar-b"]);
+        let plan = default_namespaces(&tenant, &config(), 2, |_| Existing::Absent);
+        assert_eq!(plan.create.len(), 1);
+        assert_eq!(
+            plan.problems,
+            [
+                "namespaceOptions.defaultNamespaces: namespace `solar-b` is over the namespace quota of tenant `solar`: it has 3 of 3 namespaces"
+            ]
+        );
+
+        let too_many = with_defaults(Some(1), &["solar-a", "solar-b"]);
+        assert_eq!(
+            default_namespace_problems(&too_many, &config()),
+            [
+                "namespaceOptions.defaultNamespaces: 2 default namespaces are more than the namespace quota of 1"
+            ]
+        );
+
+        let mut prefixed = with_defaults(None, &["dev"]);
+        prefixed.spec.force_tenant_prefix = Some(true);
+        let plan = default_namespaces(&prefixed, &config(), 0, |_| Existing::Absent);
+        assert!(plan.create.is_empty());
+        assert_eq!(
+            plan.problems,
+            [
+                "namespaceOptions.defaultNamespaces: `dev` must be named `solar-<name>`: tenant `solar` requires its prefix"
+            ]
+        );
+
+        let mut protected = config();
+        protected.protected_namespace_regex = Some("^kube-".into());
+        let system = with_defaults(None, &["kube-system"]);
+        assert_eq!(
+            default_namespace_problems(&system, &protected),
+            [
+                "namespaceOptions.defaultNamespaces: `kube-system` is protected: it matches protectedNamespaceRegex `^kube-`"
+            ]
+        );
+
+        let mut foreign = with_defaults(None, &["solar-a"]);
+        foreign
+            .spec
+            .namespace_options
+            .as_mut()
+            .unwrap()
+            .default_namespaces[0]
+            .labels
+            .insert(labels::TENANT.into(), "wind".into());
+        assert_eq!(default_namespace_problems(&foreign, &config()).len(), 1);
     }
 }

@@ -184,7 +184,11 @@ pub fn tenant(req: &Request<'_>, object: Option<&Tenant>, old: Option<&Tenant>) 
             Verdict::allow()
         }
         Operation::Create | Operation::Update => match object {
-            Some(tenant) => match tenant_problems(tenant).first() {
+            Some(tenant) => match tenant_problems(tenant)
+                .into_iter()
+                .chain(crate::desired::default_namespace_problems(tenant, req.config))
+                .next()
+            {
                 Some(problem) => Verdict::deny(
                     tenant.metadata.name.as_deref(),
                     format!(

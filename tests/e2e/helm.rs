@@ -90,6 +90,20 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart_in_both_modes() {
         "configuration.create=false",
         "--set",
         &format!("webhook.configurationName={name}"),
+        // The proxy published through an Ingress, re-encrypting to it behind an allow-list: the API
+        // server must take the Ingress the chart renders.
+        "--set",
+        "proxy.tls.secretName=proxy-internal",
+        "--set",
+        "proxy.ingress.enabled=true",
+        "--set",
+        "proxy.ingress.host=tenants.example.com",
+        "--set",
+        "proxy.ingress.tls.mode=reencrypt",
+        "--set",
+        "proxy.ingress.tls.secretName=proxy-public",
+        "--set",
+        "proxy.ingress.sourceRanges={10.0.0.0/8,192.0.2.0/24}",
     ];
     let mut install = vec!["install", &name, CHART, "-n", &name, "--create-namespace"];
     install.extend(values);
@@ -107,6 +121,19 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart_in_both_modes() {
         "jsonpath={.webhooks[0].clientConfig.service.namespace}/{.webhooks[0].clientConfig.service.name}",
     ]);
     assert_eq!(service, format!("{name}/{name}-bulkhead-webhook"));
+    let ingress = k.ok(&[
+        "get",
+        "ingress",
+        "-n",
+        &name,
+        &format!("{name}-bulkhead-proxy"),
+        "-o",
+        r"jsonpath={.spec.rules[0].host}|{.spec.tls[0].secretName}|{.spec.rules[0].http.paths[0].backend.service.name}|{.metadata.annotations.nginx\.ingress\.kubernetes\.io/proxy-ssl-verify}|{.metadata.annotations.nginx\.ingress\.kubernetes\.io/whitelist-source-range}",
+    ]);
+    assert_eq!(
+        ingress,
+        format!("tenants.example.com|proxy-public|{name}-bulkhead-proxy|on|10.0.0.0/8,192.0.2.0/24")
+    );
     k.ok(&[
         "wait",
         "--for=condition=Established",
@@ -138,7 +165,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart_in_both_modes() {
     // Nothing of the release is left but the CRDs (which Helm never deletes).
     let namespaced = k.ok(&[
         "get",
-        "deployments,services,serviceaccounts,roles,rolebindings,secrets,configmaps,poddisruptionbudgets",
+        "deployments,services,serviceaccounts,roles,rolebindings,secrets,configmaps,poddisruptionbudgets,ingresses",
         "-n",
         &name,
         "-l",

@@ -405,3 +405,109 @@ def test_alerts_use_only_metric_names_bulkhead_registers():
     sources = "".join(p.read_text() for p in (ROOT / "crates").glob("*/src/**/*.rs"))
     for value in re.findall(r'result="([a-z]+)"', " ".join(a["expr"] for a in alerts)):
         assert f'"{value}"' in sources, value
+
+
+def proxy_ingress(values):
+    objects = render({"proxy": values})
+    (ingress,) = of_kind(objects, "Ingress")
+    return ingress, objects
+
+
+PUBLIC = "tenants.example.com"
+
+
+def test_the_proxy_behind_an_ingress_with_tls_passthrough_keeps_its_own_certificate():
+    assert of_kind(render(), "Ingress") == []
+    ingress, objects = proxy_ingress({
+        "tls": {"secretName": "proxy-public", "certManager": {"issuerRef": {"kind": "ClusterIssuer", "name": "acme-dns"}}},
+        "clientCertificates": True,
+        "ingress": {"enabled": True, "host": PUBLIC, "className": "nginx"},
+    })
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
+    assert "nginx.ingress.kubernetes.io/whitelist-source-range" not in notes
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    # Passthrough: the Ingress holds no certificate of its own, the proxy's is what clients see.
+    assert ingress["spec"]["tls"] == [{"hosts": [PUBLIC]}]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == PUBLIC
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "bulkhead-proxy", "port": {"name": "https"}}
+    (cert,) = [c for c in of_kind(objects, "Certificate") if c["metadata"]["name"] == "bulkhead-proxy"]
+    assert cert["spec"]["secretName"] == "proxy-public"
+    assert PUBLIC in cert["spec"]["dnsNames"]
+    assert cert["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "acme-dns"}
+    args = container(by_name(objects, "Deployment", "bulkhead"))["args"]
+    assert "--proxy-cert-dir=/var/run/bulkhead/proxy-tls" in args
+    # Client certificates still reach the proxy.
+    assert "--proxy-client-ca=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt" in args
+
+
+def test_the_proxy_behind_an_ingress_with_reencryption_verifies_the_proxy_and_keeps_the_allow_list():
+    ingress, _ = proxy_ingress({
+        "tls": {"secretName": "proxy-internal"},
+        "ingress": {
+            "enabled": True, "host": PUBLIC,
+            "tls": {"mode": "reencrypt", "certManager": {"issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt"}}},
+            "sourceRanges": ["10.0.0.0/8", "192.0.2.0/24"],
+            # What keeps authentication sound cannot be switched off by an annotation.
+            "annotations": {"team": "platform", "nginx.ingress.kubernetes.io/proxy-ssl-verify": "off"},
+        },
+    })
+    notes = ingress["metadata"]["annotations"]
+    assert notes == {
+        "team": "platform",
+        "cert-manager.io/cluster-issuer": "letsencrypt",
+        "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        "nginx.ingress.kubernetes.io/proxy-ssl-verify": "on",
+        "nginx.ingress.kubernetes.io/proxy-ssl-secret": f"{NAMESPACE}/proxy-internal",
+        "nginx.ingress.kubernetes.io/proxy-ssl-name": f"bulkhead-proxy.{NAMESPACE}.svc",
+        "nginx.ingress.kubernetes.io/proxy-ssl-server-name": "on",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-request-buffering": "off",
+        "nginx.ingress.kubernetes.io/whitelist-source-range": "10.0.0.0/8,192.0.2.0/24",
+    }
+    assert ingress["spec"]["tls"] == [{"hosts": [PUBLIC], "secretName": "bulkhead-proxy-ingress-tls"}]
+    ingress, _ = proxy_ingress({
+        "tls": {"secretName": "proxy-internal"},
+        "ingress": {"enabled": True, "host": PUBLIC, "controller": "none",
+                    "tls": {"mode": "reencrypt", "secretName": "public-cert", "certManager": {"issuerRef": {"name": "corp"}}}},
+    })
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/issuer": "corp"}
+    assert ingress["spec"]["tls"][0]["secretName"] == "public-cert"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"ingress": {"enabled": True}}, "proxy.ingress.host is required"),
+    ({"ingress": {"enabled": True, "host": PUBLIC}},
+     "passthrough shows clients the proxy's own certificate"),
+    ({"tls": {"secretName": "p"}, "ingress": {"enabled": True, "host": PUBLIC, "sourceRanges": ["10.0.0.0/8"]}},
+     "sourceRanges cannot hold with tls.mode=passthrough"),
+    ({"ingress": {"enabled": True, "host": PUBLIC, "tls": {"mode": "reencrypt", "secretName": "c"}}},
+     "reencrypt needs proxy.tls.secretName"),
+    ({"tls": {"secretName": "p"}, "clientCertificates": True,
+      "ingress": {"enabled": True, "host": PUBLIC, "tls": {"mode": "reencrypt", "secretName": "c"}}},
+     "no client certificate reaches the proxy"),
+    ({"tls": {"secretName": "p"}, "ingress": {"enabled": True, "host": PUBLIC, "tls": {"mode": "reencrypt"}}},
+     "needs proxy.ingress.tls.secretName"),
+    ({"tls": {"secretName": "p"}, "ingress": {"enabled": True, "host": PUBLIC, "controller": "none",
+      "tls": {"mode": "reencrypt", "secretName": "c"}, "sourceRanges": ["10.0.0.0/8"]}},
+     "with controller=none put your controller's allow-list annotation"),
+    ({"tls": {"secretName": "p"}, "ingress": {"enabled": True, "host": PUBLIC, "tls": {"mode": "terminate"}}},
+     "tls.mode must be passthrough or reencrypt"),
+    ({"tls": {"secretName": "p"}, "ingress": {"enabled": True, "host": PUBLIC, "controller": "traefik"}},
+     "controller must be ingress-nginx or none"),
+    ({"tls": {"certManager": {"issuerRef": {"name": "x"}}}}, "needs proxy.tls.secretName"),
+])
+def test_a_proxy_ingress_that_would_break_authentication_is_refused(values, message):
+    with pytest.raises(Exception, match=message.replace(".", r"\.")):
+        render({"proxy": values})
+
+
+def test_lint_passes_with_the_proxy_behind_an_ingress():
+    values = {"proxy": {"tls": {"secretName": "p"}, "ingress": {"enabled": True, "host": PUBLIC}}}
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+    errors = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert errors == [], errors

@@ -68,6 +68,9 @@ struct Inner {
     proxy_settings: KindCache<ProxySetting, SubjectIndex>,
     replication_account: parking_lot::RwLock<String>,
     started: std::sync::Mutex<Vec<&'static str>>,
+    /// Set once every started store has synced (a store never unsyncs), so the request paths that
+    /// ask [`Cache::is_synced`] stop asking every store.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// Which kinds a process watches: each role asks for what it reads.
@@ -135,6 +138,7 @@ impl Cache {
                 proxy_settings: KindCache::new("ProxySetting"),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
+                synced: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -148,6 +152,9 @@ impl Cache {
 
     fn mark_started(&self, needs: Needs) {
         let mut started = self.inner.started.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner
+            .synced
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         if needs.configuration {
             started.push("BulkheadConfiguration");
         }
@@ -381,7 +388,15 @@ impl Cache {
 
     /// Whether every watched store has received its first full list.
     pub fn is_synced(&self) -> bool {
-        self.status().iter().all(|s| s.synced)
+        use std::sync::atomic::Ordering;
+        if self.inner.synced.load(Ordering::Relaxed) {
+            return true;
+        }
+        let synced = self.status().iter().all(|s| s.synced);
+        if synced {
+            self.inner.synced.store(true, Ordering::Relaxed);
+        }
+        synced
     }
 
     /// Waits until every watched store has received its first full list.

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -314,14 +313,11 @@ impl Proxy {
     }
 
     async fn dispatch(&self, request: Request<Body>) -> (Class, Response<Body>) {
-        if !self.synced.load(Ordering::Relaxed) {
-            if !self.cache.is_synced() {
-                return (
-                    Class::Rejected,
-                    status::unavailable("the proxy is still loading its cache; retry shortly"),
-                );
-            }
-            self.synced.store(true, Ordering::Relaxed);
+        if !self.cache.is_synced() {
+            return (
+                Class::Rejected,
+                status::unavailable("the proxy is still loading its cache; retry shortly"),
+            );
         }
         let certificate = request.extensions().get::<ClientCertificate>().cloned();
         let caller = match self

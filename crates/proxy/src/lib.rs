@@ -56,8 +56,6 @@ pub struct Proxy {
     discovery: discovery::Discovery,
     metrics: ProxyMetrics,
     own_identity: String,
-    /// Set once the cache has synced (it stays synced), so requests stop asking every store.
-    synced: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
@@ -76,7 +74,6 @@ impl Proxy {
             api,
             metrics,
             own_identity,
-            synced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

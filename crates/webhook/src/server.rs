@@ -20,6 +20,10 @@ use crate::metrics::AdmissionMetrics;
 use crate::review::{MAX_BODY, decode, encode};
 use crate::unseen;
 
+/// How long a request waits for a cache that is still loading before it fails: well inside the five
+/// seconds the API server gives a call.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What every request handler shares.
 pub struct AppState {
     /// The shared cache (the handlers' view of the cluster and the configuration).
@@ -81,6 +85,20 @@ async fn handle(
         Ok(decoded) => decoded,
         Err(message) => return bad_request(message),
     };
+    // A decision on a cache still loading (a process just started) would count namespaces, hosts and
+    // tenants it has not seen yet: wait for it a little, then fail the call so the API server applies
+    // the failure policy, never an answer.
+    if !state.cache.is_synced()
+        && tokio::time::timeout(SYNC_WAIT, state.cache.wait_synced())
+            .await
+            .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"message": "Bulkhead's cache is still loading; retry shortly"})),
+        )
+            .into_response();
+    }
     let config = state.cache.configuration();
     let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
     let read = match namespace {

@@ -22,6 +22,13 @@ fn state() -> (Arc<AppState>, prometheus::Registry) {
 
 fn state_with(client: Option<kube::Client>) -> (Arc<AppState>, prometheus::Registry) {
     let cache = Cache::detached();
+    load_tenants(&cache);
+    load_namespaces(&cache);
+    state_over(cache, client)
+}
+
+/// The Tenant store's first list: `solar`, owned by alice, pulling only from quay.io.
+fn load_tenants(cache: &Cache) {
     let tenant: Tenant = serde_json::from_value(json!({
         "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
         "metadata": {"name": "solar", "uid": "uid-solar"},
@@ -33,6 +40,10 @@ fn state_with(client: Option<kube::Client>) -> (Arc<AppState>, prometheus::Regis
     feed.apply(Event::Init);
     feed.apply(Event::InitApply(tenant));
     feed.apply(Event::InitDone);
+}
+
+/// The Namespace store's first list: `solar-one` of tenant solar, and `elsewhere` of none.
+fn load_namespaces(cache: &Cache) {
     let ns: Namespace = serde_json::from_value(
         json!({"metadata": {"name": "solar-one", "labels": {labels::TENANT: "solar"}}}),
     )
@@ -43,6 +54,9 @@ fn state_with(client: Option<kube::Client>) -> (Arc<AppState>, prometheus::Regis
     feed.apply(Event::InitApply(ns));
     feed.apply(Event::InitApply(elsewhere));
     feed.apply(Event::InitDone);
+}
+
+fn state_over(cache: Cache, client: Option<kube::Client>) -> (Arc<AppState>, prometheus::Registry) {
     let registry = prometheus::Registry::new();
     let metrics = AdmissionMetrics::register(&registry).unwrap();
     (
@@ -216,6 +230,57 @@ async fn pods_in_tenant_namespaces_are_checked_and_others_are_not() {
         message.contains("namespace `solar-new` is not in Bulkhead's cache yet and could not be read")
             && message.contains("retry in a moment"),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_still_loading_fails_the_call_and_answers_once_it_has_loaded() {
+    // A process just started: the Tenants are listed, the Namespaces not yet. Judged now, a pod in
+    // solar-one would look like a pod outside every tenant and pass.
+    let cache = Cache::detached();
+    load_tenants(&cache);
+    let (s, registry) = state_over(cache.clone(), None);
+    let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a", "image": "ghcr.io/x/y:1"}]}});
+    let body = review("CREATE", "Pod", Some("solar-one"), "alice", pod, Value::Null).to_string();
+    let started = std::time::Instant::now();
+    let (status, out) = post(s.clone(), "/validate/pods", body.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("cache is still loading"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "it should wait for the cache a little before failing the call"
+    );
+
+    // A call that arrives while the cache loads waits and is judged on the loaded cache.
+    let waiting = tokio::spawn(post(s.clone(), "/validate/pods", body));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    load_namespaces(&cache);
+    let (status, out) = waiting.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    assert!(
+        out["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry `ghcr.io`"),
+        "{out}"
+    );
+    // The failed call was never counted as an answer.
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"bulkhead_admission_requests_total{allowed="false",operation="CREATE",webhook="pods"} 1"#
+        ),
+        "{text}"
     );
 }
 

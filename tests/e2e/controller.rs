@@ -581,3 +581,216 @@ spec:
             != Some(0)
     );
 }
+
+/// #15.7: with `apiFairness`, every tenant is one flow of its tier's priority level. On the real API
+/// server the answer to a tenant's request names the tenant's FlowSchema and its tier's level (the
+/// `X-Kubernetes-PF-*` headers API Priority and Fairness sets); the testkit has no APF, so there the
+/// objects alone are checked.
+#[tokio::test]
+async fn each_tenant_is_one_flow_of_its_tiers_priority_level() {
+    use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
+    let cluster = Cluster::start().await;
+    let existing = cluster
+        .kubectl()
+        .run(&["get", "bulkheadconfiguration", "default", "-o", "name"]);
+    if existing.status.success() {
+        eprintln!("skipped: this cluster already has a BulkheadConfiguration `default`");
+        return;
+    }
+    let plain = cluster.unique("e2e-fair");
+    let gold = cluster.unique("e2e-fair-gold");
+    let alice = cluster.unique("alice");
+    let team = cluster.unique("gold-team");
+    let (std_tier, gold_tier) = (cluster.unique("std"), cluster.unique("gold"));
+    let config = |fairness: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: BulkheadConfiguration\nmetadata: {{name: default}}\nspec:\n  userGroups: [bulkhead.dev]\n{fairness}"
+        )
+    };
+    let fair = format!(
+        "  apiFairness:\n    matchingPrecedence: 4500\n    tiers:\n    - {{name: {std_tier}, nominalConcurrencyShares: 20}}\n    - {{name: {gold_tier}, nominalConcurrencyShares: 40, queues: 32, handSize: 4}}\n"
+    );
+    cluster.apply(&config(&fair));
+    let ns = format!("{plain}-dev");
+    cluster.clean_up(&["namespace", &ns]);
+    for tier in [&std_tier, &gold_tier] {
+        cluster.clean_up(&["prioritylevelconfiguration", &format!("bulkhead-tier-{tier}")]);
+    }
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {plain}}}
+spec:
+  owners: [{{kind: User, name: {alice}}}]
+  namespaceOptions: {{defaultNamespaces: [{{name: {ns}}}]}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {gold}, labels: {{bulkhead.dev/api-tier: {gold_tier}}}}}
+spec:
+  owners: [{{kind: Group, name: {team}}}, {{kind: Group, name: bulkhead.dev}}]
+"#
+    ));
+    let lease = cluster.unique("e2e-fair-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+
+    let schemas: Api<FlowSchema> = Api::all(cluster.admin.clone());
+    let levels: Api<PriorityLevelConfiguration> = Api::all(cluster.admin.clone());
+    let shape = |f: &FlowSchema| {
+        let spec = f.spec.clone().unwrap_or_default();
+        let subjects: Vec<String> = spec
+            .rules
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|r| r.subjects.iter())
+            .map(|s| match (&s.user, &s.group, &s.service_account) {
+                (Some(u), _, _) => format!("User {}", u.name),
+                (_, Some(g), _) => format!("Group {}", g.name),
+                (_, _, Some(sa)) => format!("ServiceAccount {}/{}", sa.namespace, sa.name),
+                _ => "?".to_owned(),
+            })
+            .collect();
+        format!(
+            "{} @{} -> {}: {}",
+            f.name_any(),
+            spec.matching_precedence.unwrap_or_default(),
+            spec.priority_level_configuration.name,
+            subjects.join(", ")
+        )
+    };
+    let plain_schema = format!("bulkhead-tenant-{plain}");
+    let gold_schema = format!("bulkhead-tenant-{gold}");
+    let want_plain =
+        format!("{plain_schema} @4500 -> bulkhead-tier-{std_tier}: User {alice}, ServiceAccount {ns}/*");
+    // The tenant user group holds every tenant's users: it is left out, and the Tenant says so.
+    let want_gold = format!("{gold_schema} @4500 -> bulkhead-tier-{gold_tier}: Group {team}");
+    eventually(Duration::from_secs(30), || async {
+        let mut got = Vec::new();
+        for name in [&plain_schema, &gold_schema] {
+            let schema = schemas.get_opt(name).await.map_err(|e| e.to_string())?;
+            got.push(schema.as_ref().map(shape).unwrap_or_default());
+        }
+        (got == [want_plain.clone(), want_gold.clone()])
+            .then_some(())
+            .ok_or(format!("{got:#?}"))
+    })
+    .await;
+    let level = levels.get(&format!("bulkhead-tier-{gold_tier}")).await.unwrap();
+    let limited = level.spec.unwrap().limited.unwrap();
+    let queuing = limited.limit_response.unwrap().queuing.unwrap();
+    assert_eq!(
+        (
+            limited.nominal_concurrency_shares,
+            queuing.queues,
+            queuing.hand_size
+        ),
+        (Some(40), Some(32), Some(4))
+    );
+    eventually(Duration::from_secs(20), || async {
+        let notes = event_notes(&cluster, &gold, "FairShare").await?;
+        notes
+            .iter()
+            .any(|n| n.contains("group \"bulkhead.dev\" holds users of other tenants too"))
+            .then_some(())
+            .ok_or(format!("{notes:?}"))
+    })
+    .await;
+
+    if !cluster.is_testkit() {
+        // The API server itself files the tenant's requests under its FlowSchema and level: the owner's,
+        // a service account's of the tenant namespace, and a member's of the gold tenant's group.
+        let uid = |name: &str| {
+            let schemas = schemas.clone();
+            let name = name.to_owned();
+            async move { schemas.get(&name).await.unwrap().metadata.uid.unwrap() }
+        };
+        let level_uid = |name: String| {
+            let levels = levels.clone();
+            async move { levels.get(&name).await.unwrap().metadata.uid.unwrap() }
+        };
+        let sa = format!("system:serviceaccount:{ns}:default");
+        let sa_groups = [
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{ns}"),
+        ];
+        let sa_groups: Vec<&str> = sa_groups.iter().map(String::as_str).collect();
+        for (user, groups, schema, tier) in [
+            (alice.as_str(), vec!["bulkhead.dev"], &plain_schema, &std_tier),
+            (sa.as_str(), sa_groups.clone(), &plain_schema, &std_tier),
+            (
+                "carol",
+                vec!["bulkhead.dev", team.as_str()],
+                &gold_schema,
+                &gold_tier,
+            ),
+        ] {
+            let client = cluster.client_as(user, &groups).await;
+            let request = http::Request::get(format!("/api/v1/namespaces/{ns}/configmaps"))
+                .body(kube::client::Body::empty())
+                .unwrap();
+            let response = client.send(request).await.unwrap();
+            let header = |h: &str| {
+                response
+                    .headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            assert_eq!(
+                header("X-Kubernetes-PF-FlowSchema-UID"),
+                uid(schema).await,
+                "{user}'s request was not filed under {schema}"
+            );
+            assert_eq!(
+                header("X-Kubernetes-PF-PriorityLevel-UID"),
+                level_uid(format!("bulkhead-tier-{tier}")).await,
+                "{user}'s request was not in tier {tier}"
+            );
+        }
+    }
+
+    // Drift comes back; turning the feature off takes everything away.
+    schemas
+        .delete(&plain_schema, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || async {
+        match schemas.get_opt(&plain_schema).await {
+            Ok(Some(f)) if f.metadata.deletion_timestamp.is_none() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    cluster.apply(&config(""));
+    eventually(Duration::from_secs(30), || async {
+        let managed = ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead");
+        let left: Vec<String> = schemas
+            .list(&managed)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .chain(
+                levels
+                    .list(&managed)
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(ResourceExt::name_any),
+            )
+            .filter(|n| {
+                n.contains(&plain) || n.contains(&gold) || n.contains(&std_tier) || n.contains(&gold_tier)
+            })
+            .collect();
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    })
+    .await;
+    drop(bulkhead);
+}

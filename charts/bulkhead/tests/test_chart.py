@@ -136,6 +136,8 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
     write = ("create", "delete", "get", "list", "patch", "update", "watch")
     own = ("bulkhead-namespace-provisioner", "bulkhead-namespace-deleter")
     assert rules == sorted([
+        # Fair shares: server-side apply (create, patch) of what it made (list, watch), deletes.
+        (("flowcontrol.apiserver.k8s.io",), ("flowschemas", "prioritylevelconfigurations"), (), ("create", "delete", "list", "patch", "watch")),
         (("bulkhead.dev",), ("tenants", "bulkheadconfigurations"), (), ("get", "list", "watch")),
         (("bulkhead.dev",), ("tenants/status", "globaltenantresources/status", "tenantresources/status"), (), ("get", "patch", "update")),
         (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
@@ -511,3 +513,14 @@ def test_lint_passes_with_the_proxy_behind_an_ingress():
     report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
     errors = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
     assert errors == [], errors
+
+
+def test_api_fairness_reaches_the_configuration_only_when_enabled():
+    (config,) = of_kind(render(), "BulkheadConfiguration")
+    assert "apiFairness" not in config["spec"]
+    tiers = [{"name": "standard", "nominalConcurrencyShares": 30}, {"name": "gold", "nominalConcurrencyShares": 60}]
+    (config,) = of_kind(
+        render({"configuration": {"apiFairness": {"enabled": True, "matchingPrecedence": 4000, "tiers": tiers}}}),
+        "BulkheadConfiguration",
+    )
+    assert config["spec"]["apiFairness"] == {"matchingPrecedence": 4000, "tiers": tiers}

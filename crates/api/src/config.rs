@@ -44,6 +44,14 @@ pub struct BulkheadConfigurationSpec {
     /// cert-manager provides the certificate.
     #[serde(default = "yes", rename = "enableTLSReconciler")]
     pub enable_tls_reconciler: bool,
+    /// Fair shares of the API server between tenants (API Priority and Fairness). When set, the
+    /// controller keeps one PriorityLevelConfiguration per tier and one FlowSchema per tenant that
+    /// sends every request of the tenant's owners, additional role binding subjects and service accounts
+    /// to its tier's level as one flow, so a tenant flooding the API server (with however many
+    /// identities) gets its share of the level and the other tenants keep theirs. Absent: nothing is
+    /// kept, and what was kept is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_fairness: Option<ApiFairness>,
 }
 
 impl Default for BulkheadConfigurationSpec {
@@ -56,6 +64,7 @@ impl Default for BulkheadConfigurationSpec {
             protected_namespace_regex: None,
             node_metadata: None,
             enable_tls_reconciler: true,
+            api_fairness: None,
         }
     }
 }
@@ -89,4 +98,103 @@ pub struct NodeMetadata {
     /// Annotations tenant users may not set on nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forbidden_annotations: Option<ForbiddenList>,
+}
+
+/// How tenants share the API server: a priority level per tier, each tenant one flow in it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiFairness {
+    /// The `matchingPrecedence` of the tenants' FlowSchemas: lower numbers are matched first. Between
+    /// 1000 (after the system's own schemas, such as `kube-system-service-accounts` at 900) and 8999
+    /// (before `service-accounts` at 9000 and `global-default` at 9900, which would otherwise take
+    /// tenant service accounts and users).
+    #[serde(default = "default_precedence")]
+    #[schemars(range(min = 1000, max = 8999))]
+    pub matching_precedence: i32,
+    /// The tiers of tenants. A Tenant labelled `bulkhead.dev/api-tier: <name>` is in that tier; any
+    /// other Tenant is in the first tier. Empty: one tier named `standard` with the defaults below.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub tiers: Vec<ApiTier>,
+}
+
+impl Default for ApiFairness {
+    fn default() -> Self {
+        ApiFairness {
+            matching_precedence: default_precedence(),
+            tiers: Vec::new(),
+        }
+    }
+}
+
+fn default_precedence() -> i32 {
+    5000
+}
+
+/// One tier: a PriorityLevelConfiguration `bulkhead-tier-<name>` shared by its tenants, each tenant one
+/// flow in it (fair queuing between tenants, not between their users).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.handSize <= self.queues", "message": "handSize must not exceed queues"}
+]))]
+pub struct ApiTier {
+    /// The tier's name (a DNS label): the value of a Tenant's `bulkhead.dev/api-tier` label.
+    #[schemars(
+        length(min = 1, max = 48),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The level's share of the API server's concurrency, against the other levels' (the built-in
+    /// `global-default` has 20, `workload-low` 100).
+    #[serde(default = "default_shares")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub nominal_concurrency_shares: i32,
+    /// How much of its concurrency the level lends to other levels while it does not use it (percent).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub lendable_percent: i32,
+    /// How many queues the level has: more queues keep more tenants apart.
+    #[serde(default = "default_queues")]
+    #[schemars(range(min = 1, max = 512))]
+    pub queues: i32,
+    /// How many queues each tenant's flow is shuffle-sharded over: at most `queues`, and the API server
+    /// refuses a level whose `handSize` times log2(`queues`) exceeds 60 (64 queues: a hand of 10).
+    #[serde(default = "default_hand_size")]
+    #[schemars(range(min = 1, max = 64))]
+    pub hand_size: i32,
+    /// How many requests may wait in one queue; beyond it a request is answered 429.
+    #[serde(default = "default_queue_length")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub queue_length_limit: i32,
+}
+
+impl ApiTier {
+    /// The tier used when the configuration names none.
+    pub fn standard() -> ApiTier {
+        ApiTier {
+            name: "standard".to_owned(),
+            nominal_concurrency_shares: default_shares(),
+            lendable_percent: 0,
+            queues: default_queues(),
+            hand_size: default_hand_size(),
+            queue_length_limit: default_queue_length(),
+        }
+    }
+}
+
+fn default_shares() -> i32 {
+    30
+}
+
+fn default_queues() -> i32 {
+    64
+}
+
+fn default_hand_size() -> i32 {
+    6
+}
+
+fn default_queue_length() -> i32 {
+    50
 }

@@ -30,3 +30,5 @@ pub const CAPSULE_TENANT: &str = "capsule.clastix.io/tenant";
 /// The annotation on every object the controller applies: a digest of the configuration it applied, so
 /// that after a restart it can tell, without writing, that an object is as it wants it.
 pub const APPLIED: &str = "bulkhead.dev/applied";
+/// The label on a Tenant naming its tier of API fairness (`BulkheadConfiguration.spec.apiFairness.tiers`).
+pub const API_TIER: &str = "bulkhead.dev/api-tier";

@@ -23,6 +23,7 @@ use bulkhead_api::{
 use bulkhead_policy::Caller;
 use bulkhead_policy::admission::{ClassInfo, ClassKind, HostRoute, View};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, PersistentVolume, ResourceQuota, Service};
+use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -66,6 +67,8 @@ struct Inner {
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
     proxy_settings: KindCache<ProxySetting, SubjectIndex>,
+    flow_schemas: KindCache<FlowSchema, NoIndex>,
+    priority_levels: KindCache<PriorityLevelConfiguration, NoIndex>,
     replication_account: parking_lot::RwLock<String>,
     started: std::sync::Mutex<Vec<&'static str>>,
     /// Set once every started store has synced (a store never unsyncs), so the request paths that
@@ -77,7 +80,8 @@ struct Inner {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
     /// The objects Bulkhead creates in tenant namespaces (RoleBindings, ResourceQuotas, LimitRanges,
-    /// NetworkPolicies), watched only where labelled `app.kubernetes.io/managed-by=bulkhead`.
+    /// NetworkPolicies; FlowSchemas and PriorityLevelConfigurations of fair shares), watched only where
+    /// labelled `app.kubernetes.io/managed-by=bulkhead`.
     pub owned_objects: bool,
     /// The BulkheadConfiguration.
     pub configuration: bool,
@@ -136,6 +140,8 @@ impl Cache {
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
                 proxy_settings: KindCache::new("ProxySetting"),
+                flow_schemas: KindCache::new("FlowSchema"),
+                priority_levels: KindCache::new("PriorityLevelConfiguration"),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
                 synced: std::sync::atomic::AtomicBool::new(false),
@@ -165,6 +171,8 @@ impl Cache {
                 "LimitRange",
                 "NetworkPolicy",
                 "GlobalTenantResource",
+                "FlowSchema",
+                "PriorityLevelConfiguration",
             ]);
         }
         if needs.owned_objects || needs.admission {
@@ -248,14 +256,22 @@ impl Cache {
             inner
                 .limit_ranges
                 .spawn_watch(kube::Api::all(client.clone()), managed.clone(), shutdown.clone());
-            inner
-                .network_policies
-                .spawn_watch(kube::Api::all(client.clone()), managed, shutdown.clone());
+            inner.network_policies.spawn_watch(
+                kube::Api::all(client.clone()),
+                managed.clone(),
+                shutdown.clone(),
+            );
             inner.global_tenant_resources.spawn_watch(
                 kube::Api::all(client.clone()),
                 all.clone(),
                 shutdown.clone(),
             );
+            inner
+                .flow_schemas
+                .spawn_watch(kube::Api::all(client.clone()), managed.clone(), shutdown.clone());
+            inner
+                .priority_levels
+                .spawn_watch(kube::Api::all(client.clone()), managed, shutdown.clone());
         }
         // The webhook reads TenantResources too (who may change a copy): a webhook-only process (the
         // chart's split mode) must watch them, or it waits for them forever and is never ready.
@@ -265,6 +281,16 @@ impl Cache {
                 .spawn_watch(kube::Api::all(client), all, shutdown);
         }
         cache
+    }
+
+    /// The FlowSchemas Bulkhead made (labelled `managed-by=bulkhead`): tenants' fair shares.
+    pub fn flow_schemas(&self) -> &KindCache<FlowSchema, NoIndex> {
+        &self.inner.flow_schemas
+    }
+
+    /// The PriorityLevelConfigurations Bulkhead made (labelled `managed-by=bulkhead`): fair-share tiers.
+    pub fn priority_levels(&self) -> &KindCache<PriorityLevelConfiguration, NoIndex> {
+        &self.inner.priority_levels
     }
 
     /// BulkheadConfigurations (only `default` is read).
@@ -372,6 +398,8 @@ impl Cache {
             inner.global_tenant_resources.status(),
             inner.tenant_resources.status(),
             inner.proxy_settings.status(),
+            inner.flow_schemas.status(),
+            inner.priority_levels.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -414,6 +442,8 @@ impl Cache {
             inner.limit_ranges.wait_synced().await;
             inner.network_policies.wait_synced().await;
             inner.global_tenant_resources.wait_synced().await;
+            inner.flow_schemas.wait_synced().await;
+            inner.priority_levels.wait_synced().await;
         }
         if started.contains(&"TenantResource") {
             inner.tenant_resources.wait_synced().await;

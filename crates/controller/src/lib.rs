@@ -1,6 +1,7 @@
 //! The controller role: it takes a `coordination.k8s.io/v1` Lease so that only one replica acts, then
 //! runs the reconcilers that turn Tenants into their namespaces' objects.
 
+mod fairness;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -113,9 +114,14 @@ pub async fn run(
     let _ = election.await;
 }
 
-/// What the leader does until `stop`: the cluster-wide objects and the Tenant controller.
+/// What the leader does until `stop`: the cluster-wide objects, the tenants' fair shares and the Tenant
+/// controller.
 async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
     let cluster = tokio::spawn(keep_cluster_objects(ctx.clone(), stop.clone()));
+    let fair_shares = tokio::spawn(tracing::Instrument::instrument(
+        fairness::keep(ctx.clone(), stop.clone()),
+        tracing::info_span!("fair_shares"),
+    ));
     let cache = &ctx.cache;
     // A subscription that falls behind has missed changes: nothing is taken as settled any more and
     // every tenant is reconciled at once, rather than at the periodic resync.
@@ -181,6 +187,7 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         .for_each(|_| std::future::ready(()))
         .await;
     cluster.abort();
+    fair_shares.abort();
 }
 
 trait MergeExt: Stream + Sized {

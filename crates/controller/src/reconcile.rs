@@ -262,7 +262,7 @@ impl Context {
         self.failures.lock().remove(tenant);
     }
 
-    async fn warn(&self, tenant: &Tenant, reason: &str, note: String) {
+    pub(crate) async fn warn(&self, tenant: &Tenant, reason: &str, note: String) {
         let event = Event {
             type_: EventType::Warning,
             reason: reason.into(),
@@ -277,7 +277,7 @@ impl Context {
 }
 
 /// Whether `want` (what Bulkhead applies) is contained in `have` (the object as cached).
-fn contained(want: &Value, have: &Value) -> bool {
+pub(crate) fn contained(want: &Value, have: &Value) -> bool {
     match (want, have) {
         (Value::Object(w), Value::Object(h)) => {
             w.iter().all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv)))
@@ -846,7 +846,7 @@ fn is_current(patch: &Value, config: u64, remembered: Option<Applied>, current: 
 
 /// The parts of an applied configuration the cached object is compared on (the cache keeps no
 /// apiVersion/kind for some clients, and the server fills in defaults we do not send).
-fn strip_for_compare(patch: &Value) -> Value {
+pub(crate) fn strip_for_compare(patch: &Value) -> Value {
     let mut p = patch.clone();
     if let Some(o) = p.as_object_mut() {
         o.remove("apiVersion");

@@ -91,7 +91,7 @@ fn short_hash(parts: &[&str]) -> String {
 }
 
 /// A name readable by people and unique: `<prefix>-<sanitized text>-<hash>`, at most 253 characters.
-fn readable_name(prefix: &str, text: &str, hash_parts: &[&str]) -> String {
+pub(crate) fn readable_name(prefix: &str, text: &str, hash_parts: &[&str]) -> String {
     let sanitized: String = text
         .to_lowercase()
         .chars()
@@ -121,7 +121,7 @@ pub fn owner_binding_name(owner: &OwnerSpec, role: &str) -> String {
     )
 }
 
-fn owner_subject(owner: &OwnerSpec) -> Result<Subject, String> {
+pub(crate) fn owner_subject(owner: &OwnerSpec) -> Result<Subject, String> {
     let rbac = Some("rbac.authorization.k8s.io".to_owned());
     match owner.effective_kind() {
         OwnerKind::User => Ok(Subject {

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod desired;
+pub mod fairness;
 pub mod identity;
 pub mod proxy;
 pub mod quota;

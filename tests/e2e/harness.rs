@@ -22,6 +22,9 @@ pub const KUBECONFIG_ENV: &str = "BULKHEAD_E2E_KUBECONFIG";
 /// running on this machine (default `127.0.0.1`; for kind, the host's address on the kind network).
 pub const WEBHOOK_HOST_ENV: &str = "BULKHEAD_E2E_WEBHOOK_HOST";
 
+/// The Gateway API release whose route CRDs the tests install.
+pub const GATEWAY_API_VERSION: &str = "v1.6.0";
+
 /// A cluster to test against.
 pub struct Cluster {
     _server: Option<TestServer>,
@@ -113,6 +116,57 @@ impl Cluster {
             "crd/tenants.bulkhead.dev",
             "--timeout=60s",
         ]);
+    }
+
+    /// Installs the Gateway API route CRDs (HTTPRoute, GRPCRoute, TLSRoute of the standard channel of
+    /// [`GATEWAY_API_VERSION`], from the `sigs.k8s.io/gateway-api` Go module, which ships them) unless
+    /// the cluster already has them: a cluster's own Gateway API is never replaced. They stay: other
+    /// tests' Bulkhead processes find them served, as on a cluster that has Gateway API.
+    pub fn install_gateway_routes(&self) {
+        let present =
+            self.kubectl()
+                .run(&["get", "crd", "httproutes.gateway.networking.k8s.io", "-o", "name"]);
+        if present.status.success() {
+            return;
+        }
+        let out = Command::new("go")
+            .args([
+                "mod",
+                "download",
+                "-json",
+                &format!("sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"),
+            ])
+            .env("GOFLAGS", "-mod=mod")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("go runs (the Gateway API CRDs come from its module cache)");
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let dir = info["Dir"].as_str().unwrap_or_else(|| {
+            panic!(
+                "go mod download sigs.k8s.io/gateway-api failed: {info} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let crds = PathBuf::from(dir).join("config/crd/standard");
+        let mut args = vec!["apply".to_owned(), "--server-side".to_owned()];
+        for kind in ["httproutes", "grpcroutes", "tlsroutes"] {
+            args.push("-f".to_owned());
+            args.push(
+                crds.join(format!("gateway.networking.k8s.io_{kind}.yaml"))
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.kubectl().ok(&args);
+        for kind in ["httproutes", "grpcroutes", "tlsroutes"] {
+            self.kubectl().ok(&[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{kind}.gateway.networking.k8s.io"),
+                "--timeout=60s",
+            ]);
+        }
     }
 
     /// Whether this is the in-memory testkit (some assertions need exclusive use of the cluster).

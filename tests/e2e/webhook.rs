@@ -991,3 +991,144 @@ async fn the_audit_log_names_the_tenant_and_the_check_of_every_answer() {
     assert_eq!(a["pods.validate.bulkhead.dev/decision"], "allowed", "{web}");
     assert_eq!(a["pods.validate.bulkhead.dev/tenant"], t.as_str(), "{web}");
 }
+
+/// #15.2: Gateway API route hostnames (HTTPRoute, GRPCRoute, TLSRoute), which External DNS publishes,
+/// follow the tenant's hostname rules and collide with Ingress hosts and annotated names, both ways.
+#[tokio::test]
+async fn gateway_route_hostnames_follow_the_hostname_rules_and_take_no_other_tenants_name() {
+    let cluster = Cluster::start().await;
+    // Before Bulkhead starts: it watches the route kinds the cluster serves when it starts.
+    cluster.install_gateway_routes();
+    let (a, b) = (cluster.unique("e2e-gw-a"), cluster.unique("e2e-gw-b"));
+    let (alice, bob) = (cluster.unique("alice"), cluster.unique("bob"));
+    // Tenant owners' `admin` role knows nothing of routes: a role for them, bound by the Tenant.
+    let routes_role = cluster.unique("e2e-gw-routes");
+    cluster.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {routes_role}}}\nrules:\n- apiGroups: [gateway.networking.k8s.io]\n  resources: [httproutes, grpcroutes, tlsroutes]\n  verbs: ['*']\n"
+    ));
+    let _bulkhead = start(&cluster).await;
+    let tenant = |t: &str, owner: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {owner}, clusterRoles: [admin, {routes_role}]}}]\n  ingressOptions:\n    hostnameCollisionScope: Cluster\n    allowedHostnames: {{allowedRegex: '^.*\\.apps\\.example\\.com$'}}\n"
+        )
+    };
+    cluster.apply(&format!("{}---\n{}", tenant(&a, &alice), tenant(&b, &bob)));
+    let (ka, kb) = (
+        cluster.kubectl_as(&alice, &[USERS]),
+        cluster.kubectl_as(&bob, &[USERS]),
+    );
+    let (ns_a, ns_b) = (format!("{a}-x"), format!("{b}-x"));
+    cluster.clean_up(&["namespace", &ns_a]);
+    cluster.clean_up(&["namespace", &ns_b]);
+    create_namespace(&ka, &ns_a).await;
+    create_namespace(&kb, &ns_b).await;
+    owner_can_act(&cluster, &ns_a).await;
+    owner_can_act(&cluster, &ns_b).await;
+    let http = |ns: &str, name: &str, hostnames: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  parentRefs: [{{name: shared-gateway, namespace: infra}}]\n  hostnames: {hostnames}\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /shop}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"
+        )
+    };
+
+    // Allowed names are admitted (once the route RoleBinding has reached the owner).
+    let shop = format!("shop-{a}.apps.example.com");
+    eventually(Duration::from_secs(30), || async {
+        apply_as(&ka, &http(&ns_a, "shop", &format!("['{shop}']")))
+    })
+    .await;
+    // A name outside the tenant's, a wildcard, and no name at all are refused, on update as well.
+    denied(
+        apply_as(&ka, &http(&ns_a, "shop", &format!("['{shop}', 'www.bank.com']"))),
+        &format!("hostname `www.bank.com` of httproute `shop` is not allowed in tenant `{a}`"),
+    );
+    denied(
+        apply_as(&ka, &http(&ns_a, "wild", "['*.apps.example.com']")),
+        &format!("wildcard hostname `*.apps.example.com` of httproute `wild` is not allowed in tenant `{a}`"),
+    );
+    denied(
+        apply_as(&ka, &http(&ns_a, "any", "[]")),
+        &format!(
+            "httproute `any` names no hostname, which serves every hostname its listeners accept: tenant `{a}` allows only hostnames"
+        ),
+    );
+    let kept = cluster.kubectl().ok(&[
+        "get",
+        "httproute",
+        "shop",
+        "-n",
+        &ns_a,
+        "-o",
+        "jsonpath={.spec.hostnames}",
+    ]);
+    assert_eq!(
+        kept,
+        format!("[\"{shop}\"]"),
+        "the refused update changed the route"
+    );
+
+    // The route's name is taken: for another tenant's route, Ingress, annotated Service and TLSRoute.
+    eventually(Duration::from_secs(20), || async {
+        match apply_as(&kb, &http(&ns_b, "copy", &format!("['{shop}']"))) {
+            Err(e) if e.contains(&format!("host `{shop}` with path `/shop` of httproute `copy` is already served by httproute `{ns_a}/shop` (Cluster scope)")) => Ok(()),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let _ = cluster.kubectl().run(&["delete", "httproute", "copy", "-n", &ns_b]);
+                Err(format!("another tenant took the route's name (cache not caught up?): {out}"))
+            }
+        }
+    })
+    .await;
+    denied(
+        apply_as(
+            &kb,
+            &format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: shop, namespace: {ns_b}}}\nspec:\n  rules:\n  - host: {shop}\n    http:\n      paths:\n      - {{path: /shop, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+            ),
+        ),
+        &format!(
+            "host `{shop}` with path `/shop` of ingress `shop` is already served by httproute `{ns_a}/shop`"
+        ),
+    );
+    denied(
+        apply_as(
+            &kb,
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\n  namespace: {ns_b}\n  annotations: {{external-dns.alpha.kubernetes.io/hostname: '{shop}'}}\nspec:\n  ports: [{{port: 80}}]\n"
+            ),
+        ),
+        &format!(
+            "host `{shop}` (an External DNS name) of service `lb` is already served by httproute `{ns_a}/shop`"
+        ),
+    );
+    denied(
+        apply_as(
+            &kb,
+            &format!(
+                "apiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {{name: db, namespace: {ns_b}}}\nspec:\n  parentRefs: [{{name: shared-gateway, namespace: infra}}]\n  hostnames: ['{shop}']\n  rules:\n  - backendRefs: [{{name: db, port: 5432}}]\n"
+            ),
+        ),
+        &format!(
+            "host `{shop}` (an External DNS name) of tlsroute `db` is already served by httproute `{ns_a}/shop`"
+        ),
+    );
+    // gRPC methods: the same method on the same name collides, another method does not.
+    let grpc_host = format!("grpc-{b}.apps.example.com");
+    let grpc = |ns: &str, name: &str, method: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  parentRefs: [{{name: shared-gateway, namespace: infra}}]\n  hostnames: ['{grpc_host}']\n  rules:\n  - matches: [{{method: {{service: shop.Payments, method: {method}}}}}]\n    backendRefs: [{{name: pay, port: 9000}}]\n"
+        )
+    };
+    apply_as(&kb, &grpc(&ns_b, "charge", "Charge")).unwrap();
+    eventually(Duration::from_secs(20), || async {
+        match apply_as(&ka, &grpc(&ns_a, "charge", "Charge")) {
+            Err(e) if e.contains(&format!("host `{grpc_host}` with path `/shop.Payments/Charge` of grpcroute `charge` is already served by grpcroute `{ns_b}/charge`")) => Ok(()),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let _ = cluster.kubectl().run(&["delete", "grpcroute", "charge", "-n", &ns_a]);
+                Err(format!("the same method on the same name was admitted: {out}"))
+            }
+        }
+    })
+    .await;
+    apply_as(&ka, &grpc(&ns_a, "refund", "Refund")).unwrap();
+}

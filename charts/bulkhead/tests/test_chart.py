@@ -139,6 +139,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         # Fair shares: server-side apply (create, patch) of what it made (list, watch), deletes.
         (("flowcontrol.apiserver.k8s.io",), ("flowschemas", "prioritylevelconfigurations"), (), ("create", "delete", "list", "patch", "watch")),
         (("bulkhead.dev",), ("tenants", "bulkheadconfigurations"), (), ("get", "list", "watch")),
+        (("gateway.networking.k8s.io",), ("httproutes", "grpcroutes", "tlsroutes"), (), ("get", "list", "watch")),
         (("bulkhead.dev",), ("tenants/status", "globaltenantresources/status", "tenantresources/status"), (), ("get", "patch", "update")),
         (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
         (("",), ("serviceaccounts",), (), ("impersonate",)),

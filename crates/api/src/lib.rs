@@ -7,6 +7,7 @@
 pub mod common;
 pub mod config;
 pub mod crds;
+pub mod gateway;
 pub mod labels;
 pub mod owner;
 pub mod proxy_setting;

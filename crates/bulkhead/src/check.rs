@@ -335,18 +335,14 @@ pub fn evaluate(
                         snapshot.add_namespace(&ns);
                     }
                 }
-                ("networking.k8s.io", "Ingress") | ("", "Service") => {
+                ("networking.k8s.io", "Ingress")
+                | ("", "Service")
+                | ("gateway.networking.k8s.io", "HTTPRoute" | "GRPCRoute" | "TLSRoute") => {
                     let mut routed = object.clone();
                     if routed["metadata"]["namespace"].is_null() {
                         routed["metadata"]["namespace"] = json!("default");
                     }
-                    if kind == "Ingress" {
-                        if let Ok(ing) = serde_json::from_value(routed) {
-                            snapshot.add_ingress(&ing);
-                        }
-                    } else if let Ok(svc) = serde_json::from_value(routed) {
-                        snapshot.add_service(&svc);
-                    }
+                    add_routes(snapshot, &kind, routed);
                 }
                 _ => {}
             }
@@ -364,6 +360,25 @@ pub fn evaluate(
         });
     }
     Ok(outcomes)
+}
+
+/// Records the hosts an admitted Ingress, Service or Gateway API route serves, for the collision
+/// checks of the objects after it.
+fn add_routes(snapshot: &mut Snapshot, kind: &str, object: serde_json::Value) {
+    use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
+    use bulkhead_policy::admission::GatewayRoute;
+    // An object that does not parse was denied above with the reason; nothing to record.
+    let _ = match kind {
+        "Ingress" => serde_json::from_value(object).map(|ing| snapshot.add_ingress(&ing)),
+        "Service" => serde_json::from_value(object).map(|svc| snapshot.add_service(&svc)),
+        "HTTPRoute" => serde_json::from_value::<HTTPRoute>(object)
+            .map(|r| snapshot.add_gateway_route(&GatewayRoute::http(&r))),
+        "GRPCRoute" => serde_json::from_value::<GRPCRoute>(object)
+            .map(|r| snapshot.add_gateway_route(&GatewayRoute::grpc(&r))),
+        "TLSRoute" => serde_json::from_value::<TLSRoute>(object)
+            .map(|r| snapshot.add_gateway_route(&GatewayRoute::tls(&r))),
+        _ => Ok(()),
+    };
 }
 
 /// A human-readable report; one line per object, then the patches of allowed ones indented.

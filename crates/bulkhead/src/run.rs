@@ -107,11 +107,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     let shutdown = CancellationToken::new();
+    let admission = roles.contains(&Role::Webhook);
     let needs = bulkhead_cache::Needs {
         owned_objects: roles.contains(&Role::Controller),
         configuration: true,
-        admission: roles.contains(&Role::Webhook),
+        admission,
         proxy: roles.contains(&Role::Proxy),
+        gateway_routes: if admission {
+            gateway_routes(&client).await?
+        } else {
+            bulkhead_cache::GatewayRoutes::default()
+        },
     };
     let cache = Cache::start(client.clone(), needs, shutdown.clone());
     cache.set_default_replication_account(&args.controller.tenant_resource_service_account);
@@ -354,4 +360,32 @@ async fn wait_for_signal() -> Result<&'static str> {
         _ = terminate.recv() => Ok("SIGTERM"),
         result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("cannot listen for SIGINT"),
     }
+}
+
+/// The Gateway API route kinds the cluster serves, whose hostnames the webhook must see for collisions:
+/// asked a few times, since taking a served kind as absent would leave its names out.
+async fn gateway_routes(client: &Client) -> Result<bulkhead_cache::GatewayRoutes> {
+    let mut last = None;
+    for attempt in 0..5u32 {
+        match bulkhead_cache::served_gateway_routes(client).await {
+            Ok(routes) => {
+                info!(
+                    http = routes.http,
+                    grpc = routes.grpc,
+                    tls = routes.tls,
+                    "Gateway API routes served"
+                );
+                return Ok(routes);
+            }
+            Err(error) => {
+                warn!(%error, attempt, "cannot tell which Gateway API routes are served; asking again");
+                last = Some(error);
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+        }
+    }
+    Err(anyhow!(
+        "cannot tell which Gateway API routes the API server serves: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }

@@ -1,10 +1,11 @@
 //! What the webhook reads besides Tenants and Namespaces: class objects, PersistentVolumes, the
-//! routes every Ingress and Service serves (for hostname collisions) and the labels of every Node (for
+//! routes every Ingress, Service and Gateway API route serves (for hostname collisions) and the labels of every Node (for
 //! pods placed by name).
 
 use std::collections::{BTreeMap, HashMap};
 
-use bulkhead_policy::admission::{HostRoute, ingress_routes, service_routes};
+use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
+use bulkhead_policy::admission::{GatewayRoute, HostRoute, ingress_routes, service_routes};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -48,6 +49,33 @@ impl ServesHosts for Ingress {
 impl ServesHosts for Service {
     fn routes(&self) -> Vec<HostRoute> {
         service_routes(self)
+    }
+    fn key(&self) -> (String, String) {
+        meta_key(&self.metadata)
+    }
+}
+
+impl ServesHosts for HTTPRoute {
+    fn routes(&self) -> Vec<HostRoute> {
+        GatewayRoute::http(self).routes()
+    }
+    fn key(&self) -> (String, String) {
+        meta_key(&self.metadata)
+    }
+}
+
+impl ServesHosts for GRPCRoute {
+    fn routes(&self) -> Vec<HostRoute> {
+        GatewayRoute::grpc(self).routes()
+    }
+    fn key(&self) -> (String, String) {
+        meta_key(&self.metadata)
+    }
+}
+
+impl ServesHosts for TLSRoute {
+    fn routes(&self) -> Vec<HostRoute> {
+        GatewayRoute::tls(self).routes()
     }
     fn key(&self) -> (String, String) {
         meta_key(&self.metadata)

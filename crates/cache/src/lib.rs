@@ -17,6 +17,7 @@ pub mod tenants;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
 use bulkhead_api::{
     BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource, labels,
 };
@@ -67,6 +68,9 @@ struct Inner {
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
     proxy_settings: KindCache<ProxySetting, SubjectIndex>,
+    http_routes: KindCache<HTTPRoute, HostIndex>,
+    grpc_routes: KindCache<GRPCRoute, HostIndex>,
+    tls_routes: KindCache<TLSRoute, HostIndex>,
     flow_schemas: KindCache<FlowSchema, NoIndex>,
     priority_levels: KindCache<PriorityLevelConfiguration, NoIndex>,
     replication_account: parking_lot::RwLock<String>,
@@ -90,6 +94,41 @@ pub struct Needs {
     pub admission: bool,
     /// What the proxy reads besides Tenants and Namespaces: ProxySettings.
     pub proxy: bool,
+    /// The Gateway API routes the cluster serves, watched with [`Needs::admission`] for hostname
+    /// collisions ([`served_gateway_routes`] finds them).
+    pub gateway_routes: GatewayRoutes,
+}
+
+/// Which Gateway API route kinds (`gateway.networking.k8s.io/v1`) a cluster serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GatewayRoutes {
+    /// HTTPRoute.
+    pub http: bool,
+    /// GRPCRoute.
+    pub grpc: bool,
+    /// TLSRoute.
+    pub tls: bool,
+}
+
+/// Asks the API server which Gateway API route kinds it serves at `gateway.networking.k8s.io/v1`.
+/// None when the group version is not there (404); an error otherwise (retried by the caller): a
+/// route kind taken as absent would leave its hostnames out of the collision check.
+pub async fn served_gateway_routes(client: &Client) -> Result<GatewayRoutes, kube::Error> {
+    match client
+        .list_api_group_resources("gateway.networking.k8s.io/v1")
+        .await
+    {
+        Ok(list) => {
+            let has = |plural: &str| list.resources.iter().any(|r| r.name == plural);
+            Ok(GatewayRoutes {
+                http: has("httproutes"),
+                grpc: has("grpcroutes"),
+                tls: has("tlsroutes"),
+            })
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(GatewayRoutes::default()),
+        Err(error) => Err(error),
+    }
 }
 
 /// The kinds [`Needs::admission`] adds.
@@ -140,6 +179,9 @@ impl Cache {
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
                 proxy_settings: KindCache::new("ProxySetting"),
+                http_routes: KindCache::index_only("HTTPRoute"),
+                grpc_routes: KindCache::index_only("GRPCRoute"),
+                tls_routes: KindCache::index_only("TLSRoute"),
                 flow_schemas: KindCache::new("FlowSchema"),
                 priority_levels: KindCache::new("PriorityLevelConfiguration"),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
@@ -180,6 +222,16 @@ impl Cache {
         }
         if needs.admission {
             started.extend(ADMISSION_KINDS);
+            let routes = needs.gateway_routes;
+            for (served, kind) in [
+                (routes.http, "HTTPRoute"),
+                (routes.grpc, "GRPCRoute"),
+                (routes.tls, "TLSRoute"),
+            ] {
+                if served {
+                    started.push(kind);
+                }
+            }
         }
         if needs.proxy {
             started.push("ProxySetting");
@@ -231,6 +283,22 @@ impl Cache {
             inner
                 .nodes
                 .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            let routes = needs.gateway_routes;
+            if routes.http {
+                inner
+                    .http_routes
+                    .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            }
+            if routes.grpc {
+                inner
+                    .grpc_routes
+                    .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            }
+            if routes.tls {
+                inner
+                    .tls_routes
+                    .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
+            }
         }
         if needs.proxy {
             inner
@@ -286,6 +354,21 @@ impl Cache {
     /// The FlowSchemas Bulkhead made (labelled `managed-by=bulkhead`): tenants' fair shares.
     pub fn flow_schemas(&self) -> &KindCache<FlowSchema, NoIndex> {
         &self.inner.flow_schemas
+    }
+
+    /// HTTPRoutes (their hostnames and paths, for collisions).
+    pub fn http_routes_feed(&self) -> &KindCache<HTTPRoute, HostIndex> {
+        &self.inner.http_routes
+    }
+
+    /// GRPCRoutes (their hostnames and methods, for collisions).
+    pub fn grpc_routes_feed(&self) -> &KindCache<GRPCRoute, HostIndex> {
+        &self.inner.grpc_routes
+    }
+
+    /// TLSRoutes (their SNI names, for collisions).
+    pub fn tls_routes_feed(&self) -> &KindCache<TLSRoute, HostIndex> {
+        &self.inner.tls_routes
     }
 
     /// The PriorityLevelConfigurations Bulkhead made (labelled `managed-by=bulkhead`): fair-share tiers.
@@ -400,6 +483,9 @@ impl Cache {
             inner.proxy_settings.status(),
             inner.flow_schemas.status(),
             inner.priority_levels.status(),
+            inner.http_routes.status(),
+            inner.grpc_routes.status(),
+            inner.tls_routes.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -461,6 +547,15 @@ impl Cache {
             inner.services.wait_synced().await;
             inner.nodes.wait_synced().await;
         }
+        if started.contains(&"HTTPRoute") {
+            inner.http_routes.wait_synced().await;
+        }
+        if started.contains(&"GRPCRoute") {
+            inner.grpc_routes.wait_synced().await;
+        }
+        if started.contains(&"TLSRoute") {
+            inner.tls_routes.wait_synced().await;
+        }
     }
 
     /// A class object's labels (and a PriorityClass's value), if the class exists.
@@ -514,17 +609,15 @@ impl Cache {
             })
     }
 
-    /// The Ingress routes that serve `host`.
+    /// The routes that serve `host`: Ingress rules, Gateway API route hostnames, and the names External
+    /// DNS publishes from Ingress and Service annotations.
     pub fn host_routes(&self, host: &str) -> Vec<HostRoute> {
-        let mut routes = self
-            .inner
-            .ingresses
-            .read_index(|index| index.routes(host).to_vec());
-        routes.extend(
-            self.inner
-                .services
-                .read_index(|index| index.routes(host).to_vec()),
-        );
+        let inner = &self.inner;
+        let mut routes = inner.ingresses.read_index(|index| index.routes(host).to_vec());
+        routes.extend(inner.services.read_index(|index| index.routes(host).to_vec()));
+        routes.extend(inner.http_routes.read_index(|index| index.routes(host).to_vec()));
+        routes.extend(inner.grpc_routes.read_index(|index| index.routes(host).to_vec()));
+        routes.extend(inner.tls_routes.read_index(|index| index.routes(host).to_vec()));
         routes
     }
 

@@ -208,6 +208,22 @@ fn validating_hooks() -> Vec<Hook> {
         "Namespaced",
     )];
     hooks.extend([
+        // Gateway API routes: their hostnames (which External DNS publishes) follow the tenant's
+        // hostname rules. Every version: the API server may have several served.
+        Hook {
+            check: "routes",
+            name: None,
+            rules: vec![rule(
+                &["gateway.networking.k8s.io"],
+                &["*"],
+                &["httproutes", "grpcroutes", "tlsroutes"],
+                CU,
+                "Namespaced",
+            )],
+            tenant_namespaces_only: true,
+            tenant_users_only: false,
+            object_selector: None,
+        },
         Hook {
             check: "nodes",
             name: None,

@@ -2,6 +2,7 @@
 
 use bulkhead_api::Tenant;
 use bulkhead_api::config::BulkheadConfigurationSpec;
+use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
 use bulkhead_policy::Caller;
 use bulkhead_policy::admission::{self as policy, Request, Verdict, View, classify_caller};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,6 +22,8 @@ pub enum Check {
     Services,
     /// Ingress classes, hostnames, collisions.
     Ingresses,
+    /// Gateway API route hostnames and collisions (HTTPRoute, GRPCRoute, TLSRoute).
+    Routes,
     /// Node metadata.
     Nodes,
     /// Tenant validation and preventDeletion.
@@ -33,12 +36,13 @@ pub enum Check {
 
 impl Check {
     /// Every check, in route order.
-    pub const ALL: [Check; 9] = [
+    pub const ALL: [Check; 10] = [
         Check::Namespaces,
         Check::Pods,
         Check::PersistentVolumeClaims,
         Check::Services,
         Check::Ingresses,
+        Check::Routes,
         Check::Nodes,
         Check::Tenants,
         Check::Cordoned,
@@ -53,6 +57,7 @@ impl Check {
             Check::PersistentVolumeClaims => "persistentvolumeclaims",
             Check::Services => "services",
             Check::Ingresses => "ingresses",
+            Check::Routes => "routes",
             Check::Nodes => "nodes",
             Check::Tenants => "tenants",
             Check::Cordoned => "cordoned",
@@ -73,6 +78,7 @@ impl Check {
             Check::PersistentVolumeClaims => "ClaimDenied",
             Check::Services => "ServiceDenied",
             Check::Ingresses => "IngressDenied",
+            Check::Routes => "RouteDenied",
             Check::Nodes => "NodeDenied",
             Check::Tenants => "TenantDenied",
             Check::Cordoned => "CordonedDenied",
@@ -89,6 +95,7 @@ impl Check {
                 | Check::PersistentVolumeClaims
                 | Check::Services
                 | Check::Ingresses
+                | Check::Routes
                 | Check::Cordoned
         )
     }
@@ -117,6 +124,9 @@ impl Check {
             ("", "PersistentVolumeClaim") => checks.push(Check::PersistentVolumeClaims),
             ("", "Service") => checks.push(Check::Services),
             ("networking.k8s.io", "Ingress") => checks.push(Check::Ingresses),
+            ("gateway.networking.k8s.io", "HTTPRoute" | "GRPCRoute" | "TLSRoute") => {
+                checks.push(Check::Routes)
+            }
             _ => {}
         }
         checks.push(Check::Managed);
@@ -306,7 +316,7 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
             }
             None => Verdict::allow(),
         },
-        Check::Pods | Check::PersistentVolumeClaims | Check::Services | Check::Ingresses => {
+        Check::Pods | Check::PersistentVolumeClaims | Check::Services | Check::Ingresses | Check::Routes => {
             let tenant = match tenant_to_check(ctx, namespace) {
                 Ok(Some(tenant)) => tenant,
                 Ok(None) => return Ok(Verdict::allow()),
@@ -343,6 +353,27 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
                     ),
                     None => Verdict::allow(),
                 },
+                Check::Routes => {
+                    let namespace = namespace.unwrap_or_default();
+                    let judge = |route: &policy::GatewayRoute<'_>| {
+                        policy::gateway_route(&req, ctx.view, &tenant, namespace, route)
+                    };
+                    match request.kind.kind.as_str() {
+                        "HTTPRoute" => match typed::<HTTPRoute>(object, "HTTPRoute")? {
+                            Some(route) => judge(&policy::GatewayRoute::http(&route)),
+                            None => Verdict::allow(),
+                        },
+                        "GRPCRoute" => match typed::<GRPCRoute>(object, "GRPCRoute")? {
+                            Some(route) => judge(&policy::GatewayRoute::grpc(&route)),
+                            None => Verdict::allow(),
+                        },
+                        "TLSRoute" => match typed::<TLSRoute>(object, "TLSRoute")? {
+                            Some(route) => judge(&policy::GatewayRoute::tls(&route)),
+                            None => Verdict::allow(),
+                        },
+                        other => return Err(format!("the routes check does not judge `{other}` objects")),
+                    }
+                }
                 _ => match typed(object, "ingress")? {
                     Some(ing) => {
                         policy::ingress(&req, ctx.view, &tenant, namespace.unwrap_or_default(), &ing)

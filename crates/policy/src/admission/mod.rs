@@ -29,8 +29,8 @@ pub use rules::{
 };
 pub use snapshot::Snapshot;
 pub use workload::{
-    EXTERNAL_DNS_ANNOTATIONS, HostRoute, cidr_contains, external_dns_names, ingress, ingress_routes,
-    persistent_volume_claim, pod, pod_binding, registry_of, service, service_routes,
+    EXTERNAL_DNS_ANNOTATIONS, GatewayRoute, HostRoute, cidr_contains, external_dns_names, gateway_route,
+    ingress, ingress_routes, persistent_volume_claim, pod, pod_binding, registry_of, service, service_routes,
 };
 
 /// The operation being admitted.
@@ -119,8 +119,8 @@ pub trait View {
     /// The tenant label of a PersistentVolume: `None` when the volume is unknown, `Some(None)` when it
     /// belongs to no tenant.
     fn persistent_volume_tenant(&self, name: &str) -> Option<Option<String>>;
-    /// The routes that already serve `host` (any namespace): Ingress rules, and the names External DNS
-    /// publishes from annotations on Ingresses and Services.
+    /// The routes that already serve `host` (any namespace): Ingress rules, Gateway API route
+    /// hostnames, and the names External DNS publishes from annotations on Ingresses and Services.
     fn host_routes(&self, host: &str) -> Vec<HostRoute>;
     /// The user a replicating resource writes as, by its `bulkhead.dev/replicated-by` value: the
     /// ServiceAccount of a TenantResource; `None` for a GlobalTenantResource (it writes as Bulkhead) or

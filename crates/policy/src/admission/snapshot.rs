@@ -74,6 +74,11 @@ impl Snapshot {
         self.replace_routes("service", &svc.metadata, service_routes(svc));
     }
 
+    /// Adds a Gateway API route's hostnames (replacing earlier ones of that route).
+    pub fn add_gateway_route(&mut self, route: &super::GatewayRoute<'_>) {
+        self.replace_routes(route.kind, route.meta, route.routes());
+    }
+
     fn replace_routes(
         &mut self,
         kind: &str,

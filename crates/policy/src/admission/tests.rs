@@ -1509,3 +1509,136 @@ fn metadata_bulkhead_stamps_keeps_its_value_even_before_the_next_reconcile() {
     unstamped.metadata.labels.as_mut().unwrap().remove("cost-center");
     assert!(update_ns(&s, &alice, None, &unstamped, &old).is_allowed());
 }
+
+#[test]
+fn gateway_routes_follow_the_hostname_rules_and_collide_with_every_other_name() {
+    use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
+    let mut s = world();
+    s.add_ingress(&ingress_obj(
+        "wind-one",
+        "shop",
+        None,
+        &[("shop.solar.example.com", "/")],
+    ));
+    let c = config();
+    let who = user("alice");
+    let t = s.tenant("solar").unwrap();
+    let r = request(&who, &c, Operation::Create);
+    let http = |name: &str, spec: Value| -> HTTPRoute {
+        obj(
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "solar-one"}, "spec": spec}),
+        )
+    };
+    let judge =
+        |route: &HTTPRoute, s: &Snapshot| gateway_route(&r, s, &t, "solar-one", &GatewayRoute::http(route));
+
+    // Allowed names pass; every hostname is judged, in DNS's comparison.
+    let web = http(
+        "web",
+        json!({"hostnames": ["API.solar.example.com."], "rules": [{"matches": [{"path": {"value": "/v1"}}]}]}),
+    );
+    assert!(judge(&web, &s).is_allowed());
+    denied_with(
+        &judge(
+            &http("web", json!({"hostnames": ["solar.example.com", "bank.com"]})),
+            &s,
+        ),
+        "hostname `bank.com` of httproute `web` is not allowed in tenant `solar`: allowed are `solar.example.com` or names matching",
+    );
+    denied_with(
+        &judge(&http("web", json!({"hostnames": ["*.solar.example.com"]})), &s),
+        "wildcard hostname `*.solar.example.com` of httproute `web` is not allowed in tenant `solar`",
+    );
+    // No hostname: every name the Gateway's listeners accept.
+    denied_with(
+        &judge(&http("web", json!({"rules": [{}]})), &s),
+        "httproute `web` names no hostname, which serves every hostname its listeners accept: tenant `solar` allows only hostnames `solar.example.com` or names matching",
+    );
+    // Its annotations are External DNS names too.
+    let mut annotated_route = http("web", json!({"hostnames": ["solar.example.com"]}));
+    annotated_route.metadata.annotations = Some(BTreeMap::from([(DNS.to_owned(), "bank.com".to_owned())]));
+    denied_with(
+        &judge(&annotated_route, &s),
+        "hostname `bank.com` in annotation `external-dns.alpha.kubernetes.io/hostname` of httproute `web`",
+    );
+
+    // Another tenant's Ingress host: the route's path `/` (no match) collides with the Ingress's `/`.
+    denied_with(
+        &judge(&http("web", json!({"hostnames": ["shop.solar.example.com"]})), &s),
+        "host `shop.solar.example.com` with path `/` of httproute `web` is already served by ingress `wind-one/shop` (Cluster scope)",
+    );
+    // A route's names are taken for Ingresses, Services and other routes alike.
+    s.add_gateway_route(&GatewayRoute::http(&web));
+    denied_with(
+        &ingress(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &ingress_obj("solar-one", "other", None, &[("api.solar.example.com", "/v1")]),
+        ),
+        "host `api.solar.example.com` with path `/v1` of ingress `other` is already served by httproute `solar-one/web` (Cluster scope)",
+    );
+    assert!(
+        judge(&web, &s).is_allowed(),
+        "a route does not collide with itself"
+    );
+    let svc: Service = annotated("solar-one", "lb", json!({}), &[(DNS, "api.solar.example.com")]);
+    denied_with(
+        &service(&r, &s, &t, "solar-one", &svc, None),
+        "host `api.solar.example.com` (an External DNS name) of service `lb` is already served by httproute `solar-one/web`",
+    );
+    // gRPC methods are paths of HTTP/2: another method on the same host does not collide, the same does.
+    let grpc = |name: &str, method: Value| -> GRPCRoute {
+        obj(json!({"metadata": {"name": name, "namespace": "solar-one"},
+            "spec": {"hostnames": ["grpc.solar.example.com"], "rules": [{"matches": [{"method": method}]}]}}))
+    };
+    let pay = grpc("pay", json!({"service": "shop.Payments", "method": "Charge"}));
+    s.add_gateway_route(&GatewayRoute::grpc(&pay));
+    assert!(
+        gateway_route(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &GatewayRoute::grpc(&grpc(
+                "refund",
+                json!({"service": "shop.Payments", "method": "Refund"})
+            ))
+        )
+        .is_allowed()
+    );
+    denied_with(
+        &gateway_route(
+            &r,
+            &s,
+            &t,
+            "solar-one",
+            &GatewayRoute::grpc(&grpc(
+                "copy",
+                json!({"service": "shop.Payments", "method": "Charge"}),
+            )),
+        ),
+        "host `grpc.solar.example.com` with path `/shop.Payments/Charge` of grpcroute `copy` is already served by grpcroute `solar-one/pay`",
+    );
+    // A TLSRoute takes the whole name (SNI has no path).
+    let tls: TLSRoute = obj(json!({"metadata": {"name": "db", "namespace": "solar-one"},
+        "spec": {"hostnames": ["api.solar.example.com"]}}));
+    denied_with(
+        &gateway_route(&r, &s, &t, "solar-one", &GatewayRoute::tls(&tls)),
+        "host `api.solar.example.com` (an External DNS name) of tlsroute `db` is already served by httproute `solar-one/web`",
+    );
+    // Deletes are not judged.
+    let d = request(&who, &c, Operation::Delete);
+    assert!(
+        gateway_route(
+            &d,
+            &s,
+            &t,
+            "solar-one",
+            &GatewayRoute::http(&http("web", json!({"rules": [{}]})))
+        )
+        .is_allowed()
+    );
+}

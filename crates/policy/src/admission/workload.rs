@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use bulkhead_api::Tenant;
 use bulkhead_api::common::{AdditionalMetadata, ClassAllowedList, ForbiddenList};
+use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
 use bulkhead_api::labels;
 use bulkhead_api::tenant::{HostnameCollisionScope, IngressOptions};
 use k8s_openapi::api::core::v1::{
@@ -57,9 +58,17 @@ pub struct HostRoute {
 impl HostRoute {
     /// Whether two routes of different objects serve the same requests.
     fn overlaps(&self, other: &HostRoute) -> bool {
+        // No path (an Ingress rule without paths, a route without matches) is the path `/`.
+        let root = |p: &str| {
+            if p.is_empty() {
+                "/".to_owned()
+            } else {
+                p.to_owned()
+            }
+        };
         self.host == other.host
             && match (&self.path, &other.path) {
-                (Some(a), Some(b)) => a == b,
+                (Some(a), Some(b)) => root(a) == root(b),
                 _ => true,
             }
     }
@@ -986,4 +995,163 @@ pub fn ingress(
         return denial;
     }
     Verdict::Allow(patch)
+}
+
+/// A Gateway API route (HTTPRoute, GRPCRoute, TLSRoute) as the hostname rules read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatewayRoute<'a> {
+    /// The kind as denials name it: `httproute`, `grpcroute` or `tlsroute`.
+    pub kind: &'static str,
+    /// Its metadata.
+    pub meta: &'a ObjectMeta,
+    /// Its hostnames, as DNS compares them (lower case, no final dot).
+    pub hostnames: Vec<String>,
+    /// What it matches on each hostname, as [`HostRoute::path`]: an HTTP path (`""` for the prefix
+    /// `/`), a gRPC method as its HTTP/2 path (`/service/method`, `/service/` for a whole service);
+    /// `None` for the whole host (TLS: the SNI name alone).
+    pub paths: Vec<Option<String>>,
+}
+
+fn dns_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl<'a> GatewayRoute<'a> {
+    /// An HTTPRoute's hostnames and paths.
+    pub fn http(route: &'a HTTPRoute) -> Self {
+        let mut paths: Vec<Option<String>> = Vec::new();
+        for rule in &route.spec.rules {
+            let matches = if rule.matches.is_empty() {
+                vec![None]
+            } else {
+                rule.matches.iter().map(|m| m.path.as_ref()).collect()
+            };
+            for path in matches {
+                let prefix = path
+                    .and_then(|p| p.type_.as_deref())
+                    .is_none_or(|t| t == "PathPrefix");
+                let value = path.and_then(|p| p.value.as_deref()).unwrap_or("/");
+                let value = if prefix && value == "/" { "" } else { value };
+                paths.push(Some(value.to_owned()));
+            }
+        }
+        if paths.is_empty() {
+            paths.push(Some(String::new()));
+        }
+        Self::new("httproute", &route.metadata, &route.spec.hostnames, paths)
+    }
+
+    /// A GRPCRoute's hostnames and methods.
+    pub fn grpc(route: &'a GRPCRoute) -> Self {
+        let mut paths: Vec<Option<String>> = Vec::new();
+        for rule in &route.spec.rules {
+            let matches = if rule.matches.is_empty() {
+                vec![None]
+            } else {
+                rule.matches.iter().map(|m| m.method.as_ref()).collect()
+            };
+            for method in matches {
+                let path = match method.map(|m| (m.service.as_deref(), m.method.as_deref())) {
+                    Some((Some(service), Some(method))) => format!("/{service}/{method}"),
+                    Some((Some(service), None)) => format!("/{service}/"),
+                    _ => String::new(),
+                };
+                paths.push(Some(path));
+            }
+        }
+        if paths.is_empty() {
+            paths.push(Some(String::new()));
+        }
+        Self::new("grpcroute", &route.metadata, &route.spec.hostnames, paths)
+    }
+
+    /// A TLSRoute's SNI names: each the whole host.
+    pub fn tls(route: &'a TLSRoute) -> Self {
+        Self::new("tlsroute", &route.metadata, &route.spec.hostnames, vec![None])
+    }
+
+    fn new(
+        kind: &'static str,
+        meta: &'a ObjectMeta,
+        hostnames: &[String],
+        mut paths: Vec<Option<String>>,
+    ) -> Self {
+        let mut names: Vec<String> = hostnames
+            .iter()
+            .map(|h| dns_name(h))
+            .filter(|h| !h.is_empty())
+            .collect();
+        names.dedup();
+        paths.sort();
+        paths.dedup();
+        GatewayRoute {
+            kind,
+            meta,
+            hostnames: names,
+            paths,
+        }
+    }
+
+    /// The routes it serves: each hostname with each path, and the names External DNS publishes from
+    /// its annotations.
+    pub fn routes(&self) -> Vec<HostRoute> {
+        let namespace = self.meta.namespace.clone().unwrap_or_default();
+        let name = self.meta.name.clone().unwrap_or_default();
+        let mut out = Vec::new();
+        for host in &self.hostnames {
+            for path in &self.paths {
+                out.push(HostRoute {
+                    kind: self.kind,
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    host: host.clone(),
+                    path: path.clone(),
+                });
+            }
+        }
+        out.extend(annotation_routes(self.kind, self.meta));
+        out
+    }
+}
+
+/// Decides a Gateway API route write in `namespace` of `tenant` under `ingressOptions`: every hostname
+/// allowed by `allowedHostnames` (wildcards only with `allowWildcardHostnames`), none when the route
+/// names no hostname and hostnames are restricted (it would serve every name its listeners accept),
+/// and none served by another object (Ingress, Service, route) in the collision scope. External DNS
+/// publishes a route's hostnames, so this is where a tenant could otherwise take another's name.
+pub fn gateway_route(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    namespace: &str,
+    route: &GatewayRoute<'_>,
+) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let Some(options) = tenant.spec.ingress_options.as_ref() else {
+        return Verdict::allow();
+    };
+    let t = tenant_name(tenant);
+    let (kind, name) = (route.kind, object_name(route.meta));
+    if route.hostnames.is_empty()
+        && let Some(list) = options.allowed_hostnames.as_ref()
+        && let AllowedCheck::NotAllowed(allowed) = check_allowed(list, "")
+    {
+        return Verdict::deny(
+            Some(t),
+            format!(
+                "{kind} `{name}` names no hostname, which serves every hostname its listeners accept: tenant `{t}` allows only hostnames {allowed}"
+            ),
+        );
+    }
+    for host in &route.hostnames {
+        if let Err(denial) = hostname_allowed(options, t, host, &format!("of {kind} `{name}`")) {
+            return denial;
+        }
+    }
+    match dns_names_allowed(view, tenant, kind, namespace, route.meta, &route.routes()) {
+        Ok(()) => Verdict::allow(),
+        Err(denial) => denial,
+    }
 }

@@ -590,11 +590,7 @@ spec:
 async fn each_tenant_is_one_flow_of_its_tiers_priority_level() {
     use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
     let cluster = Cluster::start().await;
-    let existing = cluster
-        .kubectl()
-        .run(&["get", "bulkheadconfiguration", "default", "-o", "name"]);
-    if existing.status.success() {
-        eprintln!("skipped: this cluster already has a BulkheadConfiguration `default`");
+    if cluster.has_configuration() {
         return;
     }
     let plain = cluster.unique("e2e-fair");

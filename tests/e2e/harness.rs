@@ -169,6 +169,18 @@ impl Cluster {
         }
     }
 
+    /// Whether the cluster already has a BulkheadConfiguration `default`: it is cluster-wide, so a test
+    /// that needs its own leaves such a cluster alone (and says so).
+    pub fn has_configuration(&self) -> bool {
+        let existing = self
+            .kubectl()
+            .run(&["get", "bulkheadconfiguration", "default", "-o", "name"]);
+        if existing.status.success() {
+            eprintln!("skipped: this cluster already has a BulkheadConfiguration `default`");
+        }
+        existing.status.success()
+    }
+
     /// Whether this is the in-memory testkit (some assertions need exclusive use of the cluster).
     pub fn is_testkit(&self) -> bool {
         self._server.is_some()

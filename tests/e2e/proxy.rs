@@ -624,13 +624,7 @@ async fn the_proxy_authenticates_strictly_and_reviews_a_token_once_per_ttl() {
 async fn a_write_the_proxy_makes_as_bulkhead_passes_the_webhooks_rule_for_the_user() {
     let cluster = Cluster::start().await;
     // The configuration is cluster-wide: on a cluster that already has one, leave it alone.
-    if cluster
-        .kubectl()
-        .run(&["get", "bulkheadconfiguration", "default", "-o", "name"])
-        .status
-        .success()
-    {
-        eprintln!("skipped: this cluster already has a BulkheadConfiguration `default`");
+    if cluster.has_configuration() {
         return;
     }
     cluster.clean_up(&["bulkheadconfiguration", "default"]);

@@ -158,12 +158,13 @@ async fn converge(ctx: &Context, wanted: &FairShares) -> bool {
     failed
 }
 
-async fn apply_all<K>(
-    api: &Api<K>,
-    wanted: &[K],
-    cached: &KindCache<K, bulkhead_cache::admission::NoIndex>,
-) -> bool
-where
+/// A kind of fair-share object (FlowSchema, PriorityLevelConfiguration).
+trait FairKind:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + serde::Serialize + Send + Sync + 'static
+{
+}
+
+impl<K> FairKind for K where
     K: Resource<DynamicType = ()>
         + Clone
         + Debug
@@ -171,8 +172,15 @@ where
         + serde::Serialize
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+async fn apply_all<K: FairKind>(
+    api: &Api<K>,
+    wanted: &[K],
+    cached: &KindCache<K, bulkhead_cache::admission::NoIndex>,
+) -> bool {
     let mut ok = true;
     for object in wanted {
         let name = object.name_any();
@@ -196,21 +204,11 @@ where
     ok
 }
 
-async fn prune<K>(
+async fn prune<K: FairKind>(
     api: &Api<K>,
     wanted: &[K],
     cached: &KindCache<K, bulkhead_cache::admission::NoIndex>,
-) -> bool
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + serde::Serialize
-        + Send
-        + Sync
-        + 'static,
-{
+) -> bool {
     let keep: HashSet<String> = wanted.iter().map(ResourceExt::name_any).collect();
     let mut ok = true;
     for have in cached.store().state() {

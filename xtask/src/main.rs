@@ -37,6 +37,9 @@ commands:
                    unless --testkit): BULKHEAD_BENCH_TENANTS (1000) tenants x BULKHEAD_BENCH_NAMESPACES
                    (10) namespaces with an Ingress each, 50 classes of each kind; convergence vs a plain
                    client, writes (idle, after kill -9), peak memory, proxy lists, webhook latency
+  bench-fairness   one tenant flooding LISTs from BULKHEAD_BENCH_FLOOD_IDENTITIES (16) users while another
+                   lists: alone, beside the flood with APF's defaults, and with apiFairness (release build,
+                   a control plane of its own with BULKHEAD_BENCH_INFLIGHT (20) read seats)
   bench-*          take --controlplane to run on the real control plane (started for the run), and
                    --heap-profile for jemalloc heap profiles of the bulkhead process at each new peak
   bench-webhook    admission decisions (1,000 tenants, 10,000 namespaces) and AdmissionReview round
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             }
             bench("scale_every_role_in_one_process", &args)
         }
+        Some("bench-fairness") => bench_fairness(&args[1..]),
         Some("bench-webhook") => run_cmd(
             Command::new("cargo")
                 .args(["bench", "-p", "bulkhead-webhook", "--bench", "admission"])
@@ -91,6 +95,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask bench-fairness`: the benchmark starts a control plane of its own (with a small
+/// concurrency limit), so only the built binaries and the chart's Python are needed here.
+fn bench_fairness(args: &[String]) -> Result<()> {
+    controlplane::ensure_built()?;
+    let python = test::chart_python()?;
+    bench_with(
+        "a_flooding_tenant_leaves_the_others_their_share",
+        args,
+        &[("BULKHEAD_E2E_PYTHON", python.as_os_str())],
+    )
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -253,8 +269,13 @@ fn webhooks(check: bool) -> Result<()> {
 
 /// Runs one of the ignored benchmark tests of the e2e suite in a release build.
 fn bench(test: &str, args: &[String]) -> Result<()> {
+    bench_with(test, args, &[])
+}
+
+fn bench_with(test: &str, args: &[String], envs: &[(&str, &std::ffi::OsStr)]) -> Result<()> {
     let mut cmd = Command::new("cargo");
     cmd.args(["test", "--release", "-p", "bulkhead", "--test", "e2e"])
+        .envs(envs.iter().copied())
         .current_dir(root());
     // --heap-profile: jemalloc samples allocations and writes a profile at each new peak of the
     // bulkhead process (read them with the `jeprof` the build leaves beside jemalloc).

@@ -158,8 +158,9 @@ pub struct ApiTier {
     #[serde(default = "default_queues")]
     #[schemars(range(min = 1, max = 512))]
     pub queues: i32,
-    /// How many queues each tenant's flow is shuffle-sharded over: at most `queues`, and the API server
-    /// refuses a level whose `handSize` times log2(`queues`) exceeds 60 (64 queues: a hand of 10).
+    /// How many queues each tenant's flow is shuffle-sharded over: at most `queues`. The API server
+    /// allows at most 60 bits of hash (`handSize` times log2(`queues`); 64 queues: a hand of 10); a
+    /// larger hand is lowered to the largest it allows, with a warning in the controller's log.
     #[serde(default = "default_hand_size")]
     #[schemars(range(min = 1, max = 64))]
     pub hand_size: i32,

@@ -45,7 +45,10 @@ pub(crate) async fn keep(ctx: Arc<Context>, stop: CancellationToken) {
         let failed = converge(&ctx, &wanted).await;
         let problems: HashSet<(String, String)> = wanted.problems.into_iter().collect();
         for (tenant, problem) in problems.difference(&reported) {
-            if let Some(t) = cache.tenant(tenant) {
+            if tenant.is_empty() {
+                // The configuration's own: it has no status or Events of its own to carry it.
+                warn!(problem, "apiFairness in the BulkheadConfiguration");
+            } else if let Some(t) = cache.tenant(tenant) {
                 ctx.warn(&t, "FairShare", problem.clone()).await;
             }
         }

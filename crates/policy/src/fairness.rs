@@ -35,7 +35,8 @@ pub struct FairShares {
     pub levels: Vec<PriorityLevelConfiguration>,
     /// One FlowSchema per tenant that has anyone to match.
     pub flow_schemas: Vec<FlowSchema>,
-    /// What could not be done as asked, per tenant, for Events.
+    /// What could not be done as asked, per tenant, for Events; a problem of the configuration itself
+    /// (a tier) has an empty tenant.
     pub problems: Vec<(String, String)>,
 }
 
@@ -77,6 +78,18 @@ pub fn fair_shares<'a>(
         levels: tiers.iter().map(level).collect(),
         ..FairShares::default()
     };
+    for tier in &tiers {
+        let usable = usable_hand_size(tier.queues, tier.hand_size);
+        if usable != tier.hand_size {
+            out.problems.push((
+                String::new(),
+                format!(
+                    "tier `{}`: a hand of {} of {} queues is more than the API server allows (at most 60 bits: handSize x log2(queues)); a hand of {usable} is used",
+                    tier.name, tier.hand_size, tier.queues
+                ),
+            ));
+        }
+    }
     for TenantFlows { tenant, namespaces } in tenants {
         let name = tenant.metadata.name.clone().unwrap_or_default();
         if tenant.metadata.deletion_timestamp.is_some() {
@@ -150,6 +163,15 @@ pub fn fair_shares<'a>(
     out
 }
 
+/// The largest hand, up to `hand` and `queues`, the API server accepts: shuffle sharding needs
+/// `ceil(log2(queues) * handSize)` bits of hash, at most 60 (apiserver's
+/// `shufflesharding.RequiredEntropyBits` and `MaxHashBits`).
+pub fn usable_hand_size(queues: i32, hand: i32) -> i32 {
+    let bits = |h: i32| (f64::from(queues.max(1)).log2() * f64::from(h)).ceil();
+    let hand = hand.min(queues).max(1);
+    (1..=hand).rev().find(|h| bits(*h) <= 60.0).unwrap_or(1)
+}
+
 fn level(tier: &ApiTier) -> PriorityLevelConfiguration {
     PriorityLevelConfiguration {
         metadata: ObjectMeta {
@@ -170,7 +192,7 @@ fn level(tier: &ApiTier) -> PriorityLevelConfiguration {
                     type_: "Queue".into(),
                     queuing: Some(QueuingConfiguration {
                         queues: Some(tier.queues),
-                        hand_size: Some(tier.hand_size.min(tier.queues)),
+                        hand_size: Some(usable_hand_size(tier.queues, tier.hand_size)),
                         queue_length_limit: Some(tier.queue_length_limit),
                     }),
                 }),
@@ -441,10 +463,48 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(out.problems.len(), 1);
-        assert_eq!(out.problems[0].0, "t");
+        // The tier whose hand is larger than its deck (the CRD refuses it; policy lowers it all the same),
+        // and the tenant naming no tier.
+        assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
+        assert_eq!(out.problems[0].0, "");
+        assert!(out.problems[0].1.contains("tier `bronze`: a hand of 8 of 4 queues"));
+        assert_eq!(out.problems[1].0, "t");
         assert!(
-            out.problems[0].1.contains("\"golden\" names no tier"),
+            out.problems[1].1.contains("\"golden\" names no tier"),
+            "{}",
+            out.problems[1].1
+        );
+    }
+
+    #[test]
+    fn a_hand_is_never_larger_than_the_api_server_allows() {
+        // 64 queues: 6 bits a card, so 10 cards.
+        assert_eq!(usable_hand_size(64, 6), 6);
+        assert_eq!(usable_hand_size(64, 10), 10);
+        assert_eq!(usable_hand_size(64, 11), 10);
+        // 512 queues: 9 bits a card; 100 queues: ceil(6.64 x 9) = 60, ceil(6.64 x 10) = 67.
+        assert_eq!(usable_hand_size(512, 64), 6);
+        assert_eq!(usable_hand_size(100, 10), 9);
+        // Never more than the deck, never less than one.
+        assert_eq!(usable_hand_size(4, 8), 4);
+        assert_eq!(usable_hand_size(1, 1), 1);
+        let fairness: ApiFairness = serde_json::from_value(json!({
+            "tiers": [{"name": "wide", "queues": 512, "handSize": 8}]
+        }))
+        .unwrap();
+        let out = fair_shares(&fairness, &[], []);
+        let queuing = out.levels[0].spec.as_ref().unwrap().limited.as_ref().unwrap();
+        let queuing = queuing.limit_response.as_ref().unwrap().queuing.as_ref().unwrap();
+        assert_eq!(queuing.hand_size, Some(6));
+        assert_eq!(out.problems.len(), 1);
+        assert_eq!(
+            out.problems[0].0, "",
+            "a problem of the configuration, not of a tenant"
+        );
+        assert!(
+            out.problems[0]
+                .1
+                .contains("tier `wide`: a hand of 8 of 512 queues"),
             "{}",
             out.problems[0].1
         );

@@ -993,8 +993,6 @@ async fn the_audit_log_names_the_tenant_and_the_check_of_every_answer() {
 #[tokio::test]
 async fn gateway_route_hostnames_follow_the_hostname_rules_and_take_no_other_tenants_name() {
     let cluster = Cluster::start().await;
-    // Before Bulkhead starts: it watches the route kinds the cluster serves when it starts.
-    cluster.install_gateway_routes();
     let (a, b) = (cluster.unique("e2e-gw-a"), cluster.unique("e2e-gw-b"));
     let (alice, bob) = (cluster.unique("alice"), cluster.unique("bob"));
     // Tenant owners' `admin` role knows nothing of routes: a role for them, bound by the Tenant.
@@ -1002,7 +1000,22 @@ async fn gateway_route_hostnames_follow_the_hostname_rules_and_take_no_other_ten
     cluster.apply(&format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {routes_role}}}\nrules:\n- apiGroups: [gateway.networking.k8s.io]\n  resources: [httproutes, grpcroutes, tlsroutes]\n  verbs: ['*']\n"
     ));
-    let _bulkhead = start(&cluster).await;
+    // Gateway API installed while Bulkhead runs (on a cluster that has it already, it was there at the
+    // start): the routes made from then on count for collisions without a restart.
+    let lease = cluster.unique("e2e-gw-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &[
+            "--lease-namespace",
+            "default",
+            "--lease-name",
+            &lease,
+            "--gateway-discovery-interval",
+            "1s",
+        ],
+    );
+    bulkhead.wait_ready().await;
+    cluster.install_gateway_routes();
     let tenant = |t: &str, owner: &str| {
         format!(
             "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {owner}, clusterRoles: [admin, {routes_role}]}}]\n  ingressOptions:\n    hostnameCollisionScope: Cluster\n    allowedHostnames: {{allowedRegex: '^.*\\.apps\\.example\\.com$'}}\n"

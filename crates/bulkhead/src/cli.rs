@@ -186,6 +186,10 @@ pub struct WebhookArgs {
     /// Address the webhook's HTTPS server listens on.
     #[arg(long, env = "BULKHEAD_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
+    /// How often the webhook asks the API server which Gateway API route kinds it serves: routes
+    /// installed after Bulkhead started count for hostname collisions from then on.
+    #[arg(long, env = "BULKHEAD_GATEWAY_DISCOVERY_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub gateway_discovery_interval: Duration,
     /// Register the webhooks at this URL (`https://HOST:PORT`) instead of the in-cluster Service: for a
     /// webhook running outside the cluster (development, end-to-end tests).
     #[arg(long, env = "BULKHEAD_WEBHOOK_URL")]

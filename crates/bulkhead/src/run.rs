@@ -120,6 +120,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         },
     };
     let cache = Cache::start(client.clone(), needs, shutdown.clone());
+    if admission {
+        cache.keep_discovering_gateway_routes(
+            client.clone(),
+            args.webhook.gateway_discovery_interval,
+            shutdown.clone(),
+        );
+    }
     cache.set_default_replication_account(&args.controller.tenant_resource_service_account);
     let mut tasks = JoinSet::new();
     let mut role_states = Vec::new();

@@ -74,6 +74,8 @@ struct Inner {
     flow_schemas: KindCache<FlowSchema, NoIndex>,
     priority_levels: KindCache<PriorityLevelConfiguration, NoIndex>,
     replication_account: parking_lot::RwLock<String>,
+    /// The Gateway API route kinds whose watches have started.
+    gateway_started: parking_lot::Mutex<GatewayRoutes>,
     started: std::sync::Mutex<Vec<&'static str>>,
     /// Set once every started store has synced (a store never unsyncs), so the request paths that
     /// ask [`Cache::is_synced`] stop asking every store.
@@ -185,6 +187,7 @@ impl Cache {
                 flow_schemas: KindCache::new("FlowSchema"),
                 priority_levels: KindCache::new("PriorityLevelConfiguration"),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
+                gateway_started: parking_lot::Mutex::new(GatewayRoutes::default()),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
                 synced: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -222,16 +225,6 @@ impl Cache {
         }
         if needs.admission {
             started.extend(ADMISSION_KINDS);
-            let routes = needs.gateway_routes;
-            for (served, kind) in [
-                (routes.http, "HTTPRoute"),
-                (routes.grpc, "GRPCRoute"),
-                (routes.tls, "TLSRoute"),
-            ] {
-                if served {
-                    started.push(kind);
-                }
-            }
         }
         if needs.proxy {
             started.push("ProxySetting");
@@ -283,22 +276,7 @@ impl Cache {
             inner
                 .nodes
                 .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
-            let routes = needs.gateway_routes;
-            if routes.http {
-                inner
-                    .http_routes
-                    .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
-            }
-            if routes.grpc {
-                inner
-                    .grpc_routes
-                    .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
-            }
-            if routes.tls {
-                inner
-                    .tls_routes
-                    .spawn_watch(kube::Api::all(c.clone()), all.clone(), s.clone());
-            }
+            cache.start_gateway_routes(c, needs.gateway_routes, s);
         }
         if needs.proxy {
             inner
@@ -374,6 +352,91 @@ impl Cache {
     /// The PriorityLevelConfigurations Bulkhead made (labelled `managed-by=bulkhead`): fair-share tiers.
     pub fn priority_levels(&self) -> &KindCache<PriorityLevelConfiguration, NoIndex> {
         &self.inner.priority_levels
+    }
+
+    /// Starts the watches of the Gateway API route kinds in `served` not watched yet, counted for
+    /// readiness from now on (requests wait for their first list like any other store's).
+    fn start_gateway_routes(&self, client: &Client, served: GatewayRoutes, shutdown: &CancellationToken) {
+        let mut watched = self.inner.gateway_started.lock();
+        let new = GatewayRoutes {
+            http: served.http && !watched.http,
+            grpc: served.grpc && !watched.grpc,
+            tls: served.tls && !watched.tls,
+        };
+        if new == GatewayRoutes::default() {
+            return;
+        }
+        {
+            let mut started = self.inner.started.lock().unwrap_or_else(|e| e.into_inner());
+            self.inner
+                .synced
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            for (is_new, kind) in [
+                (new.http, "HTTPRoute"),
+                (new.grpc, "GRPCRoute"),
+                (new.tls, "TLSRoute"),
+            ] {
+                if is_new {
+                    started.push(kind);
+                }
+            }
+        }
+        let all = watcher::Config::default();
+        let inner = &self.inner;
+        if new.http {
+            inner
+                .http_routes
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+        }
+        if new.grpc {
+            inner
+                .grpc_routes
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+        }
+        if new.tls {
+            inner
+                .tls_routes
+                .spawn_watch(kube::Api::all(client.clone()), all, shutdown.clone());
+        }
+        watched.http |= new.http;
+        watched.grpc |= new.grpc;
+        watched.tls |= new.tls;
+    }
+
+    /// Asks every `every` which Gateway API route kinds the API server serves, and watches those that
+    /// came since (Gateway API installed after Bulkhead started), so their hostnames count for
+    /// collisions without a restart. Runs until `shutdown`.
+    pub fn keep_discovering_gateway_routes(
+        &self,
+        client: Client,
+        every: std::time::Duration,
+        shutdown: CancellationToken,
+    ) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                match served_gateway_routes(&client).await {
+                    Ok(served) => {
+                        let before = *cache.inner.gateway_started.lock();
+                        cache.start_gateway_routes(&client, served, &shutdown);
+                        let after = *cache.inner.gateway_started.lock();
+                        if after != before {
+                            tracing::info!(
+                                http = after.http,
+                                grpc = after.grpc,
+                                tls = after.tls,
+                                "Gateway API routes now served: watching them"
+                            );
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "cannot tell which Gateway API routes are served"),
+                }
+            }
+        });
     }
 
     /// BulkheadConfigurations (only `default` is read).

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test suite: failing loudly is the point
 
 mod controller;
+mod convert;
 mod fairness;
 mod faults;
 mod harness;

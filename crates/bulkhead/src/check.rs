@@ -46,13 +46,7 @@ impl Document {
 
 /// Reads every YAML or JSON document in `paths` (directories recursively, in name order).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>> {
-    let mut files = Vec::new();
-    for path in paths {
-        collect(path, &mut files)?;
-    }
-    if files.is_empty() {
-        bail!("no .yaml, .yml or .json files in {}", display(paths));
-    }
+    let files = files(paths)?;
     let mut docs = Vec::new();
     for file in files {
         let text =
@@ -85,6 +79,19 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Document>> {
         }
     }
     Ok(docs)
+}
+
+/// The .yaml, .yml and .json files of `paths` (directories searched recursively), in order; an error
+/// when there are none.
+pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect(path, &mut files)?;
+    }
+    if files.is_empty() {
+        bail!("no .yaml, .yml or .json files in {}", display(paths));
+    }
+    Ok(files)
 }
 
 fn display(paths: &[PathBuf]) -> String {

@@ -30,6 +30,11 @@ pub enum Command {
     /// checked as if created, in order. Exit 0 when all are allowed (or as each object's
     /// `check.bulkhead.dev/expect` annotation says), 1 otherwise, 2 on unreadable input.
     Check(CheckArgs),
+    /// Convert Capsule manifests (Tenant, TenantResource, GlobalTenantResource, ProxySetting,
+    /// CapsuleConfiguration) to Bulkhead's, keeping comments and order; the result goes to standard
+    /// output, what a reader should know to standard error. Exits 1 when a converted document would be
+    /// refused by Bulkhead's CRDs or its kind has no Bulkhead equivalent yet.
+    Convert(ConvertArgs),
     /// Print a kubeconfig for a tenant user to reach the cluster through Bulkhead's proxy.
     Kubeconfig(KubeconfigArgs),
     /// Print the version.
@@ -60,6 +65,17 @@ pub struct KubeconfigArgs {
     /// The user authenticates with the bearer token in this file (referenced, not copied).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+}
+
+/// Flags of `bulkhead convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Files or directories (searched recursively for .yaml, .yml and .json).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// More files or directories, as kubectl spells it.
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
 }
 
 /// Flags of `bulkhead check`.

@@ -4,6 +4,7 @@
 mod admin;
 mod check;
 mod cli;
+mod convert;
 mod kubeconfig;
 mod logging;
 mod metrics;
@@ -39,6 +40,17 @@ fn main() -> ExitCode {
                 None => None,
             };
             kubeconfig::render(&args, ca.as_deref()).and_then(|yaml| write_stdout(&yaml))
+        }
+        Command::Convert(args) => {
+            let paths: Vec<_> = args.paths.into_iter().chain(args.files).collect();
+            match convert::run(&paths) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(error) => {
+                    eprintln!("bulkhead: {error:#}");
+                    return ExitCode::from(2);
+                }
+            }
         }
         Command::Check(args) => {
             let caller = check::Caller {

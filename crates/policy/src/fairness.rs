@@ -467,7 +467,11 @@ mod tests {
         // and the tenant naming no tier.
         assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
         assert_eq!(out.problems[0].0, "");
-        assert!(out.problems[0].1.contains("tier `bronze`: a hand of 8 of 4 queues"));
+        assert!(
+            out.problems[0]
+                .1
+                .contains("tier `bronze`: a hand of 8 of 4 queues")
+        );
         assert_eq!(out.problems[1].0, "t");
         assert!(
             out.problems[1].1.contains("\"golden\" names no tier"),

@@ -52,6 +52,35 @@ async fn create_namespace(k: &Kubectl, ns: &str) {
         .await;
 }
 
+/// Two tenants owned by one user each (with `owner_extra` added to the owner entry, e.g. cluster
+/// roles), hostnames restricted to `*.apps.example.com` with Cluster collision scope, one namespace
+/// each (`<tenant>-x`) made by its owner: kubectl as each owner, and the two namespaces.
+async fn neighbours(
+    cluster: &Cluster,
+    (a, alice): (&str, &str),
+    (b, bob): (&str, &str),
+    owner_extra: &str,
+) -> (Kubectl, Kubectl, String, String) {
+    let tenant = |t: &str, owner: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {owner}{owner_extra}}}]\n  ingressOptions:\n    hostnameCollisionScope: Cluster\n    allowedHostnames: {{allowedRegex: '^.*\\.apps\\.example\\.com$'}}\n"
+        )
+    };
+    cluster.apply(&format!("{}---\n{}", tenant(a, alice), tenant(b, bob)));
+    let (ka, kb) = (
+        cluster.kubectl_as(alice, &[USERS]),
+        cluster.kubectl_as(bob, &[USERS]),
+    );
+    let (ns_a, ns_b) = (format!("{a}-x"), format!("{b}-x"));
+    cluster.clean_up(&["namespace", &ns_a]);
+    cluster.clean_up(&["namespace", &ns_b]);
+    create_namespace(&ka, &ns_a).await;
+    create_namespace(&kb, &ns_b).await;
+    owner_can_act(cluster, &ns_a).await;
+    owner_can_act(cluster, &ns_b).await;
+    (ka, kb, ns_a, ns_b)
+}
+
 async fn start(cluster: &Cluster) -> Bulkhead {
     let lease = cluster.unique("e2e-wh-lease");
     let bulkhead = Bulkhead::start(cluster, &["--lease-namespace", "default", "--lease-name", &lease]);
@@ -767,23 +796,7 @@ async fn a_tenant_cannot_take_another_tenants_dns_name_through_an_annotation() {
     let (a, b) = (cluster.unique("e2e-dns-a"), cluster.unique("e2e-dns-b"));
     let (alice, bob) = (cluster.unique("alice"), cluster.unique("bob"));
     let _bulkhead = start(&cluster).await;
-    let tenant = |t: &str, owner: &str| {
-        format!(
-            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {owner}}}]\n  ingressOptions:\n    hostnameCollisionScope: Cluster\n    allowedHostnames: {{allowedRegex: '^.*\\.apps\\.example\\.com$'}}\n"
-        )
-    };
-    cluster.apply(&format!("{}---\n{}", tenant(&a, &alice), tenant(&b, &bob)));
-    let (ka, kb) = (
-        cluster.kubectl_as(&alice, &[USERS]),
-        cluster.kubectl_as(&bob, &[USERS]),
-    );
-    let (ns_a, ns_b) = (format!("{a}-x"), format!("{b}-x"));
-    cluster.clean_up(&["namespace", &ns_a]);
-    cluster.clean_up(&["namespace", &ns_b]);
-    create_namespace(&ka, &ns_a).await;
-    create_namespace(&kb, &ns_b).await;
-    owner_can_act(&cluster, &ns_a).await;
-    owner_can_act(&cluster, &ns_b).await;
+    let (ka, kb, ns_a, ns_b) = neighbours(&cluster, (&a, &alice), (&b, &bob), "").await;
 
     let shop = format!("shop-{a}.apps.example.com");
     apply_as(
@@ -1016,23 +1029,8 @@ async fn gateway_route_hostnames_follow_the_hostname_rules_and_take_no_other_ten
     );
     bulkhead.wait_ready().await;
     cluster.install_gateway_routes();
-    let tenant = |t: &str, owner: &str| {
-        format!(
-            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {t}}}\nspec:\n  owners: [{{kind: User, name: {owner}, clusterRoles: [admin, {routes_role}]}}]\n  ingressOptions:\n    hostnameCollisionScope: Cluster\n    allowedHostnames: {{allowedRegex: '^.*\\.apps\\.example\\.com$'}}\n"
-        )
-    };
-    cluster.apply(&format!("{}---\n{}", tenant(&a, &alice), tenant(&b, &bob)));
-    let (ka, kb) = (
-        cluster.kubectl_as(&alice, &[USERS]),
-        cluster.kubectl_as(&bob, &[USERS]),
-    );
-    let (ns_a, ns_b) = (format!("{a}-x"), format!("{b}-x"));
-    cluster.clean_up(&["namespace", &ns_a]);
-    cluster.clean_up(&["namespace", &ns_b]);
-    create_namespace(&ka, &ns_a).await;
-    create_namespace(&kb, &ns_b).await;
-    owner_can_act(&cluster, &ns_a).await;
-    owner_can_act(&cluster, &ns_b).await;
+    let roles = format!(", clusterRoles: [admin, {routes_role}]");
+    let (ka, kb, ns_a, ns_b) = neighbours(&cluster, (&a, &alice), (&b, &bob), &roles).await;
     let http = |ns: &str, name: &str, hostnames: &str| {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  parentRefs: [{{name: shared-gateway, namespace: infra}}]\n  hostnames: {hostnames}\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /shop}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n"

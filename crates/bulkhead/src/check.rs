@@ -374,7 +374,7 @@ pub fn evaluate(
 fn add_routes(snapshot: &mut Snapshot, kind: &str, object: serde_json::Value) {
     use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
     use bulkhead_policy::admission::GatewayRoute;
-    // An object that does not parse was denied above with the reason; nothing to record.
+    // decide() has read the object already (one it cannot read ends the run), so this parses.
     let _ = match kind {
         "Ingress" => serde_json::from_value(object).map(|ing| snapshot.add_ingress(&ing)),
         "Service" => serde_json::from_value(object).map(|svc| snapshot.add_service(&svc)),

@@ -334,29 +334,20 @@ impl Cache {
         &self.inner.flow_schemas
     }
 
-    /// HTTPRoutes (their hostnames and paths, for collisions).
-    pub fn http_routes_feed(&self) -> &KindCache<HTTPRoute, HostIndex> {
-        &self.inner.http_routes
-    }
-
-    /// GRPCRoutes (their hostnames and methods, for collisions).
-    pub fn grpc_routes_feed(&self) -> &KindCache<GRPCRoute, HostIndex> {
-        &self.inner.grpc_routes
-    }
-
-    /// TLSRoutes (their SNI names, for collisions).
-    pub fn tls_routes_feed(&self) -> &KindCache<TLSRoute, HostIndex> {
-        &self.inner.tls_routes
-    }
-
     /// The PriorityLevelConfigurations Bulkhead made (labelled `managed-by=bulkhead`): fair-share tiers.
     pub fn priority_levels(&self) -> &KindCache<PriorityLevelConfiguration, NoIndex> {
         &self.inner.priority_levels
     }
 
     /// Starts the watches of the Gateway API route kinds in `served` not watched yet, counted for
-    /// readiness from now on (requests wait for their first list like any other store's).
-    fn start_gateway_routes(&self, client: &Client, served: GatewayRoutes, shutdown: &CancellationToken) {
+    /// readiness from now on (requests wait for their first list like any other store's). Returns the
+    /// kinds it started.
+    fn start_gateway_routes(
+        &self,
+        client: &Client,
+        served: GatewayRoutes,
+        shutdown: &CancellationToken,
+    ) -> GatewayRoutes {
         let mut watched = self.inner.gateway_started.lock();
         let new = GatewayRoutes {
             http: served.http && !watched.http,
@@ -364,7 +355,7 @@ impl Cache {
             tls: served.tls && !watched.tls,
         };
         if new == GatewayRoutes::default() {
-            return;
+            return new;
         }
         {
             let mut started = self.inner.started.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,6 +392,7 @@ impl Cache {
         watched.http |= new.http;
         watched.grpc |= new.grpc;
         watched.tls |= new.tls;
+        new
     }
 
     /// Asks every `every` which Gateway API route kinds the API server serves, and watches those that
@@ -421,14 +413,12 @@ impl Cache {
                 }
                 match served_gateway_routes(&client).await {
                     Ok(served) => {
-                        let before = *cache.inner.gateway_started.lock();
-                        cache.start_gateway_routes(&client, served, &shutdown);
-                        let after = *cache.inner.gateway_started.lock();
-                        if after != before {
+                        let new = cache.start_gateway_routes(&client, served, &shutdown);
+                        if new != GatewayRoutes::default() {
                             tracing::info!(
-                                http = after.http,
-                                grpc = after.grpc,
-                                tls = after.tls,
+                                http = new.http,
+                                grpc = new.grpc,
+                                tls = new.tls,
                                 "Gateway API routes now served: watching them"
                             );
                         }
@@ -523,7 +513,11 @@ impl Cache {
 
     /// The status of every kind this cache watches, in a stable order.
     pub fn status(&self) -> Vec<KindStatus> {
-        let started = self.started();
+        self.status_of(&self.started())
+    }
+
+    /// The status of the kinds in `started`.
+    fn status_of(&self, started: &[&str]) -> Vec<KindStatus> {
         let inner = &self.inner;
         [
             inner.tenants.status(),
@@ -569,7 +563,10 @@ impl Cache {
         if self.inner.synced.load(Ordering::Relaxed) {
             return true;
         }
-        let synced = self.status().iter().all(|s| s.synced);
+        // Under the lock that starting a kind takes to clear the flag, so a kind started meanwhile is
+        // never taken as synced.
+        let started = self.inner.started.lock().unwrap_or_else(|e| e.into_inner());
+        let synced = self.status_of(&started).iter().all(|s| s.synced);
         if synced {
             self.inner.synced.store(true, Ordering::Relaxed);
         }

@@ -59,13 +59,9 @@ impl HostRoute {
     /// Whether two routes of different objects serve the same requests.
     fn overlaps(&self, other: &HostRoute) -> bool {
         // No path (an Ingress rule without paths, a route without matches) is the path `/`.
-        let root = |p: &str| {
-            if p.is_empty() {
-                "/".to_owned()
-            } else {
-                p.to_owned()
-            }
-        };
+        fn root(p: &str) -> &str {
+            if p.is_empty() { "/" } else { p }
+        }
         self.host == other.host
             && match (&self.path, &other.path) {
                 (Some(a), Some(b)) => root(a) == root(b),
@@ -1076,12 +1072,12 @@ impl<'a> GatewayRoute<'a> {
         hostnames: &[String],
         mut paths: Vec<Option<String>>,
     ) -> Self {
-        let mut names: Vec<String> = hostnames
-            .iter()
-            .map(|h| dns_name(h))
-            .filter(|h| !h.is_empty())
-            .collect();
-        names.dedup();
+        let mut names: Vec<String> = Vec::new();
+        for name in hostnames.iter().map(|h| dns_name(h)) {
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
         paths.sort();
         paths.dedup();
         GatewayRoute {

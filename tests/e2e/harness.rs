@@ -25,6 +25,9 @@ pub const WEBHOOK_HOST_ENV: &str = "BULKHEAD_E2E_WEBHOOK_HOST";
 /// The Gateway API release whose route CRDs the tests install.
 pub const GATEWAY_API_VERSION: &str = "v1.6.0";
 
+/// The Argo CD release whose AppProject CRD the tests install (the newest whose module Go 1.26 reads).
+pub const ARGO_CD_VERSION: &str = "v3.5.8";
+
 /// A cluster to test against.
 pub struct Cluster {
     _server: Option<TestServer>,
@@ -123,47 +126,59 @@ impl Cluster {
     /// the cluster already has them: a cluster's own Gateway API is never replaced. They stay: other
     /// tests' Bulkhead processes find them served, as on a cluster that has Gateway API.
     pub fn install_gateway_routes(&self) {
-        let present =
-            self.kubectl()
-                .run(&["get", "crd", "httproutes.gateway.networking.k8s.io", "-o", "name"]);
+        let kinds = ["httproutes", "grpcroutes", "tlsroutes"];
+        let files = kinds.map(|k| format!("config/crd/standard/gateway.networking.k8s.io_{k}.yaml"));
+        let names = kinds.map(|k| format!("{k}.gateway.networking.k8s.io"));
+        self.install_crds_from_module(
+            &format!("sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"),
+            &files,
+            &names,
+        );
+    }
+
+    /// Installs Argo CD's AppProject CRD (of [`ARGO_CD_VERSION`], from the `github.com/argoproj/argo-cd/v3`
+    /// Go module, which ships it) unless the cluster has it already.
+    pub fn install_argo_cd_projects(&self) {
+        self.install_crds_from_module(
+            &format!("github.com/argoproj/argo-cd/v3@{ARGO_CD_VERSION}"),
+            &["manifests/crds/appproject-crd.yaml".to_owned()],
+            &["appprojects.argoproj.io".to_owned()],
+        );
+    }
+
+    /// Applies CRD files of a Go module (downloaded to Go's module cache) and waits until they are
+    /// served; nothing is done when the cluster has the first CRD named already (a cluster's own is
+    /// never replaced). They stay, as on a cluster that has that project installed.
+    fn install_crds_from_module(&self, module: &str, files: &[String], names: &[String]) {
+        let present = self.kubectl().run(&["get", "crd", &names[0], "-o", "name"]);
         if present.status.success() {
             return;
         }
         let out = Command::new("go")
-            .args([
-                "mod",
-                "download",
-                "-json",
-                &format!("sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"),
-            ])
+            .args(["mod", "download", "-json", module])
             .env("GOFLAGS", "-mod=mod")
             .current_dir(self.dir.path())
             .output()
-            .expect("go runs (the Gateway API CRDs come from its module cache)");
+            .expect("go runs (CRDs of other projects come from Go's module cache)");
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let dir = info["Dir"].as_str().unwrap_or_else(|| {
             panic!(
-                "go mod download sigs.k8s.io/gateway-api failed: {info} {}",
+                "go mod download {module} failed: {info} {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        let crds = PathBuf::from(dir).join("config/crd/standard");
         let mut args = vec!["apply".to_owned(), "--server-side".to_owned()];
-        for kind in ["httproutes", "grpcroutes", "tlsroutes"] {
+        for file in files {
             args.push("-f".to_owned());
-            args.push(
-                crds.join(format!("gateway.networking.k8s.io_{kind}.yaml"))
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+            args.push(PathBuf::from(dir).join(file).to_string_lossy().into_owned());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.kubectl().ok(&args);
-        for kind in ["httproutes", "grpcroutes", "tlsroutes"] {
+        for name in names {
             self.kubectl().ok(&[
                 "wait",
                 "--for=condition=Established",
-                &format!("crd/{kind}.gateway.networking.k8s.io"),
+                &format!("crd/{name}"),
                 "--timeout=60s",
             ]);
         }

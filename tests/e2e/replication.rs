@@ -490,7 +490,7 @@ spec:
         );
         let ok = status.starts_with("False|")
             && status.contains(
-                "ClusterRoleBinding is cluster-scoped: replication writes only into tenant namespaces",
+                &format!("ClusterRoleBinding {a}-escalate: is cluster-scoped: a TenantResource writes only into its tenant's namespaces"),
             )
             && status.contains(&format!("cannot read v1 ConfigMap in namespace `{b_one}`"));
         ok.then_some(()).ok_or(status)
@@ -539,4 +539,397 @@ spec:
             .kubectl()
             .ok(&["delete", "tenantresource", name, "-n", ns, "--timeout=30s"]);
     }
+}
+
+/// The chart's RBAC plus what the templated resources below write (an administrator adds such rules
+/// through `replication.extraRules`, as docs/replication.md says).
+const ARGO_RULES: &str = r#"replication.extraRules=[{"apiGroups":["argoproj.io"],"resources":["appprojects"],"verbs":["get","list","watch","create","patch","update","delete"]}]"#;
+
+#[tokio::test]
+async fn templates_make_an_argo_cd_project_per_tenant_and_adopt_only_when_told() {
+    let cluster = Cluster::start().await;
+    cluster.install_argo_cd_projects();
+    let (a, b) = (cluster.unique("e2e-tpl-a"), cluster.unique("e2e-tpl-b"));
+    let (argo, platform) = (cluster.unique("e2e-argocd"), cluster.unique("e2e-tpl-platform"));
+    let (projects, settings) = (cluster.unique("e2e-projects"), cluster.unique("e2e-settings"));
+    let lease = cluster.unique("e2e-tpl-lease");
+    let bulkhead = Bulkhead::start_with_chart(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+        &[ARGO_RULES],
+    );
+    bulkhead.wait_ready().await;
+    cluster.apply(&format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {argo}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {platform}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: defaults, namespace: {platform}}}
+data: {{region: eu-west-1}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {a}, labels: {{e2e-templates: {projects}}}}}
+spec:
+  owners: [{{kind: User, name: alice}}]
+  data: {{repos: ["https://git.example/{a}.git"]}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {b}}}
+spec: {{owners: [{{kind: User, name: bob}}]}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {a}-one, labels: {{bulkhead.dev/tenant: {a}}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {a}-two, labels: {{bulkhead.dev/tenant: {a}}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {b}-one, labels: {{bulkhead.dev/tenant: {b}}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: team-settings, namespace: {a}-one}}
+data: {{owner: the-team}}
+"#
+    ));
+    // One AppProject per selected tenant, in Argo CD's namespace, from a Go template over the tenant.
+    cluster.apply(&format!(
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: GlobalTenantResource
+metadata: {{name: {projects}}}
+spec:
+  scope: Tenant
+  tenantSelector: {{matchLabels: {{e2e-templates: {projects}}}}}
+  resources:
+  - generators:
+    - missingKey: error
+      template: |
+        apiVersion: argoproj.io/v1alpha1
+        kind: AppProject
+        metadata:
+          name: {{{{ $.tenant.metadata.name }}}}
+          namespace: {argo}
+        spec:
+          sourceRepos: {{{{ toJson $.tenant.spec.data.repos }}}}
+          destinations:
+          {{{{- range $.tenant.status.namespaces }}}}
+          - {{server: https://kubernetes.default.svc, namespace: {{{{ . }}}}}}
+          {{{{- end }}}}
+"#
+    ));
+    let project = |tenant: &str| {
+        {
+            get(
+                &cluster,
+                &[
+                    "get",
+                    "appproject",
+                    tenant,
+                    "-n",
+                    &argo,
+                    "--ignore-not-found",
+                    "-o",
+                    "jsonpath={.spec.sourceRepos[*]}|{.spec.destinations[*].namespace}|{.metadata.labels.bulkhead\\.dev/tenant}",
+                ],
+            )
+        }
+    };
+    eventually(Duration::from_secs(30), || async {
+        let got = project(&a);
+        let want = format!("https://git.example/{a}.git|{a}-one {a}-two|{a}");
+        (got == want).then_some(()).ok_or(got)
+    })
+    .await;
+    assert_eq!(project(&b), "", "a tenant the selector leaves out got a project");
+    // A new namespace of the tenant becomes a destination.
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {a}-three, labels: {{bulkhead.dev/tenant: {a}}}}}\n"
+    ));
+    eventually(Duration::from_secs(30), || async {
+        let got = project(&a);
+        got.contains(&format!("|{a}-one {a}-three {a}-two|"))
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+
+    // Per namespace: context objects and the short form; an object made by someone else is left alone
+    // until adoption is asked for.
+    let settings_gtr = |adopt: bool| {
+        format!(
+            r#"apiVersion: bulkhead.dev/v1alpha1
+kind: GlobalTenantResource
+metadata: {{name: {settings}}}
+spec:
+  tenantSelector: {{matchLabels: {{e2e-templates: {projects}}}}}
+  settings: {{adopt: {adopt}}}
+  resources:
+  - namespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{a}-one, {a}-two]}}]}}
+    context:
+      resources:
+      - {{index: defaults, apiVersion: v1, kind: ConfigMap, namespace: {platform}, name: defaults, optional: false}}
+    generators:
+    - template: |
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {{name: team-settings}}
+        data:
+          region: {{{{ $.defaults.data.region }}}}
+          namespace: {{{{ $.namespace.metadata.name }}}}
+    rawItems:
+    - apiVersion: v1
+      kind: ConfigMap
+      metadata: {{name: '{{{{tenant.name}}}}-{{{{namespace}}}}-info'}}
+      data: {{tenant: '{{{{tenant.name}}}}'}}
+"#
+        )
+    };
+    cluster.apply(&settings_gtr(false));
+    let cm = |ns: String, name: &str| {
+        {
+            get(
+                &cluster,
+                &[
+                    "get",
+                    "configmap",
+                    name,
+                    "-n",
+                    &ns,
+                    "--ignore-not-found",
+                    "-o",
+                    "jsonpath={.data.owner}|{.data.region}|{.data.namespace}|{.metadata.labels.bulkhead\\.dev/replicated-by}",
+                ],
+            )
+        }
+    };
+    let owner = format!("globaltenantresource..{settings}");
+    eventually(Duration::from_secs(30), || async {
+        let two = cm(format!("{a}-two"), "team-settings");
+        let info = get(&cluster, &["get", "configmap", &format!("{a}-{a}-one-info"), "-n", &format!("{a}-one"),
+            "--ignore-not-found", "-o", "jsonpath={.data.tenant}"]);
+        let status = get(&cluster, &["get", "globaltenantresource", &settings, "-o",
+            "jsonpath={.status.conditions[0].status}|{.status.conditions[0].message}"]);
+        let ok = two == format!("|eu-west-1|{a}-two|{owner}")
+            && info == a
+            && status.starts_with("False|")
+            && status.contains(&format!(
+                "ConfigMap {a}-one/team-settings: exists and was not made by this GlobalTenantResource: set settings.adopt to manage it"
+            ));
+        ok.then_some(()).ok_or(format!("{two:?} {info:?} {status:?}"))
+    })
+    .await;
+    assert_eq!(
+        cm(format!("{a}-one"), "team-settings"),
+        "the-team|||",
+        "changed without adopt"
+    );
+    cluster.apply(&settings_gtr(true));
+    eventually(Duration::from_secs(30), || async {
+        let one = cm(format!("{a}-one"), "team-settings");
+        (one == format!("the-team|eu-west-1|{a}-one|{owner}"))
+            .then_some(())
+            .ok_or(one)
+    })
+    .await;
+    // Deleted: what it made goes, what it adopted stays as it was before.
+    cluster
+        .kubectl()
+        .ok(&["delete", "globaltenantresource", &settings, "--timeout=30s"]);
+    eventually(Duration::from_secs(30), || async {
+        let one = cm(format!("{a}-one"), "team-settings");
+        let two = cm(format!("{a}-two"), "team-settings");
+        (one == "the-team|||" && two.is_empty())
+            .then_some(())
+            .ok_or(format!("{one:?} {two:?}"))
+    })
+    .await;
+
+    // dependsOn holds a resource back until what it names is Ready; cordoned freezes it.
+    let later = cluster.unique("e2e-later");
+    let later_gtr = |depends: &str, cordoned: bool, items: &str| {
+        format!(
+            r#"apiVersion: bulkhead.dev/v1alpha1
+kind: GlobalTenantResource
+metadata: {{name: {later}}}
+spec:
+  tenantSelector: {{matchLabels: {{e2e-templates: {projects}}}}}
+  dependsOn: [{{name: {depends}}}]
+  cordoned: {cordoned}
+  resources:
+  - namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {a}-one}}}}
+    rawItems: {items}
+"#
+        )
+    };
+    let item = "[{apiVersion: v1, kind: ConfigMap, metadata: {name: later}, data: {a: b}}]";
+    let later_state = || {
+        let status = get(
+            &cluster,
+            &[
+                "get",
+                "globaltenantresource",
+                &later,
+                "-o",
+                "jsonpath={.status.conditions[0].reason}|{.status.conditions[0].message}",
+            ],
+        );
+        let cm = get(
+            &cluster,
+            &[
+                "get",
+                "configmap",
+                "later",
+                "-n",
+                &format!("{a}-one"),
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ],
+        );
+        format!("{status}|{cm}")
+    };
+    cluster.apply(&later_gtr("e2e-nothing-by-this-name", false, item));
+    eventually(Duration::from_secs(30), || async {
+        let got = later_state();
+        (got == "DependencyNotReady|waits for `e2e-nothing-by-this-name` does not exist|")
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+    cluster.apply(&later_gtr(&projects, false, item));
+    eventually(Duration::from_secs(30), || async {
+        let got = later_state();
+        (got == "Replicated|every item is applied|configmap/later")
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+    cluster.apply(&later_gtr(&projects, true, "[]"));
+    eventually(Duration::from_secs(30), || async {
+        let got = later_state();
+        got.starts_with("Cordoned|cordoned: nothing is applied or deleted")
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        later_state().ends_with("|configmap/later"),
+        "a cordoned resource pruned"
+    );
+    cluster.apply(&later_gtr(&projects, false, "[]"));
+    eventually(Duration::from_secs(30), || async {
+        let got = later_state();
+        (got == "Replicated|every item is applied|")
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+    cluster
+        .kubectl()
+        .ok(&["delete", "globaltenantresource", &later, "--timeout=30s"]);
+
+    // A TenantResource's templates stay inside its tenant, and never write cluster-scoped objects
+    // (CVE-2026-22872), whatever its scope.
+    cluster.apply(&format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: replicator, namespace: {a}-one}}
+subjects: [{{kind: ServiceAccount, name: default, namespace: {a}-one}}]
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: TenantResource
+metadata: {{name: escape, namespace: {a}-one}}
+spec:
+  scope: Tenant
+  resources:
+  - generators:
+    - template: |
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: ClusterRole
+        metadata: {{name: {{{{ $.tenant.metadata.name }}}}-everything}}
+        rules: [{{apiGroups: ["*"], resources: ["*"], verbs: ["*"]}}]
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {{name: planted, namespace: {b}-one}}
+        ---
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {{name: inside}}
+        data: {{tenant: {{{{ $.tenant.metadata.name }}}}}}
+"#
+    ));
+    eventually(Duration::from_secs(30), || async {
+        let status = get(&cluster, &["get", "tenantresource", "escape", "-n", &format!("{a}-one"), "-o",
+            "jsonpath={.status.conditions[0].message}"]);
+        let inside = get(&cluster, &["get", "configmap", "inside", "-n", &format!("{a}-one"),
+            "--ignore-not-found", "-o", "jsonpath={.data.tenant}"]);
+        let ok = inside == a
+            && status.contains(&format!("ClusterRole {a}-everything: is cluster-scoped: a TenantResource writes only into its tenant's namespaces"))
+            && status.contains(&format!("ConfigMap {b}-one/planted: names namespace `{b}-one`, which is not one of the tenant's"));
+        ok.then_some(()).ok_or(format!("{inside:?} {status:?}"))
+    })
+    .await;
+    assert_eq!(
+        get(
+            &cluster,
+            &[
+                "get",
+                "clusterrole",
+                &format!("{a}-everything"),
+                "--ignore-not-found",
+                "-o",
+                "name"
+            ]
+        ),
+        ""
+    );
+    assert_eq!(
+        get(
+            &cluster,
+            &[
+                "get",
+                "configmap",
+                "planted",
+                "-n",
+                &format!("{b}-one"),
+                "--ignore-not-found",
+                "-o",
+                "name"
+            ]
+        ),
+        ""
+    );
+
+    // A tenant the selector stops matching loses its project.
+    cluster.kubectl().ok(&["label", "tenant", &a, "e2e-templates-"]);
+    eventually(Duration::from_secs(30), || async {
+        let got = project(&a);
+        got.is_empty().then_some(()).ok_or(got)
+    })
+    .await;
+    for (kind, name, ns) in [
+        ("tenantresource", "escape", Some(format!("{a}-one"))),
+        ("globaltenantresource", projects.as_str(), None),
+    ] {
+        let mut args = vec!["delete", kind, name, "--timeout=30s"];
+        if let Some(ns) = &ns {
+            args.extend(["-n", ns.as_str()]);
+        }
+        cluster.kubectl().ok(&args);
+    }
+    drop(bulkhead);
 }

@@ -19,6 +19,8 @@ CHART = pathlib.Path(__file__).resolve().parent.parent
 def typed(value):
     if value in ("true", "false"):
         return value == "true"
+    if value[:1] in ("[", "{"):
+        return json.loads(value)
     try:
         return int(value)
     except ValueError:

@@ -160,6 +160,8 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// What the object expected (`Some(true)` = allow, `Some(false)` = deny).
     pub expected: Option<bool>,
+    /// The object as admitted (with the webhook's patches), when it was allowed.
+    pub admitted: Option<Value>,
 }
 
 impl Outcome {
@@ -334,6 +336,7 @@ pub fn evaluate(
                 }
             }
         }
+        let admitted = verdict.is_allowed().then(|| object.clone());
         if verdict.is_allowed() {
             verdict = Verdict::Allow(patches);
             match (group.as_str(), kind.as_str()) {
@@ -364,6 +367,7 @@ pub fn evaluate(
             user,
             verdict,
             expected,
+            admitted,
         });
     }
     Ok(outcomes)
@@ -437,8 +441,20 @@ pub fn run(paths: &[PathBuf], caller: &Caller) -> Result<bool> {
         bail!("name the manifests to check: bulkhead check PATH... (files or directories)");
     }
     let docs = load(paths)?;
+    let all = docs.clone();
     let (mut snapshot, config, evaluate_docs) = split(docs)?;
     let outcomes = evaluate(&mut snapshot, &config, &evaluate_docs, caller)?;
     print!("{}", report(&outcomes));
-    Ok(outcomes.iter().all(Outcome::as_expected))
+    // The cluster after these creates: the state read from the manifests and every admitted object.
+    let evaluated: std::collections::BTreeSet<&str> =
+        evaluate_docs.iter().map(|d| d.origin.as_str()).collect();
+    let cluster: Vec<Value> = all
+        .iter()
+        .filter(|d| !evaluated.contains(d.origin.as_str()))
+        .map(|d| d.object.clone())
+        .chain(outcomes.iter().filter_map(|o| o.admitted.clone()))
+        .collect();
+    let rendered = crate::check_replication::render(&cluster);
+    print!("{}", crate::check_replication::report(&rendered));
+    Ok(outcomes.iter().all(Outcome::as_expected) && rendered.iter().all(|r| r.problems.is_empty()))
 }

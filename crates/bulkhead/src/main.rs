@@ -3,6 +3,7 @@
 
 mod admin;
 mod check;
+mod check_replication;
 mod cli;
 mod convert;
 mod kubeconfig;

@@ -12,13 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_api::labels;
-use bulkhead_api::replication::{NamespacedItem, ProcessedItem, ReplicatedResources, ReplicationStatus};
+use bulkhead_api::replication::{
+    DependsOn, ProcessedItem, ReplicatedResources, ReplicationOptions, ReplicationScope, ReplicationStatus,
+};
 use bulkhead_api::{GlobalTenantResource, TenantResource};
 use bulkhead_cache::Cache;
 use bulkhead_cache::kind::Change;
 use bulkhead_cache::sources::MetadataEvent;
 use bulkhead_policy::desired::TenantNamespace;
-use bulkhead_policy::replication::{Target, key_of, owner_label, plan};
+use bulkhead_policy::replication::{
+    Input, Read, Selected, Target, Writer, key_of, owner_label, place, plan, reads,
+};
 use bulkhead_policy::selector;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -162,20 +166,27 @@ struct Job<'a> {
     name: String,
     owner: String,
     resources: &'a [ReplicatedResources],
+    scope: ReplicationScope,
+    settings: ReplicationOptions,
     previous: Vec<ProcessedItem>,
     /// The client reads and writes go through, and who it is (for messages).
     client: Client,
     writer: String,
 }
 
-fn targets_of_tenants(cache: &Cache, tenants: &BTreeSet<String>) -> Vec<Target> {
+/// The selected tenants, each with its object (for templates) and its namespaces.
+fn selected_tenants(cache: &Cache, tenants: &BTreeSet<String>) -> Vec<Selected> {
     let mut out = Vec::new();
     for tenant in tenants {
+        let Some(object) = cache.tenant(tenant) else {
+            continue;
+        };
+        let mut namespaces = Vec::new();
         for ns in cache.namespaces_of(tenant) {
             if let Some(n) = cache.namespace(&ns)
                 && n.metadata.deletion_timestamp.is_none()
             {
-                out.push(Target {
+                namespaces.push(Target {
                     tenant: tenant.clone(),
                     namespace: TenantNamespace {
                         name: ns,
@@ -184,87 +195,116 @@ fn targets_of_tenants(cache: &Cache, tenants: &BTreeSet<String>) -> Vec<Target> 
                 });
             }
         }
+        let mut value = serde_json::to_value(&*object).unwrap_or_default();
+        if let Some(meta) = value["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        out.push(Selected {
+            tenant: value,
+            namespaces,
+        });
     }
     out
 }
 
-async fn list_sources(
+/// Does every read a plan asks for: one object by name, or a list by namespace and selector.
+async fn do_reads(
     ctx: &Context,
     client: &Client,
-    items: &[&NamespacedItem],
-) -> HashMap<usize, Result<Vec<Value>, String>> {
+    wanted: BTreeSet<Read>,
+) -> HashMap<Read, Result<Vec<Value>, String>> {
     let mut out = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
+    for read in wanted {
         let result = async {
-            let (resource, _) = ctx.discover(&item.api_version, &item.kind).await?;
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &item.namespace, &resource);
-            let mut params = ListParams::default();
-            if let Some(sel) = &item.selector {
-                params = params.labels(&selector_string(sel));
-            }
-            let list = api.list(&params).await.map_err(|e| e.to_string())?;
-            Ok(list
-                .items
+            let (resource, scope) = ctx.discover(&read.api_version, &read.kind).await?;
+            let api: Api<DynamicObject> = match (&scope, &read.namespace) {
+                (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+                _ => Api::all_with(client.clone(), &resource),
+            };
+            let types = kube::core::TypeMeta {
+                api_version: read.api_version.clone(),
+                kind: read.kind.clone(),
+            };
+            let found: Vec<DynamicObject> = match &read.name {
+                Some(name) => api
+                    .get_opt(name)
+                    .await
+                    .map_err(|e| one_line(&e))?
+                    .into_iter()
+                    .collect(),
+                None => {
+                    let mut params = ListParams::default();
+                    if !read.selector.is_empty() {
+                        params = params.labels(&read.selector);
+                    }
+                    api.list(&params).await.map_err(|e| one_line(&e))?.items
+                }
+            };
+            Ok(found
                 .into_iter()
                 .map(|mut o| {
-                    o.types = Some(kube::core::TypeMeta {
-                        api_version: item.api_version.clone(),
-                        kind: item.kind.clone(),
-                    });
+                    o.types = Some(types.clone());
+                    o.metadata.managed_fields = None;
                     serde_json::to_value(o).unwrap_or_default()
                 })
                 .collect())
         }
         .await;
-        out.insert(i, result);
+        out.insert(read, result);
     }
     out
 }
 
 /// A label selector as the API's `labelSelector` query string.
 pub fn selector_string(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
-    let mut parts: Vec<String> = s
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in s.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
+    selector::to_query(s)
 }
 
 /// Applies the plan, prunes what is no longer wanted; returns the processed items and problems.
-async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<ProcessedItem>, Vec<String>) {
-    let items: Vec<&NamespacedItem> = job
-        .resources
-        .iter()
-        .flat_map(|r| r.namespaced_items.iter())
-        .collect();
-    let listed = list_sources(ctx, &job.client, &items).await;
-    let lookup = |item: &NamespacedItem| {
-        let index = items
-            .iter()
-            .position(|i| std::ptr::eq(*i, item))
-            .unwrap_or(usize::MAX);
-        listed.get(&index).cloned().unwrap_or_else(|| Ok(Vec::new()))
+async fn run_job(
+    ctx: &Context,
+    job: &Job<'_>,
+    writer: &Writer,
+    tenants: &[Selected],
+) -> (Vec<ProcessedItem>, Vec<String>) {
+    let input = Input {
+        owner: &job.owner,
+        writer,
+        scope: job.scope,
+        resources: job.resources,
+        tenants,
     };
-    let planned = plan(&job.owner, job.resources, targets, &lookup);
+    let listed = do_reads(ctx, &job.client, reads(&input)).await;
+    let lookup = |read: &Read| listed.get(read).cloned().unwrap_or_else(|| Ok(Vec::new()));
+    let planned = plan(&input, &lookup);
     let mut problems = planned.problems;
+    let tenant_namespaces: BTreeSet<String> = tenants
+        .iter()
+        .flat_map(|t| t.namespaces.iter().map(|n| n.namespace.name.clone()))
+        .collect();
     let mut processed = Vec::new();
-    let params = PatchParams::apply(labels::FIELD_MANAGER).force();
-    for object in &planned.objects {
-        let (api_version, kind, namespace, name) = key_of(object);
+    let mut wanted: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    for mut object in planned.objects {
+        let (api_version, kind, planned_namespace, name) = key_of(&object);
         let tenant = object["metadata"]["labels"][labels::TENANT]
             .as_str()
             .map(str::to_owned);
+        let discovered = ctx.discover(&api_version, &kind).await;
+        let placed = discovered.clone().and_then(|(_, scope)| {
+            place(
+                writer,
+                job.scope,
+                scope == Scope::Namespaced,
+                &planned_namespace,
+                &tenant_namespaces,
+            )
+        });
+        let cluster_scoped = matches!(&discovered, Ok((_, Scope::Cluster)));
+        let namespace = match &placed {
+            Ok(ns) => ns.clone(),
+            Err(_) if cluster_scoped => String::new(),
+            Err(_) => planned_namespace,
+        };
         let mut item = ProcessedItem {
             api_version: api_version.clone(),
             kind: kind.clone(),
@@ -273,56 +313,45 @@ async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<Proce
             tenant,
             message: None,
             applied: false,
+            adopted: job.previous.iter().any(|p| {
+                p.adopted
+                    && (&p.api_version, &p.kind, &p.namespace, &p.name)
+                        == (&api_version, &kind, &namespace, &name)
+            }),
         };
-        let result = async {
-            let (resource, scope) = ctx.discover(&api_version, &kind).await?;
-            if scope != Scope::Namespaced {
-                return Err(format!(
-                    "{kind} is cluster-scoped: replication writes only into tenant namespaces"
+        if !wanted.insert((api_version.clone(), kind.clone(), namespace.clone(), name.clone())) {
+            // The same cluster-scoped item planned for every namespace is refused once, not again.
+            if placed.is_ok() {
+                problems.push(format!(
+                    "{kind} {} is named twice; the first one is applied",
+                    slash(&namespace, &name)
                 ));
             }
-            let key = (
-                job.owner.clone(),
-                api_version.clone(),
-                kind.clone(),
-                namespace.clone(),
-                name.clone(),
-            );
-            let h = bulkhead_cache::projected::digest(object);
-            if ctx
-                .applied
-                .lock()
-                .get(&key)
-                .is_some_and(|(applied, _)| *applied == h)
-            {
-                return Ok(());
-            }
-            let api: Api<DynamicObject> = Api::namespaced_with(job.client.clone(), &namespace, &resource);
-            match api.patch(&name, &params, &Patch::Apply(object)).await {
-                Ok(written) => {
-                    ctx.applied
-                        .lock()
-                        .insert(key, (h, written.metadata.resource_version));
-                    Ok(())
-                }
-                Err(e) => {
-                    ctx.applied.lock().remove(&key);
-                    Err(format!("cannot apply as {}: {}", job.writer, one_line(&e)))
+            continue;
+        }
+        let result = async {
+            let (resource, _) = discovered?;
+            let namespace = placed?;
+            if let Some(meta) = object["metadata"].as_object_mut() {
+                if namespace.is_empty() {
+                    meta.remove("namespace");
+                } else {
+                    meta.insert("namespace".into(), json!(namespace));
                 }
             }
+            apply_one(ctx, job, &resource, &namespace, &object, &mut item.adopted).await
         }
         .await;
         match result {
             Ok(()) => item.applied = true,
             Err(message) => {
-                problems.push(format!("{kind} {namespace}/{name}: {message}"));
+                problems.push(format!("{kind} {}: {message}", slash(&item.namespace, &name)));
                 item.message = Some(message);
             }
         }
         processed.push(item);
     }
     // Prune what was applied before and is no longer wanted.
-    let wanted: BTreeSet<(String, String, String, String)> = planned.objects.iter().map(key_of).collect();
     for old in &job.previous {
         let key = (
             old.api_version.clone(),
@@ -335,13 +364,97 @@ async fn run_job(ctx: &Context, job: &Job<'_>, targets: &[Target]) -> (Vec<Proce
         }
         if let Err(e) = delete_ours(ctx, &job.client, &job.owner, old).await {
             problems.push(format!(
-                "{} {}/{}: cannot remove: {e}",
-                old.kind, old.namespace, old.name
+                "{} {}: cannot remove: {e}",
+                old.kind,
+                slash(&old.namespace, &old.name)
             ));
         }
     }
     processed.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
     (processed, problems)
+}
+
+/// `namespace/name`, or the name alone for a cluster-scoped object.
+fn slash(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+fn api_for(client: &Client, resource: &ApiResource, namespace: &str) -> Api<DynamicObject> {
+    if namespace.is_empty() {
+        Api::all_with(client.clone(), resource)
+    } else {
+        Api::namespaced_with(client.clone(), namespace, resource)
+    }
+}
+
+/// Applies one object (skipped when unchanged since the last apply). An object that exists and was
+/// not made by this resource is left alone unless `settings.adopt`; an adopted object is applied
+/// with `force` only when `settings.force` says so.
+async fn apply_one(
+    ctx: &Context,
+    job: &Job<'_>,
+    resource: &ApiResource,
+    namespace: &str,
+    object: &Value,
+    adopted: &mut bool,
+) -> Result<(), String> {
+    let (api_version, kind, _, name) = key_of(object);
+    let key = (
+        job.owner.clone(),
+        api_version,
+        kind.clone(),
+        namespace.to_owned(),
+        name.clone(),
+    );
+    let h = bulkhead_cache::projected::digest(object);
+    if ctx
+        .applied
+        .lock()
+        .get(&key)
+        .is_some_and(|(applied, _)| *applied == h)
+    {
+        return Ok(());
+    }
+    let api = api_for(&job.client, resource, namespace);
+    if !*adopted {
+        let existing = api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|e| format!("cannot read it as {}: {}", job.writer, one_line(&e)))?;
+        if let Some(existing) = existing {
+            let ours =
+                existing.labels().get(labels::REPLICATED_BY).map(String::as_str) == Some(job.owner.as_str());
+            if !ours {
+                if !job.settings.adopt {
+                    return Err(format!(
+                        "exists and was not made by this {}: set settings.adopt to manage it",
+                        job.kind
+                    ));
+                }
+                *adopted = true;
+            }
+        }
+    }
+    let mut params = PatchParams::apply(labels::FIELD_MANAGER);
+    if !*adopted || job.settings.force {
+        params = params.force();
+    }
+    match api.patch(&name, &params, &Patch::Apply(object)).await {
+        Ok(written) => {
+            ctx.applied
+                .lock()
+                .insert(key, (h, written.metadata.resource_version));
+            Ok(())
+        }
+        Err(e) => {
+            ctx.applied.lock().remove(&key);
+            Err(format!("cannot apply as {}: {}", job.writer, one_line(&e)))
+        }
+    }
 }
 
 /// Deletes an object this resource created, if it still carries its label.
@@ -352,17 +465,34 @@ async fn delete_ours(
     item: &ProcessedItem,
 ) -> Result<(), String> {
     let (resource, _) = ctx.discover(&item.api_version, &item.kind).await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &item.namespace, &resource);
-    let Some(current) = api.get_opt(&item.name).await.map_err(|e| one_line(&e))? else {
+    let api = api_for(client, &resource, &item.namespace);
+    let Some(current) = api.get_metadata_opt(&item.name).await.map_err(|e| one_line(&e))? else {
         return Ok(());
     };
     if current.labels().get(labels::REPLICATED_BY).map(String::as_str) != Some(owner) {
         return Ok(()); // not ours (any more): leave it
     }
-    api.delete(&item.name, &DeleteParams::default())
+    if item.adopted {
+        // It existed before: give back only the fields this resource set, by applying nothing.
+        let mut empty = json!({"apiVersion": item.api_version, "kind": item.kind,
+            "metadata": {"name": item.name}});
+        if !item.namespace.is_empty() {
+            empty["metadata"]["namespace"] = json!(item.namespace);
+        }
+        api.patch(
+            &item.name,
+            &PatchParams::apply(labels::FIELD_MANAGER).force(),
+            &Patch::Apply(&empty),
+        )
         .await
         .map(|_| ())
         .map_err(|e| one_line(&e))?;
+    } else {
+        api.delete(&item.name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| one_line(&e))?;
+    }
     ctx.applied.lock().retain(|k, _| {
         !(k.0 == owner
             && k.1 == item.api_version
@@ -506,13 +636,16 @@ async fn reconcile_global_inner(object: &GlobalTenantResource, ctx: &Context) ->
         name: name.clone(),
         owner: owner.clone(),
         resources,
+        scope: object.spec.scope,
+        settings: object.spec.settings.clone(),
         previous,
         client: ctx.client.clone(),
         writer: "bulkhead".to_owned(),
     };
     if object.metadata.deletion_timestamp.is_some() {
         if object.spec.pruning_on_delete {
-            let (_, problems) = run_job(ctx, &job(&[], previous.processed_items.clone()), &[]).await;
+            let prune = job(&[], previous.processed_items.clone());
+            let (_, problems) = run_job(ctx, &prune, &Writer::Global, &[]).await;
             if !problems.is_empty() {
                 return Err(Error(problems.join("; ")));
             }
@@ -523,6 +656,10 @@ async fn reconcile_global_inner(object: &GlobalTenantResource, ctx: &Context) ->
         return Ok(Action::await_change());
     }
     set_finalizer(&api, object, true).await?;
+    let j = job(&object.spec.resources, previous.processed_items.clone());
+    if let Some(action) = hold(ctx, object, &api, &j, &previous).await? {
+        return Ok(action);
+    }
     let tenants: BTreeSet<String> = ctx
         .cache
         .tenants()
@@ -537,9 +674,8 @@ async fn reconcile_global_inner(object: &GlobalTenantResource, ctx: &Context) ->
         })
         .map(|t| t.name_any())
         .collect();
-    let targets = targets_of_tenants(&ctx.cache, &tenants);
-    let j = job(&object.spec.resources, previous.processed_items.clone());
-    let (processed, problems) = run_job(ctx, &j, &targets).await;
+    let selected = selected_tenants(&ctx.cache, &tenants);
+    let (processed, problems) = run_job(ctx, &j, &Writer::Global, &selected).await;
     finish(
         ctx,
         object,
@@ -575,14 +711,19 @@ async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Resul
         name: name.clone(),
         owner,
         resources: &object.spec.resources,
+        scope: object.spec.scope,
+        settings: object.spec.settings.clone(),
         previous: previous.processed_items.clone(),
         client,
         writer,
     };
+    let own = Writer::Tenant {
+        own: namespace.clone(),
+    };
     if object.metadata.deletion_timestamp.is_some() {
         if object.spec.pruning_on_delete {
             let prune = Job { resources: &[], ..j };
-            let (_, problems) = run_job(ctx, &prune, &[]).await;
+            let (_, problems) = run_job(ctx, &prune, &own, &[]).await;
             if !problems.is_empty() {
                 return Err(Error(problems.join("; ")));
             }
@@ -593,11 +734,14 @@ async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Resul
         return Ok(Action::await_change());
     }
     set_finalizer(&api, object, true).await?;
+    if let Some(action) = hold(ctx, object, &api, &j, &previous).await? {
+        return Ok(action);
+    }
     // Outside a tenant there is nowhere to copy to: the run with no targets prunes what it made while
     // the namespace had one.
-    let (targets, mut problems) = match ctx.cache.tenant_of_namespace(&namespace) {
+    let (selected, mut problems) = match ctx.cache.tenant_of_namespace(&namespace) {
         Some(tenant) => (
-            targets_of_tenants(&ctx.cache, &BTreeSet::from([tenant])),
+            selected_tenants(&ctx.cache, &BTreeSet::from([tenant])),
             Vec::new(),
         ),
         None => (
@@ -607,7 +751,7 @@ async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Resul
             )],
         ),
     };
-    let (processed, more) = run_job(ctx, &j, &targets).await;
+    let (processed, more) = run_job(ctx, &j, &own, &selected).await;
     problems.extend(more);
     finish(
         ctx,
@@ -620,6 +764,106 @@ async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Resul
         &object.spec.resync_period,
     )
     .await
+}
+
+/// What [`hold`] reads of either replication kind.
+trait Replicating {
+    /// `spec.cordoned` and `spec.dependsOn`.
+    fn hold_fields(&self) -> (bool, &[DependsOn]);
+    /// Whether the resource of the same kind (a TenantResource: in the same namespace) named `name` is
+    /// Ready; `None` when there is none.
+    fn sibling_ready(&self, cache: &Cache, name: &str) -> Option<bool>;
+}
+
+impl Replicating for GlobalTenantResource {
+    fn hold_fields(&self) -> (bool, &[DependsOn]) {
+        (self.spec.cordoned, &self.spec.depends_on)
+    }
+
+    fn sibling_ready(&self, cache: &Cache, name: &str) -> Option<bool> {
+        let store = cache.global_tenant_resources().store();
+        let found = store.state().into_iter().find(|g| g.name_any() == name)?;
+        Some(is_ready(found.meta().generation, found.status.as_ref()))
+    }
+}
+
+impl Replicating for TenantResource {
+    fn hold_fields(&self) -> (bool, &[DependsOn]) {
+        (self.spec.cordoned, &self.spec.depends_on)
+    }
+
+    fn sibling_ready(&self, cache: &Cache, name: &str) -> Option<bool> {
+        let store = cache.tenant_resources().store();
+        let found = store
+            .state()
+            .into_iter()
+            .find(|t| t.name_any() == name && t.namespace() == self.namespace())?;
+        Some(is_ready(found.meta().generation, found.status.as_ref()))
+    }
+}
+
+/// Whether a replication resource is Ready for the generation it has now.
+fn is_ready(generation: Option<i64>, status: Option<&ReplicationStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.observed_generation == generation
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Holds a resource back while it is cordoned or something it depends on is not Ready: nothing is
+/// applied or deleted, and the status says why. `Some` is the action to return.
+async fn hold<K>(
+    ctx: &Context,
+    object: &K,
+    api: &Api<K>,
+    job: &Job<'_>,
+    previous: &ReplicationStatus,
+) -> Result<Option<Action>, Error>
+where
+    K: Replicating + Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let (cordoned, depends_on) = object.hold_fields();
+    let ready = |dep: &DependsOn| object.sibling_ready(&ctx.cache, &dep.name);
+    let (reason, message, action) = if cordoned {
+        (
+            "Cordoned",
+            "cordoned: nothing is applied or deleted while spec.cordoned is true".to_owned(),
+            Action::await_change(),
+        )
+    } else {
+        let waiting: Vec<String> = depends_on
+            .iter()
+            .filter_map(|d| match ready(d) {
+                Some(true) => None,
+                Some(false) => Some(format!("`{}` is not Ready", d.name)),
+                None => Some(format!("`{}` does not exist", d.name)),
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(None);
+        }
+        (
+            "DependencyNotReady",
+            format!("waits for {}", waiting.join(", ")),
+            Action::requeue(Duration::from_secs(5)),
+        )
+    };
+    let condition = Condition {
+        reason: reason.to_owned(),
+        ..ready_condition(
+            std::slice::from_ref(&message),
+            previous.conditions.iter().find(|c| c.type_ == "Ready"),
+        )
+    };
+    let status = ReplicationStatus {
+        processed_items: previous.processed_items.clone(),
+        observed_generation: object.meta().generation,
+        conditions: vec![condition],
+    };
+    write_status(api, &job.name, Some(previous), status).await?;
+    Ok(Some(action))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -714,7 +958,9 @@ async fn watch_sources(
             keep
         });
         for key in wanted {
-            if running.contains_key(&key) {
+            // A templated or implicit namespace is known only per tenant: the resync covers those.
+            if running.contains_key(&key) || key.2.is_empty() || key.2.contains("{{") || key.3.contains("{{")
+            {
                 continue;
             }
             let Ok((resource, Scope::Namespaced)) = ctx.discover(&key.0, &key.1).await else {

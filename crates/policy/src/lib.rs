@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod quota;
 pub mod replication;
 pub mod selector;
+pub mod template;
 pub mod webhooks;
 
 pub use identity::{Caller, CallerClass, classify};

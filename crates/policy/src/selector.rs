@@ -26,6 +26,71 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
     labels_ok && expressions_ok
 }
 
+/// A label selector in the API's `labelSelector` query form (`app=web,tier in (a,b),!x`).
+pub fn to_query(s: &LabelSelector) -> String {
+    let mut parts: Vec<String> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in s.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// Whether `labels` satisfy a selector in the query form [`to_query`] writes (`a=b`, `a in (x,y)`,
+/// `a notin (x)`, `a`, `!a`, joined by commas). An empty query matches everything; a term it cannot
+/// read matches nothing.
+pub fn matches_query(query: &str, labels: &BTreeMap<String, String>) -> bool {
+    let mut terms = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in query.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                terms.push(&query[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&query[start..]);
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            let set = |rest: &str| -> Option<Vec<String>> {
+                let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+                Some(inner.split(',').map(|v| v.trim().to_owned()).collect())
+            };
+            if let Some(key) = term.strip_prefix('!') {
+                return !labels.contains_key(key.trim());
+            }
+            if let Some((key, rest)) = term.split_once(" notin ") {
+                return set(rest)
+                    .is_some_and(|vals| labels.get(key.trim()).is_none_or(|v| !vals.contains(v)));
+            }
+            if let Some((key, rest)) = term.split_once(" in ") {
+                return set(rest)
+                    .is_some_and(|vals| labels.get(key.trim()).is_some_and(|v| vals.contains(v)));
+            }
+            match term.split_once('=') {
+                Some((key, value)) => labels.get(key.trim()).map(String::as_str) == Some(value.trim()),
+                None => labels.contains_key(term),
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +146,31 @@ mod tests {
             },
             &labels(&[("x", "a")])
         ));
+    }
+
+    #[test]
+    fn query_strings_match_as_the_selectors_they_came_from() {
+        let s = LabelSelector {
+            match_labels: Some([("tier".to_owned(), "web".to_owned())].into()),
+            match_expressions: Some(vec![
+                req("env", "In", &["prod", "stage"]),
+                req("zone", "NotIn", &["a"]),
+                req("team", "Exists", &[]),
+                req("legacy", "DoesNotExist", &[]),
+            ]),
+        };
+        let q = to_query(&s);
+        assert_eq!(q, "tier=web,env in (prod,stage),zone notin (a),team,!legacy");
+        for l in [
+            labels(&[("tier", "web"), ("env", "prod"), ("team", "x")]),
+            labels(&[("tier", "web"), ("env", "stage"), ("team", "x"), ("zone", "b")]),
+            labels(&[("tier", "web"), ("env", "prod"), ("team", "x"), ("zone", "a")]),
+            labels(&[("tier", "web"), ("env", "prod"), ("team", "x"), ("legacy", "1")]),
+            labels(&[("tier", "db"), ("env", "prod"), ("team", "x")]),
+            labels(&[("tier", "web"), ("env", "prod")]),
+        ] {
+            assert_eq!(matches_query(&q, &l), matches(&s, &l), "{l:?}");
+        }
+        assert!(matches_query("", &labels(&[])));
     }
 }

@@ -85,6 +85,16 @@ fn remove_dropped(target: &mut Value, previous: &Value, config: &Value) {
     let config = config.as_object().unwrap_or(&empty);
     for (key, previous_value) in previous {
         match config.get(key) {
+            // A map the manager stops applying loses the entries it had applied, not those of others
+            // (another manager's key in `data` stays, as on a real API server).
+            None if previous_value.is_object() && target.get(key).is_some_and(Value::is_object) => {
+                if let Some(child) = target.get_mut(key) {
+                    remove_dropped(child, previous_value, &Value::Object(Map::new()));
+                    if child.as_object().is_some_and(Map::is_empty) {
+                        target.remove(key);
+                    }
+                }
+            }
             None => {
                 target.remove(key);
             }
@@ -187,6 +197,19 @@ mod tests {
         assert_eq!(
             out,
             json!({"metadata": {"labels": {"theirs": "x"}}, "spec": {"hard": {"cpu": "2"}}})
+        );
+        // A map no longer applied at all keeps the entries of other managers.
+        let adopted = json!({"metadata": {"name": "x", "labels": {"mine": "1", "theirs": "x"}}, "data": {"owner": "team", "region": "eu"}});
+        let mine = json!({"metadata": {"name": "x", "labels": {"mine": "1"}}, "data": {"region": "eu"}});
+        let out = server_side_apply(&adopted, Some(&mine), &json!({"metadata": {"name": "x"}}));
+        assert_eq!(
+            out,
+            json!({"metadata": {"name": "x", "labels": {"theirs": "x"}}, "data": {"owner": "team"}})
+        );
+        let only_mine = json!({"data": {"region": "eu"}});
+        assert_eq!(
+            server_side_apply(&only_mine, Some(&only_mine), &json!({})),
+            json!({})
         );
         // First apply: a plain merge over the object.
         let out = server_side_apply(&existing, None, &json!({"spec": {"hard": {"memory": "1Gi"}}}));

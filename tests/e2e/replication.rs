@@ -545,20 +545,26 @@ spec:
 /// through `replication.extraRules`, as docs/replication.md says).
 const ARGO_RULES: &str = r#"replication.extraRules=[{"apiGroups":["argoproj.io"],"resources":["appprojects"],"verbs":["get","list","watch","create","patch","update","delete"]}]"#;
 
-#[tokio::test]
-async fn templates_make_an_argo_cd_project_per_tenant_and_adopt_only_when_told() {
-    let cluster = Cluster::start().await;
+/// Installs Argo CD's AppProject CRD and starts Bulkhead with the chart's RBAC plus [`ARGO_RULES`].
+async fn start_writing_app_projects(cluster: &Cluster) -> Bulkhead {
     cluster.install_argo_cd_projects();
-    let (a, b) = (cluster.unique("e2e-tpl-a"), cluster.unique("e2e-tpl-b"));
-    let (argo, platform) = (cluster.unique("e2e-argocd"), cluster.unique("e2e-tpl-platform"));
-    let (projects, settings) = (cluster.unique("e2e-projects"), cluster.unique("e2e-settings"));
-    let lease = cluster.unique("e2e-tpl-lease");
+    let lease = cluster.unique("e2e-rep-lease");
     let bulkhead = Bulkhead::start_with_chart(
-        &cluster,
+        cluster,
         &["--lease-namespace", "default", "--lease-name", &lease],
         &[ARGO_RULES],
     );
     bulkhead.wait_ready().await;
+    bulkhead
+}
+
+#[tokio::test]
+async fn templates_make_an_argo_cd_project_per_tenant_and_adopt_only_when_told() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (cluster.unique("e2e-tpl-a"), cluster.unique("e2e-tpl-b"));
+    let (argo, platform) = (cluster.unique("e2e-argocd"), cluster.unique("e2e-tpl-platform"));
+    let (projects, settings) = (cluster.unique("e2e-projects"), cluster.unique("e2e-settings"));
+    let bulkhead = start_writing_app_projects(&cluster).await;
     cluster.apply(&format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -930,6 +936,87 @@ spec:
             args.extend(["-n", ns.as_str()]);
         }
         cluster.kubectl().ok(&args);
+    }
+    drop(bulkhead);
+}
+
+/// `examples/platform/` as a platform team would apply it: the shared namespaces, the platform's
+/// GlobalTenantResources, one team's Tenant. The team then works as itself.
+#[tokio::test]
+async fn the_platform_example_onboards_a_team() {
+    let cluster = Cluster::start().await;
+    let bulkhead = start_writing_app_projects(&cluster).await;
+    let example = |file: &str| {
+        std::fs::read_to_string(format!(
+            "{}/../../examples/platform/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("the example exists")
+    };
+    cluster.apply(&example("00-cluster.yaml"));
+    cluster.apply(&example("10-platform.yaml"));
+    // The Tenant only: the rest of the file is what the team does, done below as the team.
+    let team = example("20-team-comet.yaml");
+    let tenant = team.split("\n---\n").next().unwrap_or_default();
+    cluster.apply(tenant);
+    let project = || {
+        get(
+            &cluster,
+            &[
+                "get",
+                "appproject",
+                "comet",
+                "-n",
+                "argocd",
+                "--ignore-not-found",
+                "-o",
+                "jsonpath={.spec.destinations[*].namespace}|{.spec.sourceRepos[*]}|{.spec.roles[0].groups[*]}",
+            ],
+        )
+    };
+    // The default namespace, with the team's metadata, and the platform's objects in it.
+    eventually(Duration::from_secs(60), || async {
+        let ns = get(&cluster, &["get", "namespace", "comet-dev", "--ignore-not-found", "-o",
+            "jsonpath={.metadata.labels.bulkhead\\.dev/tenant}|{.metadata.labels.team}|{.metadata.labels.env}"]);
+        let np = get(&cluster, &["get", "networkpolicy", "tenant-isolation", "-n", "comet-dev", "--ignore-not-found", "-o",
+            "jsonpath={.spec.ingress[0].from[0].namespaceSelector.matchLabels.bulkhead\\.dev/tenant}"]);
+        let cm = get(&cluster, &["get", "configmap", "cluster-info", "-n", "comet-dev", "--ignore-not-found", "-o",
+            "jsonpath={.data.cluster}"]);
+        let got = format!("{ns}|{np}|{cm}|{}", project());
+        let want = "comet|comet|dev|comet|prod-eu-1|comet-dev|https://git.example.com/comet/deploy.git https://git.example.com/comet/charts.git|comet-devs";
+        (got == want).then_some(()).ok_or(got)
+    })
+    .await;
+    // A member of the team adds a namespace: it becomes a destination of the team's project.
+    let ann = cluster.kubectl_as("ann", &["bulkhead.dev", "comet-devs"]);
+    ann.ok(&["create", "namespace", "comet-staging"]);
+    eventually(Duration::from_secs(60), || async {
+        let got = project();
+        got.starts_with("comet-dev comet-staging|")
+            .then_some(())
+            .ok_or(got)
+    })
+    .await;
+    // Hostnames outside the team's names are refused.
+    let ingress = team.split("\n---\n").nth(2).unwrap_or_default();
+    let path = std::env::temp_dir().join(format!("{}.yaml", cluster.unique("e2e-comet-ingress")));
+    std::fs::write(&path, ingress).expect("a temporary file");
+    let out = ann.run(&["create", "-f", path.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the team took shop.example.com");
+    assert!(
+        err.contains("hostname `shop.example.com` of ingress `shop` is not allowed in tenant `comet`"),
+        "{err}"
+    );
+    for gtr in ["argo-cd-projects", "tenant-isolation", "cluster-metadata"] {
+        cluster
+            .kubectl()
+            .ok(&["delete", "globaltenantresource", gtr, "--timeout=30s"]);
+    }
+    assert_eq!(project(), "", "the project outlived its GlobalTenantResource");
+    for ns in ["comet-staging", "comet-dev"] {
+        cluster.kubectl().ok(&["delete", "namespace", ns, "--wait=false"]);
     }
     drop(bulkhead);
 }

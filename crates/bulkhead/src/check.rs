@@ -436,7 +436,7 @@ pub fn report(outcomes: &[Outcome]) -> String {
 
 /// Runs `bulkhead check`: prints the report; `Ok(false)` when any object was denied (or, for objects
 /// that state an expectation, when the outcome differs from it).
-pub fn run(paths: &[PathBuf], caller: &Caller) -> Result<bool> {
+pub fn run(paths: &[PathBuf], caller: &Caller, show_rendered: bool) -> Result<bool> {
     if paths.is_empty() {
         bail!("name the manifests to check: bulkhead check PATH... (files or directories)");
     }
@@ -448,13 +448,19 @@ pub fn run(paths: &[PathBuf], caller: &Caller) -> Result<bool> {
     // The cluster after these creates: the state read from the manifests and every admitted object.
     let evaluated: std::collections::BTreeSet<&str> =
         evaluate_docs.iter().map(|d| d.origin.as_str()).collect();
-    let cluster: Vec<Value> = all
+    let mut cluster: Vec<Value> = all
         .iter()
         .filter(|d| !evaluated.contains(d.origin.as_str()))
         .map(|d| d.object.clone())
         .chain(outcomes.iter().filter_map(|o| o.admitted.clone()))
         .collect();
-    let rendered = crate::check_replication::render(&cluster);
+    let mut rendered = crate::check_replication::default_namespaces(&mut cluster, &config);
+    rendered.extend(crate::check_replication::render(&cluster));
     print!("{}", crate::check_replication::report(&rendered));
+    if show_rendered {
+        for object in rendered.iter().flat_map(|r| r.manifests.iter()) {
+            print!("---\n{}", serde_saphyr::to_string(object)?);
+        }
+    }
     Ok(outcomes.iter().all(Outcome::as_expected) && rendered.iter().all(|r| r.problems.is_empty()))
 }

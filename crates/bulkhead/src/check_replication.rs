@@ -1,14 +1,17 @@
 //! `bulkhead check`'s replication part: what each GlobalTenantResource and TenantResource in the
 //! manifests would write, rendered offline by the controller's own planning functions
 //! (`bulkhead_policy::replication`), templates included. The manifests are the cluster: Tenants, their
-//! namespaces (tenant label) and every other object a `namespacedItem` or `context` reads.
+//! namespaces (tenant label, plus the default namespaces the controller would create) and every other
+//! object a `namespacedItem` or `context` reads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use bulkhead_api::labels;
+use bulkhead_api::config::BulkheadConfigurationSpec;
 use bulkhead_api::replication::{GlobalTenantResourceSpec, ReplicationScope, TenantResourceSpec};
+use bulkhead_api::{Tenant, labels};
 use bulkhead_policy::desired::TenantNamespace;
+use bulkhead_policy::desired::{self, Existing};
 use bulkhead_policy::replication::{Input, Read, Selected, Target, Writer, key_of, owner_label, place, plan};
 use bulkhead_policy::selector;
 use serde_json::{Value, json};
@@ -48,6 +51,8 @@ pub struct Rendered {
     pub objects: Vec<String>,
     /// Why items could not be written.
     pub problems: Vec<String>,
+    /// The objects themselves, placed.
+    pub manifests: Vec<Value>,
 }
 
 fn group_of(api_version: &str) -> &str {
@@ -60,6 +65,72 @@ fn slash(namespace: &str, name: &str) -> String {
     } else {
         format!("{namespace}/{name}")
     }
+}
+
+/// The default namespaces the controller would create for each admitted Tenant, added to `cluster`
+/// (so replication sees them) and reported with any entry it cannot make.
+pub fn default_namespaces(cluster: &mut Vec<Value>, config: &BulkheadConfigurationSpec) -> Vec<Rendered> {
+    let mut out = Vec::new();
+    let tenants: Vec<Tenant> = cluster
+        .iter()
+        .filter(|o| o["kind"] == "Tenant")
+        .filter_map(|o| serde_json::from_value(o.clone()).ok())
+        .collect();
+    for tenant in tenants {
+        let name = tenant.metadata.name.clone().unwrap_or_default();
+        if tenant
+            .spec
+            .namespace_options
+            .as_ref()
+            .is_none_or(|o| o.default_namespaces.is_empty())
+        {
+            continue;
+        }
+        let namespace_of = |n: &str| {
+            cluster
+                .iter()
+                .find(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == n)
+                .map(|o| {
+                    o["metadata"]["labels"][labels::TENANT]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+        };
+        let count = cluster
+            .iter()
+            .filter(|o| o["kind"] == "Namespace" && o["metadata"]["labels"][labels::TENANT] == name.as_str())
+            .count();
+        let planned = desired::default_namespaces(&tenant, config, count, |n| match namespace_of(n) {
+            None => Existing::Absent,
+            Some(tenant) => Existing::Present {
+                tenant,
+                terminating: false,
+            },
+        });
+        let objects = planned
+            .create
+            .iter()
+            .map(|ns| {
+                format!(
+                    "Namespace {} (tenant {name})",
+                    ns.metadata.name.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        cluster.extend(planned.create.iter().filter_map(|ns| {
+            let mut v = serde_json::to_value(ns).ok()?;
+            v["apiVersion"] = json!("v1");
+            v["kind"] = json!("Namespace");
+            Some(v)
+        }));
+        out.push(Rendered {
+            resource: format!("Tenant {name} (defaultNamespaces)"),
+            objects,
+            problems: planned.problems,
+            manifests: cluster[cluster.len() - planned.create.len()..].to_vec(),
+        });
+    }
+    out
 }
 
 /// Renders every GlobalTenantResource and TenantResource among `cluster`.
@@ -204,6 +275,7 @@ pub fn render(cluster: &[Value]) -> Vec<Rendered> {
             resource,
             objects: Vec::new(),
             problems: planned.problems,
+            manifests: Vec::new(),
         };
         if let (Writer::Tenant { own }, true) = (&writer, selected.is_empty()) {
             rendered.problems.push(format!(
@@ -222,9 +294,20 @@ pub fn render(cluster: &[Value]) -> Vec<Rendered> {
                 .map(|t| format!(" (tenant {t})"))
                 .unwrap_or_default();
             match place(&writer, scope, namespaced, &namespace, &tenant_namespaces) {
-                Ok(ns) => rendered
-                    .objects
-                    .push(format!("{kind} {}{tenant}", slash(&ns, &name))),
+                Ok(ns) => {
+                    rendered
+                        .objects
+                        .push(format!("{kind} {}{tenant}", slash(&ns, &name)));
+                    let mut placed = object.clone();
+                    if let Some(meta) = placed["metadata"].as_object_mut() {
+                        if ns.is_empty() {
+                            meta.remove("namespace");
+                        } else {
+                            meta.insert("namespace".into(), json!(ns));
+                        }
+                    }
+                    rendered.manifests.push(placed);
+                }
                 Err(e) => rendered
                     .problems
                     .push(format!("{kind} {}: {e}", slash(&namespace, &name))),

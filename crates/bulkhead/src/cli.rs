@@ -93,6 +93,10 @@ pub struct CheckArgs {
     /// The user's groups, repeatable (default: the configuration's userGroups).
     #[arg(long = "as-group", value_name = "GROUP")]
     pub groups: Vec<String>,
+    /// After the report, print every object replication (GlobalTenantResources, TenantResources) and
+    /// default namespaces would write, as YAML.
+    #[arg(long)]
+    pub show_rendered: bool,
 }
 
 /// Logging flags.

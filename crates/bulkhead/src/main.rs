@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 groups: args.groups,
             };
             let paths: Vec<_> = args.paths.into_iter().chain(args.files).collect();
-            match check::run(&paths, &caller) {
+            match check::run(&paths, &caller, args.show_rendered) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(1),
                 Err(error) => {

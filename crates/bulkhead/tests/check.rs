@@ -160,3 +160,77 @@ fn a_tenant_its_crd_refuses_is_denied_with_the_api_servers_words() {
         "{got}"
     );
 }
+
+#[test]
+fn the_platform_example_renders_the_team_s_objects() {
+    let out = check(&["--show-rendered", "examples/platform/"]);
+    let report = stdout(&out);
+    assert!(out.status.success(), "{report}");
+    for line in [
+        "Tenant comet (defaultNamespaces) writes 1 object(s)\n         Namespace comet-dev (tenant comet)",
+        "GlobalTenantResource argo-cd-projects writes 1 object(s)\n         AppProject argocd/comet (tenant comet)",
+        "NetworkPolicy comet-staging/tenant-isolation (tenant comet)",
+        "ConfigMap comet-dev/cluster-info (tenant comet)",
+    ] {
+        assert!(report.contains(line), "{line:?} missing:\n{report}");
+    }
+    // The rendered AppProject, as YAML after the report.
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&report[report.find("\n---\n").unwrap()..]).unwrap();
+    let project = docs.iter().find(|d| d["kind"] == "AppProject").unwrap();
+    assert_eq!(
+        project["spec"]["destinations"],
+        serde_json::json!([
+            {"namespace": "comet-dev", "server": "https://kubernetes.default.svc"},
+            {"namespace": "comet-staging", "server": "https://kubernetes.default.svc"}
+        ])
+    );
+    assert_eq!(
+        project["spec"]["roles"][0]["groups"],
+        serde_json::json!(["comet-devs"])
+    );
+}
+
+#[test]
+fn replication_problems_fail_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        r#"apiVersion: bulkhead.dev/v1alpha1
+kind: Tenant
+metadata: {name: oil}
+spec: {owners: [{kind: User, name: carol}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: oil-a, labels: {bulkhead.dev/tenant: oil}}
+---
+apiVersion: bulkhead.dev/v1alpha1
+kind: TenantResource
+metadata: {name: escape, namespace: oil-a}
+spec:
+  scope: Tenant
+  resources:
+  - generators:
+    - template: "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: '{{ $.tenant.metadata.name }}-all'}"
+    - missingKey: error
+      template: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {v: '{{ $.nothing.here }}'}"
+"#,
+    )
+    .unwrap();
+    let out = check(&[dir.path().to_str().unwrap()]);
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("TenantResource oil-a/escape writes 0 object(s) (PROBLEMS)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("problem: ClusterRole oil-all: is cluster-scoped: a TenantResource writes only into its tenant's namespaces"),
+        "{report}"
+    );
+    assert!(
+        report.contains("problem: resources[0].generators[1] (tenant `oil`): the template fails"),
+        "{report}"
+    );
+}

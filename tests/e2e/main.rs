@@ -13,6 +13,7 @@ mod faults;
 mod harness;
 mod harness_checks;
 mod helm;
+mod migration;
 mod proxy;
 mod realserver;
 mod replication;

@@ -52,6 +52,23 @@ pub struct BulkheadConfigurationSpec {
     /// kept, and what was kept is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_fairness: Option<ApiFairness>,
+    /// Taking over a cluster from Capsule (docs/migrating.md). `Adopt`: a namespace Capsule made for a
+    /// tenant (label `capsule.clastix.io/tenant: <name>` and an ownerReference to Capsule's Tenant of that
+    /// name) becomes the Bulkhead Tenant's of the same name, Capsule's ownerReference kept as the
+    /// controller one. `Complete`: as `Adopt`, and Capsule's ownerReferences are removed from the
+    /// tenants' namespaces (Bulkhead's becomes the controller one), so that deleting Capsule's Tenants
+    /// no longer deletes the namespaces. Absent: Capsule's namespaces are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capsule_migration: Option<CapsuleMigration>,
+}
+
+/// The phase of a migration from Capsule.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CapsuleMigration {
+    /// Adopt Capsule's namespaces beside Capsule.
+    Adopt,
+    /// Adopt, and release them from Capsule's Tenants.
+    Complete,
 }
 
 impl Default for BulkheadConfigurationSpec {
@@ -65,6 +82,7 @@ impl Default for BulkheadConfigurationSpec {
             node_metadata: None,
             enable_tls_reconciler: true,
             api_fairness: None,
+            capsule_migration: None,
         }
     }
 }

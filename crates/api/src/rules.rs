@@ -29,9 +29,6 @@ pub const OPERATOR: &str = "self.operator in ['In', 'NotIn', 'Exists', 'DoesNotE
 /// `In` and `NotIn` need values.
 pub const VALUES_NEEDED: &str =
     "!(self.operator in ['In', 'NotIn']) || (has(self.values) && self.values.size() > 0)";
-/// `Exists` and `DoesNotExist` take none.
-pub const VALUES_REFUSED: &str =
-    "!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || self.values.size() == 0";
 
 // The owners list is atomic: the API server correlates (and ratchets) it as a whole, not its items, so
 // its rules are on the list. Selector requirements sit in lists inside other lists, where a rule on
@@ -97,11 +94,9 @@ pub fn add(schema: &mut JSONSchemaProps) {
                     VALUES_NEEDED,
                     "values must be non-empty when operator is In or NotIn",
                 );
-                push(
-                    item,
-                    VALUES_REFUSED,
-                    "values must be empty when operator is Exists or DoesNotExist",
-                );
+                // `Exists` / `DoesNotExist` with values is accepted, as Capsule's CRDs accept it (its
+                // documentation has one): Kubernetes cannot turn it into a selector, so it matches
+                // nothing (`bulkhead_policy::selector`), which is what Capsule makes of it too.
             }
         }
         if name == "owners" && item_has(prop, &["name", "kind"]) {

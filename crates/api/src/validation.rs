@@ -509,7 +509,7 @@ mod tests {
                 ],
                 "storageClasses": {"matchExpressions": [
                     {"key": "tier", "operator": "In"},
-                    {"key": "tier", "operator": "Exists", "values": ["x"]},
+                    {"key": "tier", "operator": "Exists", "values": ["x"]}, // as Capsule accepts it
                     {"key": "tier", "operator": "Matches", "values": ["x"]},
                     {"key": "tier", "operator": "NotIn", "values": ["x"]},
                 ]},
@@ -523,7 +523,6 @@ mod tests {
             "spec.owners: Invalid value: an owner's name must not be blank",
             "spec.owners: Invalid value: a ServiceAccount owner must be named system:serviceaccount:<namespace>:<name>",
             "spec.storageClasses.matchExpressions[0]: Invalid value: values must be non-empty when operator is In or NotIn",
-            "spec.storageClasses.matchExpressions[1]: Invalid value: values must be empty when operator is Exists or DoesNotExist",
             "spec.storageClasses.matchExpressions[2]: Invalid value: operator must be one of In, NotIn, Exists, DoesNotExist",
             "spec.namespaceOptions.additionalMetadataList[0].namespaceSelector.matchExpressions[1]: Invalid value: values must be non-empty when operator is In or NotIn",
         ];

@@ -489,6 +489,11 @@ impl Cache {
         self.inner.namespaces.read_index(|index| index.get(name))
     }
 
+    /// Every namespace, tenant or not (each one decoded: for rare scans such as adoption from Capsule).
+    pub fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.inner.namespaces.read_index(crate::index::Index::all)
+    }
+
     /// The names of the tenants the caller owns: as a user or service account, or through any group.
     pub fn tenants_owned_by(&self, caller: &Caller) -> BTreeSet<String> {
         let subjects = caller.subjects();

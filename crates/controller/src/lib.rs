@@ -133,6 +133,19 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
             let _ = lag_tx.send(());
         })
     };
+    // The configuration says how every tenant is kept (its Capsule migration phase, default namespace
+    // rules): when it changes, nothing is settled any more and every tenant is reconciled.
+    let configuration = {
+        let (on_lag, mut rx) = (on_lag.clone(), cache.configurations().subscribe());
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => on_lag(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    };
     let everyone = {
         let cache = cache.clone();
         futures::stream::unfold(lag_rx, |mut rx| async move { rx.recv().await.map(|()| ((), rx)) }).flat_map(
@@ -188,6 +201,7 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         .await;
     cluster.abort();
     fair_shares.abort();
+    configuration.abort();
 }
 
 trait MergeExt: Stream + Sized {

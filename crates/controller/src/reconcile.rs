@@ -7,13 +7,14 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bulkhead_api::config::CapsuleMigration;
 use bulkhead_api::tenant::{TenantState, TenantStatus};
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
 use bulkhead_cache::kind::Change;
 use bulkhead_cache::projected::{self, Owned, OwnedCache, OwnedKind};
 use bulkhead_policy::desired::{self, Desired, QuotaObserved, TenantNamespace};
-use bulkhead_policy::quota;
+use bulkhead_policy::{migration, quota};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -306,7 +307,8 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let cache = &ctx.cache;
-    let (default_problems, default_failures) = create_default_namespaces(ctx, tenant).await;
+    let (default_problems, mut default_failures) = create_default_namespaces(ctx, tenant).await;
+    default_failures.extend(adopt_capsule_namespaces(ctx, tenant).await);
     let namespaces: Vec<TenantNamespace> = cache
         .namespaces_of(&name)
         .into_iter()
@@ -498,6 +500,43 @@ async fn create_default_namespaces(ctx: &Context, tenant: &Tenant) -> (Vec<Strin
     (plan.problems, failures)
 }
 
+/// Migration from Capsule (`capsuleMigration` set): the namespaces Capsule made for a tenant of this
+/// name (its label and its ownerReference both say so) get Bulkhead's tenant label, after which they
+/// are the tenant's like any other. One that another Bulkhead tenant holds is left alone.
+async fn adopt_capsule_namespaces(ctx: &Context, tenant: &Tenant) -> Vec<Error> {
+    if ctx.cache.configuration().capsule_migration.is_none() {
+        return Vec::new();
+    }
+    let name = tenant.name_any();
+    let candidates: Vec<String> = ctx
+        .cache
+        .all_namespaces()
+        .iter()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .filter(|ns| !ns.labels().contains_key(labels::TENANT))
+        .filter(|ns| migration::capsule_tenant_of(ns) == Some(name.as_str()))
+        .map(|ns| ns.name_any())
+        .collect();
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let mut failures = Vec::new();
+    for ns in candidates {
+        let patch = json!({"metadata": {"labels": {labels::TENANT: name}}});
+        let _permit = ctx.writes.acquire().await;
+        match api
+            .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => info!(tenant = %name, namespace = %ns, "adopted a namespace from Capsule"),
+            Err(source) => failures.push(Error::Api {
+                step: "adopt Capsule namespace",
+                object: ns,
+                source,
+            }),
+        }
+    }
+    failures
+}
+
 /// The quotas whose limits go down come first: while some quotas are updated and others not yet, the
 /// limits in force never add up to more than either the old or the new shares do.
 fn lowered_first(desired: &[ResourceQuota], cached: &OwnedCache<ResourceQuota>) -> Vec<ResourceQuota> {
@@ -619,17 +658,52 @@ struct Wanted {
 /// namespaces an administrator labelled into the tenant), one namespace after the other.
 async fn apply_namespaces(ctx: &Context, tenant: &Tenant, desired: &Desired) -> Vec<Error> {
     let mut failures = Vec::new();
+    let phase = ctx.cache.configuration().capsule_migration;
     for metadata in &desired.namespaces {
-        let owner = desired::tenant_owner_reference(tenant);
+        let cached = ctx.cache.namespace(&metadata.namespace);
+        let present = cached
+            .as_ref()
+            .and_then(|n| n.metadata.owner_references.clone())
+            .unwrap_or_default();
+        let wanted = migration::owner_references(&present, &desired::tenant_owner_reference(tenant), phase);
+        // Capsule's ownerReferences belong to Capsule's field manager: an apply cannot remove them, a
+        // patch of the whole list (at the version read) can.
+        let releasing =
+            phase == Some(CapsuleMigration::Complete) && present.iter().any(migration::is_capsule_tenant);
+        if releasing && let Some(ns) = &cached {
+            let patch =
+                json!({"metadata": {"ownerReferences": wanted, "resourceVersion": ns.resource_version()}});
+            let api: Api<Namespace> = Api::all(ctx.client.clone());
+            let _permit = ctx.writes.acquire().await;
+            match api
+                .patch(
+                    &metadata.namespace,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    info!(tenant = %tenant.name_any(), namespace = %metadata.namespace, "released a namespace from Capsule's Tenant")
+                }
+                Err(source) => failures.push(Error::Api {
+                    step: "release namespace from Capsule",
+                    object: metadata.namespace.clone(),
+                    source,
+                }),
+            }
+            continue; // applied once the change is in the cache
+        }
+        let owner = wanted
+            .last()
+            .cloned()
+            .unwrap_or_else(|| desired::tenant_owner_reference(tenant));
         let mut patch = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
             "name": metadata.namespace, "labels": metadata.labels, "ownerReferences": [owner]}});
         if !metadata.annotations.is_empty() {
             patch["metadata"]["annotations"] = json!(metadata.annotations);
         }
-        let current = ctx
-            .cache
-            .namespace(&metadata.namespace)
-            .and_then(|n| serde_json::to_value(&*n).ok());
+        let current = cached.and_then(|n| serde_json::to_value(&*n).ok());
         if let Err(e) = apply_if_changed::<Namespace>(
             ctx,
             Api::all(ctx.client.clone()),

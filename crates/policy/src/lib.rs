@@ -6,6 +6,7 @@ pub mod admission;
 pub mod desired;
 pub mod fairness;
 pub mod identity;
+pub mod migration;
 pub mod proxy;
 pub mod quota;
 pub mod replication;

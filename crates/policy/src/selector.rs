@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Whether `labels` satisfy `selector`. The empty selector matches everything. An unknown operator
-/// matches nothing (the API server would have rejected it). `Exists` / `DoesNotExist` ignore values.
+/// matches nothing (the API server would have rejected it), and so does `Exists` / `DoesNotExist` with
+/// values: Kubernetes cannot make a selector of it (`LabelSelectorAsSelector` fails), and Capsule, whose
+/// CRDs accept it, then matches nothing.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let labels_ok = selector
         .match_labels
@@ -18,8 +20,8 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         match e.operator.as_str() {
             "In" => value.is_some_and(|v| values.contains(v)),
             "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
+            "Exists" => values.is_empty() && value.is_some(),
+            "DoesNotExist" => values.is_empty() && value.is_none(),
             _ => false,
         }
     });
@@ -39,6 +41,8 @@ pub fn to_query(s: &LabelSelector) -> String {
         parts.push(match e.operator.as_str() {
             "In" => format!("{} in ({values})", e.key),
             "NotIn" => format!("{} notin ({values})", e.key),
+            // With values it is no selector Kubernetes can make: `k,!k` matches nothing, as `matches` says.
+            "Exists" | "DoesNotExist" if !values.is_empty() => format!("{0},!{0}", e.key),
             "Exists" => e.key.clone(),
             _ => format!("!{}", e.key),
         });
@@ -124,7 +128,8 @@ mod tests {
             &labels(&[("tier", "web"), ("env", "prod"), ("legacy", "1")])
         ));
         assert!(matches(&LabelSelector::default(), &labels(&[])));
-        // NotIn matches objects without the key; Exists ignores values (a Capsule manifest gives some).
+        // NotIn matches objects without the key; Exists with values (a Capsule manifest has one) matches
+        // nothing, as in Capsule, where Kubernetes cannot make a selector of it.
         assert!(matches(
             &LabelSelector {
                 match_expressions: Some(vec![req("x", "NotIn", &["a"])]),
@@ -132,13 +137,19 @@ mod tests {
             },
             &labels(&[])
         ));
-        assert!(matches(
-            &LabelSelector {
-                match_expressions: Some(vec![req("x", "Exists", &["ignored"])]),
+        for op in ["Exists", "DoesNotExist"] {
+            let odd = LabelSelector {
+                match_expressions: Some(vec![req("x", op, &["bronze"])]),
                 ..Default::default()
-            },
-            &labels(&[("x", "b")])
-        ));
+            };
+            assert!(!matches(&odd, &labels(&[("x", "bronze")])), "{op}");
+            assert!(!matches(&odd, &labels(&[])), "{op}");
+            assert!(
+                !matches_query(&to_query(&odd), &labels(&[("x", "bronze")])),
+                "{op}"
+            );
+            assert!(!matches_query(&to_query(&odd), &labels(&[])), "{op}");
+        }
         assert!(!matches(
             &LabelSelector {
                 match_expressions: Some(vec![req("x", "Like", &["a"])]),

@@ -77,6 +77,18 @@ pub fn server_side_apply(existing: &Value, previous: Option<&Value>, config: &Va
     out
 }
 
+/// The one list Bulkhead applies whose entries several managers share, merged by key as the API
+/// server merges it; other lists are replaced whole (docs/testing.md).
+const OWNER_REFERENCES: &str = "ownerReferences";
+
+fn uids(list: Option<&Value>) -> Vec<&str> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["uid"].as_str())
+        .collect()
+}
+
 fn remove_dropped(target: &mut Value, previous: &Value, config: &Value) {
     let (Value::Object(target), Value::Object(previous)) = (target, previous) else {
         return;
@@ -84,6 +96,21 @@ fn remove_dropped(target: &mut Value, previous: &Value, config: &Value) {
     let empty = Map::new();
     let config = config.as_object().unwrap_or(&empty);
     for (key, previous_value) in previous {
+        if key == OWNER_REFERENCES {
+            // Entries are keyed by uid: only those this manager applied and no longer applies go.
+            let kept = uids(config.get(key));
+            let dropped: Vec<&str> = uids(Some(previous_value))
+                .into_iter()
+                .filter(|u| !kept.contains(u))
+                .collect();
+            if let Some(Value::Array(items)) = target.get_mut(key) {
+                items.retain(|i| !dropped.contains(&i["uid"].as_str().unwrap_or_default()));
+                if items.is_empty() {
+                    target.remove(key);
+                }
+            }
+            continue;
+        }
         match config.get(key) {
             // A map the manager stops applying loses the entries it had applied, not those of others
             // (another manager's key in `data` stays, as on a real API server).
@@ -115,6 +142,16 @@ fn merge_over(target: &mut Value, config: &Value) {
                 match target.get_mut(key) {
                     Some(existing) if existing.is_object() && value.is_object() => {
                         merge_over(existing, value)
+                    }
+                    // ownerReferences is a list keyed by uid (`x-kubernetes-list-map-keys: [uid]`):
+                    // applied entries replace those of the same uid, others stay.
+                    Some(Value::Array(existing)) if key == OWNER_REFERENCES && value.is_array() => {
+                        for item in value.as_array().into_iter().flatten() {
+                            match existing.iter_mut().find(|e| e["uid"] == item["uid"]) {
+                                Some(e) => *e = item.clone(),
+                                None => existing.push(item.clone()),
+                            }
+                        }
                     }
                     _ => {
                         target.insert(key.clone(), value.clone());
@@ -211,6 +248,23 @@ mod tests {
             server_side_apply(&only_mine, Some(&only_mine), &json!({})),
             json!({})
         );
+        // ownerReferences merge by uid: another manager's entry stays; one this manager drops goes.
+        let theirs = json!({"uid": "c-1", "kind": "Tenant", "controller": true});
+        let owned = json!({"metadata": {"ownerReferences": [theirs.clone()]}});
+        let mine = json!({"metadata": {"ownerReferences": [{"uid": "b-1", "controller": false}]}});
+        let both = server_side_apply(&owned, None, &mine);
+        assert_eq!(
+            both["metadata"]["ownerReferences"],
+            json!([theirs, {"uid": "b-1", "controller": false}])
+        );
+        let flipped = json!({"metadata": {"ownerReferences": [{"uid": "b-1", "controller": true}]}});
+        let out = server_side_apply(&both, Some(&mine), &flipped);
+        assert_eq!(
+            out["metadata"]["ownerReferences"][1],
+            json!({"uid": "b-1", "controller": true})
+        );
+        let gone = server_side_apply(&out, Some(&flipped), &json!({"metadata": {}}));
+        assert_eq!(gone["metadata"]["ownerReferences"], json!([theirs]));
         // First apply: a plain merge over the object.
         let out = server_side_apply(&existing, None, &json!({"spec": {"hard": {"memory": "1Gi"}}}));
         assert_eq!(

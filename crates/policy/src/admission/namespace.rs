@@ -12,6 +12,7 @@ use super::lists::{is_forbidden, pattern_matches};
 use super::{Operation, Request, Verdict, View, join_or_none, metadata_patch};
 use crate::desired::{TenantNamespace, namespace_metadata, tenant_owner_reference};
 use crate::identity::CallerClass;
+use crate::migration;
 
 /// Decides a write to a Namespace (including its `status` and `finalize` subresources).
 /// `object` is the namespace after the write (absent on delete), `old` before it (absent on create).
@@ -93,6 +94,9 @@ fn create(req: &Request<'_>, view: &dyn View, ns: &Namespace) -> Verdict {
         return Verdict::Allow(assignment_patch(&tenant, ns));
     }
 
+    if let Some(denial) = capsule_claim_denial(name, None, ns, "") {
+        return denial;
+    }
     let owned = view.tenants_owned_by(req.caller);
     let tenant_name = match tenant_label(ns) {
         Some(label) if owned.contains(label) => label.to_owned(),
@@ -394,6 +398,25 @@ fn required_metadata(tenant: &Tenant, old: Option<&Namespace>, new: &Namespace) 
     None
 }
 
+/// A tenant user may not write what adoption from Capsule reads (docs/migrating.md): otherwise a
+/// namespace could be queued for adoption into another tenant.
+fn capsule_claim_denial(name: &str, old: Option<&Namespace>, new: &Namespace, via: &str) -> Option<Verdict> {
+    let after = migration::capsule_claim(new);
+    let unchanged = match old {
+        Some(old) => migration::capsule_claim(old) == after,
+        None => after.0.is_none() && after.1.is_empty(),
+    };
+    (!unchanged).then(|| {
+        Verdict::deny(
+            after.0,
+            format!(
+                "the label `{}` and ownerReferences to Capsule's Tenants of namespace `{name}` cannot be set, changed or removed{via}: they decide which tenant adopts it",
+                migration::CAPSULE_TENANT_LABEL
+            ),
+        )
+    })
+}
+
 fn update(req: &Request<'_>, view: &dyn View, new: &Namespace, old: &Namespace) -> Verdict {
     if req.class != CallerClass::TenantUser {
         return Verdict::allow();
@@ -403,6 +426,9 @@ fn update(req: &Request<'_>, view: &dyn View, new: &Namespace, old: &Namespace) 
         .subresource
         .map(|s| format!(" (through `{s}`)"))
         .unwrap_or_default();
+    if let Some(denial) = capsule_claim_denial(name, Some(old), new, &via) {
+        return denial;
+    }
     let Some(t) = claimed_tenant(old) else {
         if let Some(claimed) = claimed_tenant(new) {
             return Verdict::deny(

@@ -511,6 +511,53 @@ fn cve_2025_55205_the_tenant_label_cannot_be_changed_injected_or_removed() {
 }
 
 #[test]
+fn capsule_s_label_and_owner_references_are_locked_for_tenant_users() {
+    // Adoption from Capsule reads them (docs/migrating.md): a tenant user writing them could queue a
+    // namespace for adoption into another tenant.
+    let s = world();
+    let alice = user("alice");
+    let capsule_ref = json!([{"apiVersion": "capsule.clastix.io/v1beta2", "kind": "Tenant", "name": "wind",
+        "uid": "c-1", "controller": true}]);
+    let old = tenant_namespace("solar-one", "solar");
+    let mut labelled = old.clone();
+    labelled
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("capsule.clastix.io/tenant".into(), "wind".into());
+    denied_with(
+        &update_ns(&s, &alice, None, &old, &labelled),
+        "the label `capsule.clastix.io/tenant` and ownerReferences to Capsule's Tenants of namespace `solar-one` cannot be set, changed or removed",
+    );
+    let mut referenced = old.clone();
+    referenced.metadata.owner_references = Some(obj(capsule_ref.clone()));
+    denied_with(
+        &update_ns(&s, &alice, Some("status"), &old, &referenced),
+        "cannot be set, changed or removed (through `status`)",
+    );
+    // Removing them is refused as well; leaving them as they are is not.
+    let mut both = labelled.clone();
+    both.metadata.owner_references = Some(obj(capsule_ref));
+    denied_with(
+        &update_ns(&s, &alice, None, &both, &old),
+        "cannot be set, changed or removed",
+    );
+    let mut annotated = both.clone();
+    annotated.metadata.annotations = Some([("note".to_owned(), "x".to_owned())].into());
+    assert!(update_ns(&s, &alice, None, &both, &annotated).is_allowed());
+    // At creation too; administrators are not limited.
+    denied_with(
+        &create_ns(
+            &s,
+            &alice,
+            &namespace_obj("solar-new", json!({"capsule.clastix.io/tenant": "wind"})),
+        ),
+        "cannot be set, changed or removed",
+    );
+    assert!(update_ns(&s, &admin(), None, &old, &labelled).is_allowed());
+}
+
+#[test]
 fn cve_2026_30963_status_and_finalize_subresources_get_the_same_checks() {
     let s = world();
     let alice = user("alice");

@@ -134,6 +134,34 @@ fn int(args: &[T], i: usize, func: &str) -> Result<usize, TemplateError> {
         })
 }
 
+/// The most a generator may render: a TenantResource's templates are a tenant's input, run in
+/// Bulkhead's controller, so their output is bounded (Kubernetes objects are smaller anyway).
+pub const MAX_OUTPUT: usize = 1 << 20;
+
+/// The widest `indent` / `nindent` (a template must not make the controller allocate at will).
+const MAX_INDENT: usize = 256;
+
+/// A `fmt::Write` that refuses to grow past [`MAX_OUTPUT`].
+struct Bounded(String);
+
+impl std::fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.0.len() + s.len() > MAX_OUTPUT {
+            return Err(std::fmt::Error);
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+fn width(args: &[T], func: &str) -> Result<usize, TemplateError> {
+    let n = int(args, 0, func)?;
+    if n > MAX_INDENT {
+        return Err(fail(format!("{func}: at most {MAX_INDENT} spaces")));
+    }
+    Ok(n)
+}
+
 fn indent_by(spaces: usize, s: &str) -> String {
     let pad = " ".repeat(spaces);
     s.split('\n')
@@ -235,14 +263,14 @@ fn sprig() -> FuncMap {
     });
     m.insert("indent", |a| {
         Ok(T::String(Arc::from(indent_by(
-            int(a, 0, "indent")?,
+            width(a, "indent")?,
             &text(a, 1, "indent")?,
         ))))
     });
     m.insert("nindent", |a| {
         Ok(T::String(Arc::from(format!(
             "\n{}",
-            indent_by(int(a, 0, "nindent")?, &text(a, 1, "nindent")?)
+            indent_by(width(a, "nindent")?, &text(a, 1, "nindent")?)
         ))))
     });
     m.insert("quote", |a| {
@@ -371,14 +399,20 @@ pub fn render(template: &str, missing: MissingKey, data: &Value) -> Result<Vec<V
         MissingKey::Invalid => gotmpl::MissingKey::Invalid,
         MissingKey::Error => gotmpl::MissingKey::Error,
     };
-    let text = Template::new("generator")
+    let parsed = Template::new("generator")
         .missing_key(missing)
         .max_range_iters(100_000)
         .funcs(sprig())
         .parse(template)
-        .map_err(|e| format!("the template does not parse: {e}"))?
-        .execute_to_string(&to_template(data))
-        .map_err(|e| format!("the template fails: {e}"))?;
+        .map_err(|e| format!("the template does not parse: {e}"))?;
+    let mut out = Bounded(String::new());
+    parsed
+        .execute_fmt(&mut out, &to_template(data))
+        .map_err(|e| match e {
+            TemplateError::Write => format!("the template's output is larger than {MAX_OUTPUT} bytes"),
+            e => format!("the template fails: {e}"),
+        })?;
+    let text = out.0;
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(&text).map_err(|e| format!("the template's output is not YAML: {e}"))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
@@ -454,6 +488,31 @@ mod tests {
         assert_eq!(zero[0]["data"]["value"], "<no value>");
         let err = render(t, MissingKey::Error, &json!({"tenant": tenant()})).unwrap_err();
         assert!(err.contains("custom"), "{err}");
+    }
+
+    #[test]
+    fn a_template_cannot_make_the_controller_allocate_at_will() {
+        // A TenantResource's templates come from a tenant: output and indentation are bounded, and so
+        // are range iterations and recursion (gotmpl's own limits).
+        let data = json!({"tenant": tenant()});
+        let wide = "{{ printf \"%65535d\" 1 }}".repeat(10);
+        let t = format!(
+            "{{{{ range $.tenant.status.namespaces }}}}{{{{ range $.tenant.status.namespaces }}}}{wide}{{{{ end }}}}{{{{ end }}}}"
+        );
+        let e = render(&t, MissingKey::Zero, &data).unwrap_err();
+        assert_eq!(
+            e,
+            format!("the template's output is larger than {MAX_OUTPUT} bytes")
+        );
+        let e = render("{{ nindent 100000000 \"x\" }}", MissingKey::Zero, &data).unwrap_err();
+        assert!(e.contains("nindent: at most 256 spaces"), "{e}");
+        let e = render(
+            "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}",
+            MissingKey::Zero,
+            &data,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("the template fails"), "{e}");
     }
 
     #[test]

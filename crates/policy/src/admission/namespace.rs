@@ -94,9 +94,6 @@ fn create(req: &Request<'_>, view: &dyn View, ns: &Namespace) -> Verdict {
         return Verdict::Allow(assignment_patch(&tenant, ns));
     }
 
-    if let Some(denial) = capsule_claim_denial(name, None, ns, "") {
-        return denial;
-    }
     let owned = view.tenants_owned_by(req.caller);
     let tenant_name = match tenant_label(ns) {
         Some(label) if owned.contains(label) => label.to_owned(),
@@ -166,6 +163,9 @@ fn create(req: &Request<'_>, view: &dyn View, ns: &Namespace) -> Verdict {
         }
     }
     if let Some(denial) = foreign_references(&tenant, ns) {
+        return denial;
+    }
+    if let Some(denial) = capsule_claim_denial(name, t, ns, "") {
         return denial;
     }
     if let Some(denial) = metadata_changes(&tenant, None, ns) {
@@ -398,19 +398,18 @@ fn required_metadata(tenant: &Tenant, old: Option<&Namespace>, new: &Namespace) 
     None
 }
 
-/// A tenant user may not write what adoption from Capsule reads (docs/migrating.md): otherwise a
-/// namespace could be queued for adoption into another tenant.
-fn capsule_claim_denial(name: &str, old: Option<&Namespace>, new: &Namespace, via: &str) -> Option<Verdict> {
-    let after = migration::capsule_claim(new);
-    let unchanged = match old {
-        Some(old) => migration::capsule_claim(old) == after,
-        None => after.0.is_none() && after.1.is_empty(),
-    };
-    (!unchanged).then(|| {
+/// A tenant user's namespace may carry Capsule's tenant label and ownerReferences to Capsule's Tenants
+/// only naming its own tenant: adoption from Capsule reads them (docs/migrating.md), so naming another
+/// would queue the namespace for adoption into that tenant. Naming its own is what Capsule's webhook
+/// writes while both run, and removing them loses nothing.
+fn capsule_claim_denial(name: &str, tenant: &str, ns: &Namespace, via: &str) -> Option<Verdict> {
+    let (label, references) = migration::capsule_claim(ns);
+    let foreign = label.is_some_and(|l| l != tenant) || references.iter().any(|(n, _)| *n != tenant);
+    foreign.then(|| {
         Verdict::deny(
-            after.0,
+            Some(tenant),
             format!(
-                "the label `{}` and ownerReferences to Capsule's Tenants of namespace `{name}` cannot be set, changed or removed{via}: they decide which tenant adopts it",
+                "namespace `{name}` of tenant `{tenant}` cannot carry the label `{}` or an ownerReference to a Capsule Tenant naming another tenant{via}: they decide which tenant adopts it",
                 migration::CAPSULE_TENANT_LABEL
             ),
         )
@@ -426,9 +425,6 @@ fn update(req: &Request<'_>, view: &dyn View, new: &Namespace, old: &Namespace) 
         .subresource
         .map(|s| format!(" (through `{s}`)"))
         .unwrap_or_default();
-    if let Some(denial) = capsule_claim_denial(name, Some(old), new, &via) {
-        return denial;
-    }
     let Some(t) = claimed_tenant(old) else {
         if let Some(claimed) = claimed_tenant(new) {
             return Verdict::deny(
@@ -438,8 +434,21 @@ fn update(req: &Request<'_>, view: &dyn View, new: &Namespace, old: &Namespace) 
                 ),
             );
         }
+        // Not (yet) Bulkhead's: what decides its adoption stays as it is.
+        if migration::capsule_claim(old) != migration::capsule_claim(new) {
+            return Verdict::deny(
+                migration::capsule_claim(old).0,
+                format!(
+                    "the label `{}` and ownerReferences to Capsule's Tenants of namespace `{name}` cannot be changed{via}: they decide which tenant adopts it",
+                    migration::CAPSULE_TENANT_LABEL
+                ),
+            );
+        }
         return Verdict::allow();
     };
+    if let Some(denial) = capsule_claim_denial(name, t, new, &via) {
+        return denial;
+    }
     let owned = view.tenants_owned_by(req.caller);
     if !owned.contains(t) {
         return Verdict::deny(

@@ -511,50 +511,65 @@ fn cve_2025_55205_the_tenant_label_cannot_be_changed_injected_or_removed() {
 }
 
 #[test]
-fn capsule_s_label_and_owner_references_are_locked_for_tenant_users() {
-    // Adoption from Capsule reads them (docs/migrating.md): a tenant user writing them could queue a
-    // namespace for adoption into another tenant.
+fn capsule_s_label_and_owner_references_may_name_only_the_namespace_s_own_tenant() {
+    // Adoption from Capsule reads them (docs/migrating.md): a tenant user writing another tenant's
+    // name could queue a namespace for adoption into that tenant. Naming its own tenant is what
+    // Capsule's webhook writes while both run, so that stays allowed.
     let s = world();
     let alice = user("alice");
-    let capsule_ref = json!([{"apiVersion": "capsule.clastix.io/v1beta2", "kind": "Tenant", "name": "wind",
-        "uid": "c-1", "controller": true}]);
+    let capsule_ref = |tenant: &str| {
+        json!([{"apiVersion": "capsule.clastix.io/v1beta2", "kind": "Tenant", "name": tenant,
+            "uid": "c-1", "controller": true}])
+    };
+    let with = |ns: &Namespace, label: Option<&str>, owner: Option<&str>| {
+        let mut out = ns.clone();
+        if let Some(l) = label {
+            out.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("capsule.clastix.io/tenant".into(), l.into());
+        }
+        if let Some(o) = owner {
+            let extra: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> =
+                obj(capsule_ref(o));
+            out.metadata
+                .owner_references
+                .get_or_insert_default()
+                .extend(extra);
+        }
+        out
+    };
     let old = tenant_namespace("solar-one", "solar");
-    let mut labelled = old.clone();
-    labelled
-        .metadata
-        .labels
-        .get_or_insert_default()
-        .insert("capsule.clastix.io/tenant".into(), "wind".into());
     denied_with(
-        &update_ns(&s, &alice, None, &old, &labelled),
-        "the label `capsule.clastix.io/tenant` and ownerReferences to Capsule's Tenants of namespace `solar-one` cannot be set, changed or removed",
+        &update_ns(&s, &alice, None, &old, &with(&old, Some("wind"), None)),
+        "namespace `solar-one` of tenant `solar` cannot carry the label `capsule.clastix.io/tenant` or an ownerReference to a Capsule Tenant naming another tenant",
     );
-    let mut referenced = old.clone();
-    referenced.metadata.owner_references = Some(obj(capsule_ref.clone()));
     denied_with(
-        &update_ns(&s, &alice, Some("status"), &old, &referenced),
-        "cannot be set, changed or removed (through `status`)",
+        &update_ns(&s, &alice, Some("status"), &old, &with(&old, None, Some("wind"))),
+        "naming another tenant (through `status`)",
     );
-    // Removing them is refused as well; leaving them as they are is not.
-    let mut both = labelled.clone();
-    both.metadata.owner_references = Some(obj(capsule_ref));
+    assert!(update_ns(&s, &alice, None, &old, &with(&old, Some("solar"), Some("solar"))).is_allowed());
+    // At creation too; a namespace Capsule's webhook marked for the same tenant is fine.
+    let fresh = namespace_obj("solar-new", json!({}));
     denied_with(
-        &update_ns(&s, &alice, None, &both, &old),
-        "cannot be set, changed or removed",
+        &create_ns(&s, &alice, &with(&fresh, Some("wind"), None)),
+        "cannot carry the label `capsule.clastix.io/tenant`",
     );
-    let mut annotated = both.clone();
-    annotated.metadata.annotations = Some([("note".to_owned(), "x".to_owned())].into());
-    assert!(update_ns(&s, &alice, None, &both, &annotated).is_allowed());
-    // At creation too; administrators are not limited.
+    assert!(create_ns(&s, &alice, &with(&fresh, Some("solar"), Some("solar"))).is_allowed());
+    // A namespace no Bulkhead tenant holds yet keeps its Capsule claim as it is.
+    let capsule_only = with(&namespace_obj("legacy", json!({})), Some("solar"), Some("solar"));
     denied_with(
-        &create_ns(
+        &update_ns(
             &s,
             &alice,
-            &namespace_obj("solar-new", json!({"capsule.clastix.io/tenant": "wind"})),
+            None,
+            &capsule_only,
+            &with(&namespace_obj("legacy", json!({})), Some("wind"), Some("wind")),
         ),
-        "cannot be set, changed or removed",
+        "cannot be changed: they decide which tenant adopts it",
     );
-    assert!(update_ns(&s, &admin(), None, &old, &labelled).is_allowed());
+    // Administrators are not limited.
+    assert!(update_ns(&s, &admin(), None, &old, &with(&old, Some("wind"), None)).is_allowed());
 }
 
 #[test]

@@ -58,7 +58,7 @@ pub struct KubeconfigArgs {
     #[arg(long)]
     pub certificate_authority: Option<PathBuf>,
     /// The user authenticates with this command (an exec credential plugin such as
-    /// `kubelogin get-token`), given as the command followed by its arguments after `--`. No key
+    /// `kubelogin get-token`): the command, then its arguments (a leading `--` is ignored). No key
     /// material is written.
     #[arg(long = "exec-command", num_args = 1.., value_name = "COMMAND", allow_hyphen_values = true, conflicts_with = "token_file")]
     pub exec_command: Vec<String>,

@@ -26,7 +26,13 @@ pub fn render(args: &KubeconfigArgs, ca_pem: Option<&[u8]>) -> Result<String> {
         }
         cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
     }
-    let user: Value = match (args.exec_command.split_first(), &args.token_file) {
+    // `--exec-command -- kubelogin get-token ...` means the same as without the `--` (a shell habit),
+    // not a plugin named `--`.
+    let exec: &[String] = match args.exec_command.split_first() {
+        Some((dashes, rest)) if dashes == "--" => rest,
+        _ => &args.exec_command,
+    };
+    let user: Value = match (exec.split_first(), &args.token_file) {
         (Some((command, rest)), _) => json!({"exec": {
             "apiVersion": "client.authentication.k8s.io/v1",
             "command": command,
@@ -97,6 +103,15 @@ mod tests {
             json!(["oidc-login", "get-token", "--oidc-issuer-url=https://id"])
         );
         assert!(user.get("token").is_none() && user.get("client-key-data").is_none());
+        // A leading `--` is the shell habit, not the plugin.
+        let mut dashed = args();
+        dashed.exec_command = std::iter::once("--".to_owned())
+            .chain(a.exec_command.clone())
+            .collect();
+        assert_eq!(
+            parse(&render(&dashed, Some(pem)).unwrap())["users"],
+            config["users"]
+        );
         let ca = config["clusters"][0]["cluster"]["certificate-authority-data"]
             .as_str()
             .unwrap();

@@ -234,3 +234,40 @@ spec:
         "{report}"
     );
 }
+
+#[test]
+fn the_platform_example_s_kubeconfig_is_what_bulkhead_kubeconfig_writes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let file = std::fs::read_to_string(root.join("examples/platform/comet.kubeconfig")).unwrap();
+    // The command is in the file's comment; run it.
+    let command: String = file
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .skip(1)
+        .take(2)
+        .map(|l| l.trim_start_matches('#').trim().trim_end_matches('\\').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    assert_eq!(args.first(), Some(&"kubeconfig"), "{command}");
+    let out = Command::new(env!("CARGO_BIN_EXE_bulkhead"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let body: String = file
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), body);
+    let config: serde_json::Value = serde_saphyr::from_str(&body).unwrap();
+    let user = &config["users"][0]["user"];
+    assert_eq!(user["exec"]["command"], "kubelogin");
+    assert!(
+        config["clusters"][0]["cluster"]
+            .get("certificate-authority-data")
+            .is_none()
+    );
+    assert!(user.get("token").is_none() && user.get("client-key-data").is_none());
+}

@@ -790,3 +790,87 @@ spec:
     .await;
     drop(bulkhead);
 }
+
+/// Strict RBAC: Tenants hand out only the configuration's bindableClusterRoles. A Tenant naming another
+/// is refused at the door; one admitted before the list narrowed loses that binding and says why. (The
+/// chart grants Bulkhead `bind` on the listed roles only: it could not bind another anyway.)
+#[tokio::test]
+async fn tenants_hand_out_only_the_bindable_cluster_roles() {
+    let cluster = Cluster::start().await;
+    if cluster.has_configuration() {
+        return;
+    }
+    let tenant = cluster.unique("e2e-strict");
+    let alice = cluster.unique("alice");
+    let config = |roles: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: BulkheadConfiguration\nmetadata: {{name: default}}\nspec:\n  userGroups: [bulkhead.dev]\n  bindableClusterRoles: [{roles}]\n"
+        )
+    };
+    cluster.apply(&config("admin, bulkhead-namespace-deleter, view"));
+    let lease = cluster.unique("e2e-strict-lease");
+    let bulkhead = Bulkhead::start(
+        &cluster,
+        &["--lease-namespace", "default", "--lease-name", &lease],
+    );
+    bulkhead.wait_ready().await;
+    let spec = |roles: &str, extra: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {tenant}}}\nspec:\n  owners: [{{kind: User, name: {alice}, clusterRoles: [{roles}]}}]\n  additionalRoleBindings: [{{clusterRoleName: {extra}, subjects: [{{kind: Group, name: auditors, apiGroup: rbac.authorization.k8s.io}}]}}]\n  namespaceOptions: {{defaultNamespaces: [{{name: {tenant}-a}}]}}\n"
+        )
+    };
+    cluster.clean_up(&["tenant", &tenant]);
+    cluster.clean_up(&["namespace", &format!("{tenant}-a")]);
+    let refused = |manifest: String| {
+        let out = cluster
+            .kubectl()
+            .run_with_input(&["apply", "-f", "-"], Some(&manifest));
+        assert!(
+            !out.status.success(),
+            "a Tenant handing out a role outside the list was admitted"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(spec("admin, cluster-admin", "view"));
+    assert!(
+        err.contains(&format!("tenant `{tenant}` is invalid: owners[0] (`{alice}`): cluster role `cluster-admin` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are admin, bulkhead-namespace-deleter, view")),
+        "{err}"
+    );
+    let err = refused(spec("admin", "edit"));
+    assert!(
+        err.contains("additionalRoleBindings[0]: cluster role `edit` is not one tenants may be given"),
+        "{err}"
+    );
+    cluster.apply(&spec("admin, bulkhead-namespace-deleter", "view"));
+    let ns = format!("{tenant}-a");
+    let roles = || async {
+        bindings(&cluster, &ns)
+            .await
+            .into_iter()
+            .map(|(role, _, _)| role)
+            .collect::<BTreeSet<String>>()
+    };
+    eventually(Duration::from_secs(30), || async {
+        let got = roles().await;
+        (got == BTreeSet::from([
+            "admin".to_owned(),
+            "bulkhead-namespace-deleter".to_owned(),
+            "view".to_owned(),
+        ]))
+        .then_some(())
+        .ok_or(format!("{got:?}"))
+    })
+    .await;
+    // The list narrows: `view` is no longer handed out, and the Tenant says why.
+    cluster.apply(&config("admin, bulkhead-namespace-deleter"));
+    eventually(Duration::from_secs(30), || async {
+        let got = roles().await;
+        let ready = tenant_reads(&cluster, &tenant, READY);
+        let ok = got == BTreeSet::from(["admin".to_owned(), "bulkhead-namespace-deleter".to_owned()])
+            && ready.starts_with("False|")
+            && ready
+                .contains("additionalRoleBindings[0]: cluster role `view` is not one tenants may be given");
+        ok.then_some(()).ok_or(format!("{got:?} {ready}"))
+    })
+    .await;
+}

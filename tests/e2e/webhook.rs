@@ -1016,7 +1016,11 @@ async fn gateway_route_hostnames_follow_the_hostname_rules_and_take_no_other_ten
     // Gateway API installed while Bulkhead runs (on a cluster that has it already, it was there at the
     // start): the routes made from then on count for collisions without a restart.
     let lease = cluster.unique("e2e-gw-lease");
-    let bulkhead = Bulkhead::start(
+    // Strict RBAC: the chart lets Bulkhead bind only the roles it lists, so the routes role is added.
+    let bindable = format!(
+        r#"configuration.bindableClusterRoles=["admin","bulkhead-namespace-deleter","{routes_role}"]"#
+    );
+    let bulkhead = Bulkhead::start_with_chart(
         &cluster,
         &[
             "--lease-namespace",
@@ -1026,6 +1030,7 @@ async fn gateway_route_hostnames_follow_the_hostname_rules_and_take_no_other_ten
             "--gateway-discovery-interval",
             "1s",
         ],
+        &[&bindable],
     );
     bulkhead.wait_ready().await;
     cluster.install_gateway_routes();

@@ -11,6 +11,8 @@ import yaml
 CHART = pathlib.Path(__file__).resolve().parent.parent
 ROOT = CHART.parent.parent
 NAMESPACE = "bulkhead-system"
+# The chart's default bindableClusterRoles: the only roles the controller may bind (strict RBAC).
+BINDABLE = ("admin", "edit", "view", "bulkhead-namespace-deleter")
 
 
 def render(values=None):
@@ -149,7 +151,7 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("networking.k8s.io",), ("networkpolicies",), (), write),
         (("rbac.authorization.k8s.io",), ("rolebindings",), (), write),
         (("events.k8s.io",), ("events",), (), ("create", "patch")),
-        (("rbac.authorization.k8s.io",), ("clusterroles",), (), ("bind",)),
+        (("rbac.authorization.k8s.io",), ("clusterroles",), BINDABLE, ("bind",)),
         (("rbac.authorization.k8s.io",), ("clusterroles", "clusterrolebindings"), (), ("create",)),
         (("rbac.authorization.k8s.io",), ("clusterroles",), own, ("escalate", "get", "patch", "update")),
         (("rbac.authorization.k8s.io",), ("clusterrolebindings",), ("bulkhead-namespace-provisioner",), ("get", "patch", "update")),
@@ -525,3 +527,32 @@ def test_api_fairness_reaches_the_configuration_only_when_enabled():
         "BulkheadConfiguration",
     )
     assert config["spec"]["apiFairness"] == {"matchingPrecedence": 4000, "tiers": tiers}
+
+
+def test_strict_rbac_binds_only_the_bindable_cluster_roles():
+    # Strict by default: `bind` on the configured roles only, and the configuration says the same, so
+    # the webhook refuses a Tenant naming another role instead of the API server refusing the binding.
+    objects = render()
+    role = by_name(objects, "ClusterRole", "bulkhead")
+    binds = [r for r in role["rules"] if "bind" in r["verbs"]]
+    assert binds == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                      "resourceNames": ["admin", "edit", "view", "bulkhead-namespace-deleter"], "verbs": ["bind"]}]
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
+    (config,) = of_kind(objects, "BulkheadConfiguration")
+    assert config["spec"]["bindableClusterRoles"] == ["admin", "edit", "view", "bulkhead-namespace-deleter"]
+    # More roles: both follow. None: `bind` on every role, and no restriction in the configuration.
+    more = render({"configuration": {"bindableClusterRoles": ["admin", "gateway-routes"]}})
+    bind = [r for r in by_name(more, "ClusterRole", "bulkhead")["rules"] if "bind" in r["verbs"]]
+    assert bind[0]["resourceNames"] == ["admin", "gateway-routes"]
+    anything = render({"configuration": {"bindableClusterRoles": []}})
+    bind = [r for r in by_name(anything, "ClusterRole", "bulkhead")["rules"] if "bind" in r["verbs"]]
+    assert "resourceNames" not in bind[0]
+    (config,) = of_kind(anything, "BulkheadConfiguration")
+    assert "bindableClusterRoles" not in config["spec"]
+
+
+def test_capsule_migration_reaches_the_configuration_only_when_set():
+    (config,) = of_kind(render(), "BulkheadConfiguration")
+    assert "capsuleMigration" not in config["spec"]
+    (config,) = of_kind(render({"configuration": {"capsuleMigration": "Adopt"}}), "BulkheadConfiguration")
+    assert config["spec"]["capsuleMigration"] == "Adopt"

@@ -60,6 +60,12 @@ pub struct BulkheadConfigurationSpec {
     /// no longer deletes the namespaces. Absent: Capsule's namespaces are left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capsule_migration: Option<CapsuleMigration>,
+    /// The only cluster roles Tenants may hand out (owners' `clusterRoles`, `additionalRoleBindings`):
+    /// a Tenant naming another is refused, and the controller binds no other. The chart grants the
+    /// controller `bind` on exactly these (strict RBAC: no cluster-admin, no `bind` on every role).
+    /// Empty: any cluster role, which needs `bind` on every role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindable_cluster_roles: Vec<String>,
 }
 
 /// The phase of a migration from Capsule.
@@ -83,6 +89,7 @@ impl Default for BulkheadConfigurationSpec {
             enable_tls_reconciler: true,
             api_fairness: None,
             capsule_migration: None,
+            bindable_cluster_roles: Vec::new(),
         }
     }
 }

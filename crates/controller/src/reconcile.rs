@@ -350,13 +350,18 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     // those admission refuses (regexes that do not compile, CIDRs that do not parse), which a Tenant
     // applied while the webhook was down (it fails open for Tenants) may still have.
     let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
+    // Cluster roles the configuration does not let tenants hand out are reported and not bound (the
+    // chart's RBAC would refuse the binding anyway).
+    let config = cache.configuration();
+    problems.extend(desired::unbindable_roles(tenant, &config));
+    let provisioned = desired::without_unbindable_roles(tenant, &config);
     problems.extend(bulkhead_policy::admission::tenant_problems_beyond_owners(tenant));
     problems.extend(default_problems);
     let mut failures = default_failures;
     let mut wanted = Wanted::default();
     for part in pending.chunks(chunk) {
         let failed_before = failures.len();
-        let desired = desired::desired_state(tenant, part, &quotas);
+        let desired = desired::desired_state(&provisioned, part, &quotas);
         failures.extend(apply_namespaces(ctx, tenant, &desired).await);
         failures.extend(
             apply_kind(

@@ -409,6 +409,66 @@ pub struct DefaultNamespaces {
     pub problems: Vec<String>,
 }
 
+/// The cluster roles a Tenant hands out that the configuration's `bindableClusterRoles` does not list
+/// (none when the list is empty), as sentences naming the field.
+pub fn unbindable_roles(tenant: &Tenant, config: &BulkheadConfigurationSpec) -> Vec<String> {
+    let bindable = &config.bindable_cluster_roles;
+    if bindable.is_empty() {
+        return Vec::new();
+    }
+    let allowed = |role: &str| bindable.iter().any(|b| b == role);
+    let list = bindable.join(", ");
+    let mut problems = Vec::new();
+    for (i, owner) in tenant.spec.owners.iter().enumerate() {
+        for role in owner.bound_cluster_roles().filter(|r| !allowed(r)) {
+            problems.push(format!(
+                "owners[{i}] (`{}`): cluster role `{role}` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are {list}",
+                owner.name
+            ));
+        }
+    }
+    for (i, extra) in tenant.spec.additional_role_bindings.iter().enumerate() {
+        if !allowed(&extra.cluster_role_name) {
+            problems.push(format!(
+                "additionalRoleBindings[{i}]: cluster role `{}` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are {list}",
+                extra.cluster_role_name
+            ));
+        }
+    }
+    problems
+}
+
+/// The Tenant as the controller provisions it: without the cluster roles [`unbindable_roles`] reports
+/// (their RoleBindings are not made, and go if they were).
+pub fn without_unbindable_roles(tenant: &Tenant, config: &BulkheadConfigurationSpec) -> Tenant {
+    let mut out = tenant.clone();
+    let bindable = &config.bindable_cluster_roles;
+    if bindable.is_empty() {
+        return out;
+    }
+    let allowed = |role: &str| bindable.iter().any(|b| b == role);
+    for owner in &mut out.spec.owners {
+        let kept: Vec<String> = owner
+            .cluster_roles
+            .iter()
+            .filter(|r| {
+                let bound = if r.as_str() == labels::CAPSULE_NAMESPACE_DELETER_ROLE {
+                    labels::NAMESPACE_DELETER_ROLE
+                } else {
+                    r.as_str()
+                };
+                allowed(bound)
+            })
+            .cloned()
+            .collect();
+        owner.cluster_roles = kept;
+    }
+    out.spec
+        .additional_role_bindings
+        .retain(|extra| allowed(&extra.cluster_role_name));
+    out
+}
+
 /// The problems of a tenant's `defaultNamespaces` that the spec and the configuration alone show: a
 /// name the tenant's prefix rule or `protectedNamespaceRegex` forbids, more entries than the
 /// namespace quota. The admission webhook refuses such a Tenant; the controller reports them.
@@ -917,5 +977,42 @@ mod tests {
             .labels
             .insert(labels::TENANT.into(), "wind".into());
         assert_eq!(default_namespace_problems(&foreign, &config()).len(), 1);
+    }
+
+    #[test]
+    fn only_bindable_cluster_roles_are_handed_out() {
+        // tenant-full.yaml: alice [admin, bulkhead-namespace-deleter], solar-devs [edit], the gitops
+        // ServiceAccount [admin], and an additional binding to `view`.
+        let mut tenant = full();
+        tenant.spec.owners[1].cluster_roles = vec!["edit".into(), "capsule-namespace-deleter".into()];
+        let mut config = BulkheadConfigurationSpec::default();
+        assert!(
+            unbindable_roles(&tenant, &config).is_empty(),
+            "an empty list allows any role"
+        );
+        assert_eq!(without_unbindable_roles(&tenant, &config).spec, tenant.spec);
+        config.bindable_cluster_roles = vec!["admin".into(), "bulkhead-namespace-deleter".into()];
+        let problems = unbindable_roles(&tenant, &config);
+        assert_eq!(
+            problems,
+            [
+                "owners[1] (`solar-devs`): cluster role `edit` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are admin, bulkhead-namespace-deleter",
+                "additionalRoleBindings[0]: cluster role `view` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are admin, bulkhead-namespace-deleter",
+            ]
+        );
+        let kept = without_unbindable_roles(&tenant, &config);
+        // Capsule's deleter role is Bulkhead's, and so is bindable.
+        assert_eq!(kept.spec.owners[1].cluster_roles, ["capsule-namespace-deleter"]);
+        assert!(kept.spec.additional_role_bindings.is_empty());
+        let roles: std::collections::BTreeSet<String> =
+            desired_state(&kept, &[ns("solar-a", &[])], &QuotaObserved::default())
+                .role_bindings
+                .iter()
+                .map(|b| b.role_ref.name.clone())
+                .collect();
+        assert_eq!(
+            roles,
+            std::collections::BTreeSet::from(["admin".to_owned(), "bulkhead-namespace-deleter".to_owned()])
+        );
     }
 }

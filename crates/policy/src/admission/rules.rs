@@ -187,6 +187,7 @@ pub fn tenant(req: &Request<'_>, object: Option<&Tenant>, old: Option<&Tenant>) 
             Some(tenant) => match tenant_problems(tenant)
                 .into_iter()
                 .chain(crate::desired::default_namespace_problems(tenant, req.config))
+                .chain(crate::desired::unbindable_roles(tenant, req.config))
                 .next()
             {
                 Some(problem) => Verdict::deny(

@@ -302,6 +302,17 @@ pub fn plan(input: &Input<'_>, read: &dyn Fn(&Read) -> Result<Vec<Value>, String
                 namespace: None,
             }],
         };
+        // Each template is parsed once for all the places it renders in.
+        let compiled: Vec<Result<template::Compiled, String>> = resource
+            .generators
+            .iter()
+            .map(|g| template::compile(&g.template, g.missing_key))
+            .collect();
+        for (j, c) in compiled.iter().enumerate() {
+            if let Err(e) = c {
+                plan.problems.push(format!("resources[{i}].generators[{j}]: {e}"));
+            }
+        }
         if input.scope != ReplicationScope::Namespace && !resource.namespaced_items.is_empty() {
             plan.problems.push(format!(
                 "resources[{i}]: namespacedItems are copied into namespaces: they need scope Namespace"
@@ -363,8 +374,11 @@ pub fn plan(input: &Input<'_>, read: &dyn Fn(&Read) -> Result<Vec<Value>, String
             if !resource.generators.is_empty() {
                 match template_data(resource, &spot, input.writer, &vars, read) {
                     Ok(data) => {
-                        for (j, generator) in resource.generators.iter().enumerate() {
-                            match template::render(&generator.template, generator.missing_key, &data) {
+                        for (j, generator) in compiled.iter().enumerate() {
+                            let Ok(generator) = generator else {
+                                continue; // reported once, above
+                            };
+                            match generator.render(&data) {
                                 Ok(docs) => {
                                     for (k, doc) in docs.into_iter().enumerate() {
                                         let named =

@@ -391,31 +391,45 @@ pub fn function_names() -> Vec<String> {
     sprig().into_keys().collect()
 }
 
-/// Renders a generator's template over `data` and reads the YAML documents it produced (empty ones
-/// skipped). Errors name the template problem or the YAML that does not parse.
-pub fn render(template: &str, missing: MissingKey, data: &Value) -> Result<Vec<Value>, String> {
+/// A generator's template, parsed once, to render for every tenant or namespace.
+pub struct Compiled(Template);
+
+/// Parses a generator's template with its `missingKey` option and the Sprig functions.
+pub fn compile(template: &str, missing: MissingKey) -> Result<Compiled, String> {
     let missing = match missing {
         MissingKey::Zero => gotmpl::MissingKey::ZeroValue,
         MissingKey::Invalid => gotmpl::MissingKey::Invalid,
         MissingKey::Error => gotmpl::MissingKey::Error,
     };
-    let parsed = Template::new("generator")
+    Template::new("generator")
         .missing_key(missing)
         .max_range_iters(100_000)
         .funcs(sprig())
         .parse(template)
-        .map_err(|e| format!("the template does not parse: {e}"))?;
-    let mut out = Bounded(String::new());
-    parsed
-        .execute_fmt(&mut out, &to_template(data))
-        .map_err(|e| match e {
-            TemplateError::Write => format!("the template's output is larger than {MAX_OUTPUT} bytes"),
-            e => format!("the template fails: {e}"),
-        })?;
-    let text = out.0;
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&text).map_err(|e| format!("the template's output is not YAML: {e}"))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+        .map(Compiled)
+        .map_err(|e| format!("the template does not parse: {e}"))
+}
+
+impl Compiled {
+    /// Renders over `data` and reads the YAML documents produced (empty ones skipped). Errors name the
+    /// template problem or the YAML that does not parse.
+    pub fn render(&self, data: &Value) -> Result<Vec<Value>, String> {
+        let mut out = Bounded(String::new());
+        self.0
+            .execute_fmt(&mut out, &to_template(data))
+            .map_err(|e| match e {
+                TemplateError::Write => format!("the template's output is larger than {MAX_OUTPUT} bytes"),
+                e => format!("the template fails: {e}"),
+            })?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out.0)
+            .map_err(|e| format!("the template's output is not YAML: {e}"))?;
+        Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    }
+}
+
+/// [`compile`] and [`Compiled::render`] in one.
+pub fn render(template: &str, missing: MissingKey, data: &Value) -> Result<Vec<Value>, String> {
+    compile(template, missing)?.render(data)
 }
 
 #[cfg(test)]

@@ -680,6 +680,7 @@ metadata: {{name: {settings}}}
 spec:
   tenantSelector: {{matchLabels: {{e2e-templates: {projects}}}}}
   settings: {{adopt: {adopt}}}
+  resyncPeriod: 10m  # a context change must arrive through its watch, not a resync
   resources:
   - namespaceSelector: {{matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{a}-one, {a}-two]}}]}}
     context:
@@ -746,6 +747,25 @@ spec:
         (one == format!("the-team|eu-west-1|{a}-one|{owner}"))
             .then_some(())
             .ok_or(one)
+    })
+    .await;
+    // A context object changes: what was rendered from it follows, through the watch of what the
+    // last reconcile read.
+    cluster.kubectl().ok(&[
+        "patch",
+        "configmap",
+        "defaults",
+        "-n",
+        &platform,
+        "--type=merge",
+        "-p",
+        r#"{"data":{"region":"eu-central-1"}}"#,
+    ]);
+    eventually(Duration::from_secs(30), || async {
+        let two = cm(format!("{a}-two"), "team-settings");
+        (two == format!("|eu-central-1|{a}-two|{owner}"))
+            .then_some(())
+            .ok_or(two)
     })
     .await;
     // Deleted: what it made goes, what it adopted stays as it was before.

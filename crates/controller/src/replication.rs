@@ -61,6 +61,9 @@ pub struct Context {
     discovered: Mutex<HashMap<(String, String), (ApiResource, Scope)>>,
     impersonated: Mutex<HashMap<String, Client>>,
     applied: Mutex<HashMap<AppliedKey, (u64, Option<String>)>>,
+    /// What each resource (by owner label) read in its last reconcile: sources of `namespacedItems`
+    /// and `context` objects, with templates filled in. Their watches follow this.
+    reads: Mutex<HashMap<String, BTreeSet<Read>>>,
 }
 
 /// (owner label, apiVersion, kind, namespace, name) of an applied object.
@@ -95,6 +98,7 @@ impl Context {
             discovered: Mutex::new(HashMap::new()),
             impersonated: Mutex::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -274,7 +278,16 @@ async fn run_job(
         resources: job.resources,
         tenants,
     };
-    let listed = do_reads(ctx, &job.client, reads(&input)).await;
+    let wanted_reads = reads(&input);
+    {
+        let mut recorded = ctx.reads.lock();
+        if wanted_reads.is_empty() {
+            recorded.remove(&job.owner);
+        } else {
+            recorded.insert(job.owner.clone(), wanted_reads.clone());
+        }
+    }
+    let listed = do_reads(ctx, &job.client, wanted_reads).await;
     let lookup = |read: &Read| listed.get(read).cloned().unwrap_or_else(|| Ok(Vec::new()));
     let planned = plan(&input, &lookup);
     let mut problems = planned.problems;
@@ -650,6 +663,7 @@ async fn reconcile_global_inner(object: &GlobalTenantResource, ctx: &Context) ->
                 return Err(Error(problems.join("; ")));
             }
         }
+        ctx.reads.lock().remove(&owner);
         set_finalizer(&api, object, false).await?;
         ctx.metrics
             .observe_replication("GlobalTenantResource", "", &name, None);
@@ -728,6 +742,9 @@ async fn reconcile_tenant_inner(object: &TenantResource, ctx: &Context) -> Resul
                 return Err(Error(problems.join("; ")));
             }
         }
+        ctx.reads
+            .lock()
+            .remove(&owner_label("TenantResource", Some(&namespace), &name));
         set_finalizer(&api, object, false).await?;
         ctx.metrics
             .observe_replication("TenantResource", &namespace, &name, None);
@@ -920,22 +937,21 @@ fn changes<K: Send + Sync + 'static>(
     })
 }
 
-/// A source of `namespacedItems`: apiVersion, kind, namespace, label selector.
+/// A watched source: apiVersion, kind, namespace (empty: all), label selector.
 type SourceKey = (String, String, String, String);
 
-fn source_keys(resources: &[ReplicatedResources]) -> impl Iterator<Item = SourceKey> + '_ {
-    resources.iter().flat_map(|r| r.namespaced_items.iter()).map(|i| {
-        (
-            i.api_version.clone(),
-            i.kind.clone(),
-            i.namespace.clone(),
-            i.selector.as_ref().map(selector_string).unwrap_or_default(),
-        )
-    })
+fn source_key(read: &Read) -> SourceKey {
+    (
+        read.api_version.clone(),
+        read.kind.clone(),
+        read.namespace.clone().unwrap_or_default(),
+        read.selector.clone(),
+    )
 }
 
-/// Keeps one metadata watch per source the resources name, so that a changed source is copied again
-/// at once rather than at the next resync.
+/// Keeps one metadata watch per source the resources read in their last reconcile (sources of
+/// `namespacedItems` and `context` objects, templates filled in), so that a changed source is copied
+/// or rendered again at once rather than at the next resync.
 async fn watch_sources(
     ctx: Arc<Context>,
     changes: tokio::sync::broadcast::Sender<SourceKey>,
@@ -943,13 +959,7 @@ async fn watch_sources(
 ) {
     let mut running: HashMap<SourceKey, CancellationToken> = HashMap::new();
     loop {
-        let mut wanted: BTreeSet<SourceKey> = BTreeSet::new();
-        for g in ctx.cache.global_tenant_resources().store().state() {
-            wanted.extend(source_keys(&g.spec.resources));
-        }
-        for t in ctx.cache.tenant_resources().store().state() {
-            wanted.extend(source_keys(&t.spec.resources));
-        }
+        let wanted: BTreeSet<SourceKey> = ctx.reads.lock().values().flatten().map(source_key).collect();
         running.retain(|key, token| {
             let keep = wanted.contains(key);
             if !keep {
@@ -958,21 +968,20 @@ async fn watch_sources(
             keep
         });
         for key in wanted {
-            // A templated or implicit namespace is known only per tenant: the resync covers those.
-            if running.contains_key(&key) || key.2.is_empty() || key.2.contains("{{") || key.3.contains("{{")
-            {
+            if running.contains_key(&key) {
                 continue;
             }
-            let Ok((resource, Scope::Namespaced)) = ctx.discover(&key.0, &key.1).await else {
+            let Ok((resource, scope)) = ctx.discover(&key.0, &key.1).await else {
                 continue; // reported by the reconcile
             };
+            let namespace = (scope == Scope::Namespaced && !key.2.is_empty()).then(|| key.2.clone());
             let token = stop.child_token();
             let selector = (!key.3.is_empty()).then(|| key.3.clone());
             let (changes, signal) = (changes.clone(), key.clone());
             bulkhead_cache::sources::watch_metadata(
                 ctx.client.clone(),
                 resource,
-                Some(key.2.clone()),
+                namespace,
                 selector,
                 token.clone(),
                 move |event| {
@@ -1105,18 +1114,20 @@ fn owned_by<K: Resource<DynamicType = ()> + Clone>(
         .collect()
 }
 
-/// The resources of a store that read from `key`.
+/// The resources of a store whose last reconcile read from `key`.
 fn readers<K: Resource<DynamicType = ()> + Clone>(
+    ctx: &Context,
     store: &kube::runtime::reflector::Store<K>,
     key: &SourceKey,
-    resources: impl Fn(&K) -> &[ReplicatedResources],
 ) -> Vec<ObjectRef<K>> {
-    store
-        .state()
+    let owners: Vec<String> = ctx
+        .reads
+        .lock()
         .iter()
-        .filter(|o| source_keys(resources(o)).any(|k| &k == key))
-        .map(|o| ObjectRef::from_obj(&**o))
-        .collect()
+        .filter(|(_, reads)| reads.iter().any(|r| &source_key(r) == key))
+        .map(|(owner, _)| owner.clone())
+        .collect();
+    owners.iter().flat_map(|owner| owned_by(store, owner)).collect()
 }
 
 fn source_changes<T: Clone + Send + 'static>(
@@ -1138,18 +1149,14 @@ pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let cache = ctx.cache.clone();
     let (source_tx, _) = tokio::sync::broadcast::channel::<SourceKey>(1024);
     let global_sources = {
-        let store = cache.global_tenant_resources().store().clone();
-        source_changes(source_tx.subscribe()).flat_map(move |key| {
-            futures::stream::iter(readers(&store, &key, |g: &GlobalTenantResource| {
-                &g.spec.resources
-            }))
-        })
+        let (store, ctx) = (cache.global_tenant_resources().store().clone(), ctx.clone());
+        source_changes(source_tx.subscribe())
+            .flat_map(move |key| futures::stream::iter(readers(&ctx, &store, &key)))
     };
     let tenant_sources = {
-        let store = cache.tenant_resources().store().clone();
-        source_changes(source_tx.subscribe()).flat_map(move |key| {
-            futures::stream::iter(readers(&store, &key, |t: &TenantResource| &t.spec.resources))
-        })
+        let (store, ctx) = (cache.tenant_resources().store().clone(), ctx.clone());
+        source_changes(source_tx.subscribe())
+            .flat_map(move |key| futures::stream::iter(readers(&ctx, &store, &key)))
     };
     let watcher = tokio::spawn(watch_sources(ctx.clone(), source_tx, stop.clone()));
     let (drift_tx, _) = tokio::sync::broadcast::channel::<String>(1024);

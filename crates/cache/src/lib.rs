@@ -489,9 +489,11 @@ impl Cache {
         self.inner.namespaces.read_index(|index| index.get(name))
     }
 
-    /// Every namespace, tenant or not (each one decoded: for rare scans such as adoption from Capsule).
-    pub fn all_namespaces(&self) -> Vec<Arc<Namespace>> {
-        self.inner.namespaces.read_index(crate::index::Index::all)
+    /// The namespaces labelled `capsule.clastix.io/tenant: <tenant>` (adoption from Capsule).
+    pub fn capsule_namespaces_of(&self, tenant: &str) -> BTreeSet<String> {
+        self.inner
+            .namespaces
+            .read_index(|index| index.capsule_namespaces_of(tenant).cloned().unwrap_or_default())
     }
 
     /// The names of the tenants the caller owns: as a user or service account, or through any group.

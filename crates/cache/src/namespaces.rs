@@ -19,6 +19,9 @@ use crate::index::Index;
 pub struct NamespaceIndex {
     by_tenant: HashMap<String, BTreeSet<String>>,
     tenant_of: HashMap<String, String>,
+    /// Namespaces by Capsule's tenant label, for adoption from Capsule (most clusters have none).
+    by_capsule_tenant: HashMap<String, BTreeSet<String>>,
+    capsule_tenant_of: HashMap<String, String>,
     stored: HashMap<Box<str>, Box<str>>,
 }
 
@@ -39,18 +42,28 @@ impl NamespaceIndex {
         self.tenant_of.get(namespace).map(String::as_str)
     }
 
+    /// The namespaces labelled `capsule.clastix.io/tenant: <tenant>`.
+    pub fn capsule_namespaces_of(&self, tenant: &str) -> Option<&BTreeSet<String>> {
+        self.by_capsule_tenant.get(tenant)
+    }
+
     /// How many tenants have at least one namespace.
     pub fn tenant_count(&self) -> usize {
         self.by_tenant.len()
     }
 
     fn unlink(&mut self, namespace: &str) {
-        if let Some(tenant) = self.tenant_of.remove(namespace)
-            && let Some(set) = self.by_tenant.get_mut(&tenant)
-        {
-            set.remove(namespace);
-            if set.is_empty() {
-                self.by_tenant.remove(&tenant);
+        for (of, by) in [
+            (&mut self.tenant_of, &mut self.by_tenant),
+            (&mut self.capsule_tenant_of, &mut self.by_capsule_tenant),
+        ] {
+            if let Some(tenant) = of.remove(namespace)
+                && let Some(set) = by.get_mut(&tenant)
+            {
+                set.remove(namespace);
+                if set.is_empty() {
+                    by.remove(&tenant);
+                }
             }
         }
     }
@@ -69,7 +82,18 @@ impl Index<Namespace> for NamespaceIndex {
                 .entry(tenant.clone())
                 .or_default()
                 .insert(name.clone());
-            self.tenant_of.insert(name, tenant.clone());
+            self.tenant_of.insert(name.clone(), tenant.clone());
+        }
+        if let Some(tenant) = namespace
+            .labels()
+            .get(labels::CAPSULE_TENANT)
+            .filter(|t| !t.is_empty())
+        {
+            self.by_capsule_tenant
+                .entry(tenant.clone())
+                .or_default()
+                .insert(name.clone());
+            self.capsule_tenant_of.insert(name, tenant.clone());
         }
     }
 
@@ -156,5 +180,35 @@ mod tests {
         let mut index = Indexed::<NamespaceIndex>::default();
         index.apply(&Event::Apply(ns("x", Some(""))));
         assert_eq!(index.get().tenant_of("x"), None);
+    }
+
+    #[test]
+    fn capsule_labelled_namespaces_are_found_by_their_capsule_tenant() {
+        let capsule = |name: &str, tenant: &str| {
+            let mut n = ns(name, None);
+            n.metadata.labels = Some([(labels::CAPSULE_TENANT.to_owned(), tenant.to_owned())].into());
+            n
+        };
+        let mut index = Indexed::<NamespaceIndex>::default();
+        index.apply(&Event::Apply(capsule("solar-a", "solar")));
+        index.apply(&Event::Apply(capsule("solar-b", "solar")));
+        index.apply(&Event::Apply(ns("wind-a", Some("wind"))));
+        let solar = |index: &Indexed<NamespaceIndex>| {
+            index
+                .get()
+                .capsule_namespaces_of("solar")
+                .map(|s| s.iter().cloned().collect::<Vec<_>>())
+        };
+        assert_eq!(
+            solar(&index),
+            Some(vec!["solar-a".to_owned(), "solar-b".to_owned()])
+        );
+        assert_eq!(index.get().capsule_namespaces_of("wind"), None);
+        // Relabelled, unlabelled or deleted, it is no longer one.
+        index.apply(&Event::Apply(capsule("solar-b", "wind")));
+        index.apply(&Event::Apply(ns("solar-a", Some("solar"))));
+        assert_eq!(solar(&index), None);
+        index.apply(&Event::Delete(capsule("solar-b", "wind")));
+        assert_eq!(index.get().capsule_namespaces_of("wind"), None);
     }
 }

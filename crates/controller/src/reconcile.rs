@@ -7,7 +7,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bulkhead_api::config::CapsuleMigration;
+use bulkhead_api::config::{BulkheadConfigurationSpec, CapsuleMigration};
 use bulkhead_api::tenant::{TenantState, TenantStatus};
 use bulkhead_api::{Tenant, labels};
 use bulkhead_cache::Cache;
@@ -307,8 +307,9 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let cache = &ctx.cache;
-    let (default_problems, mut default_failures) = create_default_namespaces(ctx, tenant).await;
-    default_failures.extend(adopt_capsule_namespaces(ctx, tenant).await);
+    let config = cache.configuration();
+    let (default_problems, mut default_failures) = create_default_namespaces(ctx, tenant, &config).await;
+    default_failures.extend(adopt_capsule_namespaces(ctx, tenant, &config).await);
     let namespaces: Vec<TenantNamespace> = cache
         .namespaces_of(&name)
         .into_iter()
@@ -352,7 +353,6 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     let mut problems = desired::desired_state(tenant, &[], &quotas).problems;
     // Cluster roles the configuration does not let tenants hand out are reported and not bound (the
     // chart's RBAC would refuse the binding anyway).
-    let config = cache.configuration();
     problems.extend(desired::unbindable_roles(tenant, &config));
     let provisioned = desired::without_unbindable_roles(tenant, &config);
     problems.extend(bulkhead_policy::admission::tenant_problems_beyond_owners(tenant));
@@ -362,7 +362,7 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     for part in pending.chunks(chunk) {
         let failed_before = failures.len();
         let desired = desired::desired_state(&provisioned, part, &quotas);
-        failures.extend(apply_namespaces(ctx, tenant, &desired).await);
+        failures.extend(apply_namespaces(ctx, tenant, &desired, config.capsule_migration).await);
         failures.extend(
             apply_kind(
                 ctx,
@@ -462,7 +462,11 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
 /// cannot be made is returned as problems, the creates that failed as failures. A create that finds the
 /// namespace made meanwhile (the cache had not seen it) is no failure: its watch event brings the next
 /// reconcile, which sees whose it is.
-async fn create_default_namespaces(ctx: &Context, tenant: &Tenant) -> (Vec<String>, Vec<Error>) {
+async fn create_default_namespaces(
+    ctx: &Context,
+    tenant: &Tenant,
+    config: &BulkheadConfigurationSpec,
+) -> (Vec<String>, Vec<Error>) {
     let listed = tenant
         .spec
         .namespace_options
@@ -474,14 +478,12 @@ async fn create_default_namespaces(ctx: &Context, tenant: &Tenant) -> (Vec<Strin
     let cache = &ctx.cache;
     let name = tenant.name_any();
     let count = cache.namespaces_of(&name).len();
-    let plan = desired::default_namespaces(tenant, &cache.configuration(), count, |ns| {
-        match cache.namespace(ns) {
-            None => desired::Existing::Absent,
-            Some(found) => desired::Existing::Present {
-                tenant: found.labels().get(labels::TENANT).cloned(),
-                terminating: found.metadata.deletion_timestamp.is_some(),
-            },
-        }
+    let plan = desired::default_namespaces(tenant, config, count, |ns| match cache.namespace(ns) {
+        None => desired::Existing::Absent,
+        Some(found) => desired::Existing::Present {
+            tenant: found.labels().get(labels::TENANT).cloned(),
+            terminating: found.metadata.deletion_timestamp.is_some(),
+        },
     });
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let mut failures = Vec::new();
@@ -508,15 +510,20 @@ async fn create_default_namespaces(ctx: &Context, tenant: &Tenant) -> (Vec<Strin
 /// Migration from Capsule (`capsuleMigration` set): the namespaces Capsule made for a tenant of this
 /// name (its label and its ownerReference both say so) get Bulkhead's tenant label, after which they
 /// are the tenant's like any other. One that another Bulkhead tenant holds is left alone.
-async fn adopt_capsule_namespaces(ctx: &Context, tenant: &Tenant) -> Vec<Error> {
-    if ctx.cache.configuration().capsule_migration.is_none() {
+async fn adopt_capsule_namespaces(
+    ctx: &Context,
+    tenant: &Tenant,
+    config: &BulkheadConfigurationSpec,
+) -> Vec<Error> {
+    if config.capsule_migration.is_none() {
         return Vec::new();
     }
     let name = tenant.name_any();
     let candidates: Vec<String> = ctx
         .cache
-        .all_namespaces()
+        .capsule_namespaces_of(&name)
         .iter()
+        .filter_map(|ns| ctx.cache.namespace(ns))
         .filter(|ns| ns.metadata.deletion_timestamp.is_none())
         .filter(|ns| !ns.labels().contains_key(labels::TENANT))
         .filter(|ns| migration::capsule_tenant_of(ns) == Some(name.as_str()))
@@ -661,9 +668,13 @@ struct Wanted {
 /// Applies the namespaces' metadata (labels, annotations and the ownerReference that makes the
 /// namespace go with its Tenant: the admission webhook sets it at creation; here it also reaches
 /// namespaces an administrator labelled into the tenant), one namespace after the other.
-async fn apply_namespaces(ctx: &Context, tenant: &Tenant, desired: &Desired) -> Vec<Error> {
+async fn apply_namespaces(
+    ctx: &Context,
+    tenant: &Tenant,
+    desired: &Desired,
+    phase: Option<CapsuleMigration>,
+) -> Vec<Error> {
     let mut failures = Vec::new();
-    let phase = ctx.cache.configuration().capsule_migration;
     for metadata in &desired.namespaces {
         let cached = ctx.cache.namespace(&metadata.namespace);
         let present = cached

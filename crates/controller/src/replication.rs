@@ -259,11 +259,6 @@ async fn do_reads(
     out
 }
 
-/// A label selector as the API's `labelSelector` query string.
-pub fn selector_string(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
-    selector::to_query(s)
-}
-
 /// Applies the plan, prunes what is no longer wanted; returns the processed items and problems.
 async fn run_job(
     ctx: &Context,
@@ -1264,15 +1259,5 @@ mod tests {
         assert_eq!(parse_period("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_period("soon"), None);
         assert_eq!(parse_period(""), None);
-    }
-
-    #[test]
-    fn selectors_become_query_strings() {
-        let s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector = serde_json::from_value(json!({
-            "matchLabels": {"app": "web"},
-            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "x", "operator": "DoesNotExist"}]
-        }))
-        .unwrap_or_default();
-        assert_eq!(selector_string(&s), "app=web,tier in (a,b),!x");
     }
 }

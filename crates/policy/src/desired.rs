@@ -448,18 +448,13 @@ pub fn without_unbindable_roles(tenant: &Tenant, config: &BulkheadConfigurationS
     }
     let allowed = |role: &str| bindable.iter().any(|b| b == role);
     for owner in &mut out.spec.owners {
+        // Judged by the role bound (Capsule's deleter role is Bulkhead's), kept as written.
         let kept: Vec<String> = owner
             .cluster_roles
             .iter()
-            .filter(|r| {
-                let bound = if r.as_str() == labels::CAPSULE_NAMESPACE_DELETER_ROLE {
-                    labels::NAMESPACE_DELETER_ROLE
-                } else {
-                    r.as_str()
-                };
-                allowed(bound)
-            })
-            .cloned()
+            .zip(owner.bound_cluster_roles())
+            .filter(|(_, bound)| allowed(bound))
+            .map(|(written, _)| written.clone())
             .collect();
         owner.cluster_roles = kept;
     }

@@ -2,11 +2,9 @@
 //! ownerReferences a tenant namespace ends up with in each phase (docs/migrating.md).
 
 use bulkhead_api::config::CapsuleMigration;
+use bulkhead_api::labels::CAPSULE_TENANT;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
-/// The label Capsule puts on a tenant's namespaces.
-pub const CAPSULE_TENANT_LABEL: &str = "capsule.clastix.io/tenant";
 
 /// Whether an ownerReference points at one of Capsule's Tenants.
 pub fn is_capsule_tenant(reference: &OwnerReference) -> bool {
@@ -16,7 +14,7 @@ pub fn is_capsule_tenant(reference: &OwnerReference) -> bool {
 /// The Capsule tenant a namespace was made for: Capsule's label and Capsule's ownerReference must
 /// both name it (a label alone is what anyone with namespace rights could write).
 pub fn capsule_tenant_of(ns: &Namespace) -> Option<&str> {
-    let label = ns.metadata.labels.as_ref()?.get(CAPSULE_TENANT_LABEL)?;
+    let label = ns.metadata.labels.as_ref()?.get(CAPSULE_TENANT)?;
     ns.metadata
         .owner_references
         .iter()
@@ -32,7 +30,7 @@ pub fn capsule_claim(ns: &Namespace) -> (Option<&str>, Vec<(&str, &str)>) {
         .metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get(CAPSULE_TENANT_LABEL))
+        .and_then(|l| l.get(CAPSULE_TENANT))
         .map(String::as_str);
     let mut refs: Vec<(&str, &str)> = ns
         .metadata
@@ -98,26 +96,26 @@ mod tests {
         let capsule = reference("capsule.clastix.io/v1beta2", "solar", "c-1", true);
         assert_eq!(
             capsule_tenant_of(&ns(
-                json!({CAPSULE_TENANT_LABEL: "solar"}),
+                json!({CAPSULE_TENANT: "solar"}),
                 std::slice::from_ref(&capsule)
             )),
             Some("solar")
         );
         // A label alone, or a label naming another tenant than the reference, is no claim.
         assert_eq!(
-            capsule_tenant_of(&ns(json!({CAPSULE_TENANT_LABEL: "solar"}), &[])),
+            capsule_tenant_of(&ns(json!({CAPSULE_TENANT: "solar"}), &[])),
             None
         );
         assert_eq!(
             capsule_tenant_of(&ns(
-                json!({CAPSULE_TENANT_LABEL: "wind"}),
+                json!({CAPSULE_TENANT: "wind"}),
                 std::slice::from_ref(&capsule)
             )),
             None
         );
         let ours = reference("bulkhead.dev/v1alpha1", "solar", "c-1", true);
         assert_eq!(
-            capsule_tenant_of(&ns(json!({CAPSULE_TENANT_LABEL: "solar"}), &[ours])),
+            capsule_tenant_of(&ns(json!({CAPSULE_TENANT: "solar"}), &[ours])),
             None
         );
     }

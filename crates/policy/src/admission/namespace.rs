@@ -410,7 +410,7 @@ fn capsule_claim_denial(name: &str, tenant: &str, ns: &Namespace, via: &str) -> 
             Some(tenant),
             format!(
                 "namespace `{name}` of tenant `{tenant}` cannot carry the label `{}` or an ownerReference to a Capsule Tenant naming another tenant{via}: they decide which tenant adopts it",
-                migration::CAPSULE_TENANT_LABEL
+                labels::CAPSULE_TENANT
             ),
         )
     })
@@ -440,7 +440,7 @@ fn update(req: &Request<'_>, view: &dyn View, new: &Namespace, old: &Namespace) 
                 migration::capsule_claim(old).0,
                 format!(
                     "the label `{}` and ownerReferences to Capsule's Tenants of namespace `{name}` cannot be changed{via}: they decide which tenant adopts it",
-                    migration::CAPSULE_TENANT_LABEL
+                    labels::CAPSULE_TENANT
                 ),
             );
         }

@@ -11,7 +11,7 @@ use bulkhead_cache::Cache;
 use bulkhead_policy::admission::{Verdict, registry_of, tenant_problems};
 use bulkhead_proxy::route::{Query, Target as RouteTarget};
 use bulkhead_webhook::review::{decode, encode};
-use bulkhead_webhook::{Check, Context, audit_annotations, decide};
+use bulkhead_webhook::{Check, Context, audit_annotations, decide_audited};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::watcher::Event;
@@ -33,6 +33,12 @@ fn cache() -> &'static Cache {
                 "serviceOptions": {"allowedServices": {"nodePort": false}, "externalIPs": {"allowed": ["10.0.0.0/8"]}},
                 "ingressOptions": {"allowedClasses": {"allowed": ["nginx"]}, "allowedHostnames": {"allowedRegex": "^.*\\.solar\\.example\\.com$"}, "hostnameCollisionScope": "Cluster"},
                 "nodeSelector": {"pool": "solar"},
+                "rules": [
+                    {"enforce": {"action": "allow", "workloads": {"registries": [{"exp": "^quay\\.io/", "policy": ["IfNotPresent"]}, {"exact": ["{{ .tenant.metadata.name }}/{{ .namespace.metadata.name }}/app:1"]}]}}},
+                    {"audience": [{"kind": "Custom", "name": "TenantOwner"}], "enforce": {"action": "audit", "workloads": {"qosClasses": ["BestEffort"], "schedulers": [{"exp": ".*", "negate": true}]}}},
+                    {"namespaceSelector": {"matchLabels": {"env": "prod"}}, "enforce": {"action": "deny", "conditions": [{"expression": "has(object.metadata.labels) && 'debug' in object.metadata.labels"}], "services": {"types": ["NodePort"], "externalNames": {"hostnames": [{"exp": "\\.evil$"}]}}}},
+                    {"enforce": {"action": "allow", "metadata": [{"kinds": ["Namespace"], "labels": {"env": {"required": true, "default": "dev", "values": [{"exact": ["dev", "prod"]}]}, "a.b/.*": {"values": [{"exp": "x"}]}}, "annotations": {"owner": {"managed": "solar"}}}]}}
+                ],
             }
         }))
         .unwrap_or_else(|e| panic!("the fuzz tenant does not parse: {e}"));
@@ -69,9 +75,9 @@ pub fn admission_review(data: &[u8]) {
             own_identity: "system:serviceaccount:bulkhead-system:bulkhead",
             mutating,
         };
-        if let Ok(verdict) = decide(check, &request, &ctx) {
+        if let Ok((verdict, audits)) = decide_audited(check, &request, &ctx) {
             let audit = audit_annotations(check, &request, &verdict, ctx.view);
-            let response = encode(&api_version, &request.uid, &verdict, mutating, &audit);
+            let response = encode(&api_version, &request.uid, &verdict, mutating, &audit, &audits);
             assert_eq!(response["response"]["uid"], request.uid.as_str());
             if let Verdict::Deny(denial) = &verdict {
                 assert!(!denial.message.is_empty(), "a denial without a message");

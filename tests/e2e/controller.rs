@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::harness::{Bulkhead, Cluster, event_notes, eventually};
 
 /// (cluster role, subject kind, subject name) of every RoleBinding Bulkhead made in a namespace.
-async fn bindings(cluster: &Cluster, ns: &str) -> BTreeSet<(String, String, String)> {
+pub(crate) async fn bindings(cluster: &Cluster, ns: &str) -> BTreeSet<(String, String, String)> {
     let api: Api<RoleBinding> = Api::namespaced(cluster.admin.clone(), ns);
     let list = api
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=bulkhead"))

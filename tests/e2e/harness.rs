@@ -126,9 +126,25 @@ impl Cluster {
     /// the cluster already has them: a cluster's own Gateway API is never replaced. They stay: other
     /// tests' Bulkhead processes find them served, as on a cluster that has Gateway API.
     pub fn install_gateway_routes(&self) {
-        let kinds = ["httproutes", "grpcroutes", "tlsroutes"];
-        let files = kinds.map(|k| format!("config/crd/standard/gateway.networking.k8s.io_{k}.yaml"));
-        let names = kinds.map(|k| format!("{k}.gateway.networking.k8s.io"));
+        self.install_gateway_api(&["httproutes", "grpcroutes", "tlsroutes"]);
+    }
+
+    /// Installs the Gateway and GatewayClass CRDs of [`GATEWAY_API_VERSION`] (standard channel, from the
+    /// `sigs.k8s.io/gateway-api` Go module) unless the cluster has them already.
+    pub fn install_gateways(&self) {
+        self.install_gateway_api(&["gatewayclasses", "gateways"]);
+    }
+
+    /// Installs Gateway API CRDs of the standard channel by plural name.
+    fn install_gateway_api(&self, kinds: &[&str]) {
+        let files: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("config/crd/standard/gateway.networking.k8s.io_{k}.yaml"))
+            .collect();
+        let names: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("{k}.gateway.networking.k8s.io"))
+            .collect();
         self.install_crds_from_module(
             &format!("sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"),
             &files,

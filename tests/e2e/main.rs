@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test suite: failing loudly is the point
 
+mod classes;
 mod controller;
 mod convert;
 mod fairness;
@@ -14,9 +15,11 @@ mod harness;
 mod harness_checks;
 mod helm;
 mod migration;
+mod owners;
 mod proxy;
 mod realserver;
 mod replication;
+mod rules;
 mod scale;
 mod scale_all;
 mod startup;

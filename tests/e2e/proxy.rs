@@ -96,11 +96,18 @@ spec:
 }
 
 async fn start(cluster: &Cluster, extra: &[&str]) -> Bulkhead {
+    start_with(cluster, extra, &[]).await
+}
+
+/// As [`start`], with more chart values.
+async fn start_with(cluster: &Cluster, extra: &[&str], chart: &[&str]) -> Bulkhead {
     let lease = cluster.unique("e2e-px-lease");
     let mut args = vec!["--lease-namespace", "default", "--lease-name", &lease];
     args.extend_from_slice(extra);
     // The chart lets the proxy make the cluster-scoped writes proxySettings grant only when asked to.
-    let bulkhead = Bulkhead::start_with_chart(cluster, &args, &["proxy.clusterScopedWrites=true"]);
+    let mut values = vec!["proxy.clusterScopedWrites=true"];
+    values.extend_from_slice(chart);
+    let bulkhead = Bulkhead::start_with_chart(cluster, &args, &values);
     bulkhead.wait_ready().await;
     bulkhead
 }
@@ -707,4 +714,57 @@ async fn names_reach_the_api_server_exactly_as_the_proxy_read_them() {
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_role_binding_reflector_lists_the_namespaces_a_binding_names_the_caller_in() {
+    let cluster = Cluster::start().await;
+    let w = world(&cluster).await;
+    let bulkhead = start_with(
+        &cluster,
+        &["--proxy-role-binding-reflector=true"],
+        &["proxy.roleBindingReflector=true"],
+    )
+    .await;
+    let unmanaged = cluster.unique("e2e-px-reflected");
+    cluster.kubectl().ok(&["create", "namespace", &unmanaged]);
+    cluster.clean_up(&["namespace", &unmanaged]);
+    let bind = |ns: &str, name: &str, account: &str| {
+        cluster.apply(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}\nsubjects: [{{kind: ServiceAccount, name: {account}, namespace: {}}}]\n",
+            w.accounts
+        ));
+    };
+    // Dave owns nothing; a RoleBinding names him in one of b's namespaces and in an unmanaged one.
+    bind(&w.b_namespaces[0], "dave-reads", "dave");
+    bind(&unmanaged, "dave-reads", "dave");
+    let (dave, _) = through_proxy(&cluster, &bulkhead, &w, "dave", "dave");
+    sees_exactly(
+        &dave,
+        &["get", "namespaces", "-o", "name"],
+        &set(&[w.b_namespaces[0].clone(), unmanaged.clone()]),
+    )
+    .await;
+    dave.ok(&["get", "namespace", &w.b_namespaces[0]]);
+    let err = dave.fails(&["get", "namespace", &w.a_namespaces[0]]);
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+    // Nothing else of his is narrowed: his own RBAC answers the rest.
+    let err = dave.fails(&["get", "nodes"]);
+    assert!(err.contains("forbidden"), "{err}");
+    // An owner sees her tenant's namespaces and the reflected one.
+    bind(&w.b_namespaces[0], "alice-reads", "alice");
+    let (alice, _) = through_proxy(&cluster, &bulkhead, &w, "alice", &w.a);
+    let mut expected = set(&w.a_namespaces);
+    expected.insert(w.b_namespaces[0].clone());
+    sees_exactly(&alice, &["get", "namespaces", "-o", "name"], &expected).await;
+    // The binding gone, so is the namespace.
+    cluster
+        .kubectl()
+        .ok(&["delete", "rolebinding", "dave-reads", "-n", &unmanaged]);
+    sees_exactly(
+        &dave,
+        &["get", "namespaces", "-o", "name"],
+        &set(&[w.b_namespaces[0].clone()]),
+    )
+    .await;
 }

@@ -140,8 +140,9 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
     assert rules == sorted([
         # Fair shares: server-side apply (create, patch) of what it made (list, watch), deletes.
         (("flowcontrol.apiserver.k8s.io",), ("flowschemas", "prioritylevelconfigurations"), (), ("create", "delete", "list", "patch", "watch")),
-        (("bulkhead.dev",), ("tenants", "bulkheadconfigurations"), (), ("get", "list", "watch")),
-        (("gateway.networking.k8s.io",), ("httproutes", "grpcroutes", "tlsroutes"), (), ("get", "list", "watch")),
+        (("bulkhead.dev",), ("tenants", "tenantowners", "bulkheadconfigurations"), (), ("get", "list", "watch")),
+        (("gateway.networking.k8s.io",), ("httproutes", "grpcroutes", "tlsroutes", "gatewayclasses"), (), ("get", "list", "watch")),
+        (("resource.k8s.io",), ("deviceclasses",), (), ("get", "list", "watch")),
         (("bulkhead.dev",), ("tenants/status", "globaltenantresources/status", "tenantresources/status"), (), ("get", "patch", "update")),
         (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
         (("",), ("serviceaccounts",), (), ("impersonate",)),
@@ -287,14 +288,14 @@ def test_the_chart_ships_every_generated_crd():
     crds = helm.Chart.load(CHART).crds
     names = sorted(pathlib.Path(c["name"]).name for c in crds)
     assert names == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert len(names) == 5
+    assert len(names) == 6
     kinds = set()
     for c in crds:
         doc = yaml.safe_load((CHART / c["name"]).read_text())
         assert doc["kind"] == "CustomResourceDefinition"
         assert doc["spec"]["group"] == "bulkhead.dev"
         kinds.add(doc["spec"]["names"]["kind"])
-    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting"}
+    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner"}
 
 
 @pytest.mark.parametrize("mode", ["combined", "split"])
@@ -326,7 +327,7 @@ def test_the_proxy_has_a_role_of_its_own_and_writes_only_when_asked():
         (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
         (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",)),
         (("",), ("users", "groups", "serviceaccounts"), ("impersonate",)),
-        (("bulkhead.dev",), ("tenants", "bulkheadconfigurations", "proxysettings"), read),
+        (("bulkhead.dev",), ("tenants", "tenantowners", "bulkheadconfigurations", "proxysettings"), read),
         (("",), ("namespaces", "nodes", "persistentvolumes"), read),
         (("storage.k8s.io",), ("storageclasses",), read),
         (("networking.k8s.io",), ("ingressclasses",), read),
@@ -334,6 +335,11 @@ def test_the_proxy_has_a_role_of_its_own_and_writes_only_when_asked():
         (("node.k8s.io",), ("runtimeclasses",), read),
     ])
     assert proxy_rules() == read_only
+    reflector = [r for r in proxy_rules({"proxy": {"roleBindingReflector": True}}) if r not in read_only]
+    assert reflector == [(("rbac.authorization.k8s.io",), ("rolebindings",), ("list", "watch"))]
+    args = [c for d in of_kind(render({"proxy": {"roleBindingReflector": True}}), "Deployment")
+            for c in d["spec"]["template"]["spec"]["containers"][0]["args"]]
+    assert "--proxy-role-binding-reflector=true" in args
     writes = [r for r in proxy_rules({"proxy": {"clusterScopedWrites": True}}) if r not in read_only]
     assert {res for _, resources, _ in writes for res in resources} == {
         "nodes", "persistentvolumes", "storageclasses", "ingressclasses", "priorityclasses", "runtimeclasses"}

@@ -66,6 +66,22 @@ pub struct BulkheadConfigurationSpec {
     /// Empty: any cluster role, which needs `bind` on every role.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindable_cluster_roles: Vec<String>,
+    /// Whether a tenant owner may promote a ServiceAccount of a tenant namespace to owner of the
+    /// tenant, by labelling it `owner.projectcapsule.dev/promote: "true"` (a Tenant may refuse it with
+    /// `permissions.promotions.allowOwnerPromotion: false`). Only owners may set or remove the label, and
+    /// a promoted account may not promote others.
+    #[serde(default)]
+    pub allow_service_account_promotion: bool,
+    /// The cluster roles a promoted ServiceAccount gets in every tenant namespace. Like every tenant
+    /// owner it may also create the tenant's namespaces.
+    #[serde(default = "default_promotion_cluster_roles")]
+    pub promotion_cluster_roles: Vec<String>,
+}
+
+/// The cluster roles of a promoted ServiceAccount when the configuration names none: it may delete the
+/// tenant's namespaces (and create them, as every owner may).
+pub fn default_promotion_cluster_roles() -> Vec<String> {
+    vec![crate::labels::NAMESPACE_DELETER_ROLE.to_owned()]
 }
 
 /// The phase of a migration from Capsule.
@@ -90,6 +106,8 @@ impl Default for BulkheadConfigurationSpec {
             api_fairness: None,
             capsule_migration: None,
             bindable_cluster_roles: Vec::new(),
+            allow_service_account_promotion: false,
+            promotion_cluster_roles: default_promotion_cluster_roles(),
         }
     }
 }

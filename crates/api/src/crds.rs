@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource};
+use crate::{BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantOwner, TenantResource};
 
 /// The `format`s kube-apiserver recognizes in CRD schemas (k8s.io/kube-openapi's validate formats).
 const KNOWN_FORMATS: &[&str] = &[
@@ -53,6 +53,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         GlobalTenantResource::crd(),
         TenantResource::crd(),
         ProxySetting::crd(),
+        TenantOwner::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
@@ -277,6 +278,7 @@ mod tests {
                 ("bulkhead.dev_globaltenantresources.yaml", "Cluster"),
                 ("bulkhead.dev_tenantresources.yaml", "Namespaced"),
                 ("bulkhead.dev_proxysettings.yaml", "Namespaced"),
+                ("bulkhead.dev_tenantowners.yaml", "Cluster"),
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );

@@ -108,3 +108,18 @@ pub struct TLSRouteSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hostnames: Vec<String>,
 }
+
+/// A GatewayClass as Bulkhead reads it: its name and labels (for `gatewayOptions.allowedClasses`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(group = "gateway.networking.k8s.io", version = "v1", kind = "GatewayClass")]
+pub struct GatewayClassSpec {
+    /// The controller that manages Gateways of this class.
+    #[serde(default, rename = "controllerName", skip_serializing_if = "String::is_empty")]
+    pub controller_name: String,
+}
+
+/// A DeviceClass (dynamic resource allocation, `resource.k8s.io/v1`) as Bulkhead reads it: its name
+/// and labels (for `deviceClasses`).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(group = "resource.k8s.io", version = "v1", kind = "DeviceClass")]
+pub struct DeviceClassSpec {}

@@ -27,6 +27,15 @@ pub const NAMESPACE_DELETER_ROLE: &str = "bulkhead-namespace-deleter";
 pub const CAPSULE_NAMESPACE_DELETER_ROLE: &str = "capsule-namespace-deleter";
 /// The label Capsule puts on tenant namespaces; migrated selectors that name it still match.
 pub const CAPSULE_TENANT: &str = "capsule.clastix.io/tenant";
+/// On a TenantOwner: the Tenant that has it as an owner without selecting it (Capsule's label).
+pub const TENANT_OWNER_OF: &str = "projectcapsule.dev/tenant";
+/// On a ServiceAccount in a tenant namespace, set to `"true"` by a tenant owner: the account becomes an
+/// owner of the tenant (Capsule's label; needs `allowServiceAccountPromotion`).
+pub const PROMOTE: &str = "owner.projectcapsule.dev/promote";
+/// On a ServiceAccount in a tenant namespace, set to `"true"` by a tenant owner: the account gets the
+/// cluster roles of the tenant's `rules[].permissions.promotions` in the rules' namespaces (Capsule's
+/// label; needs `allowServiceAccountPromotion`).
+pub const RULE_PROMOTE: &str = "projectcapsule.dev/promote";
 /// The annotation on every object the controller applies: a digest of the configuration it applied, so
 /// that after a restart it can tell, without writing, that an object is as it wants it.
 pub const APPLIED: &str = "bulkhead.dev/applied";

@@ -9,12 +9,14 @@ pub mod config;
 pub mod crds;
 pub mod gateway;
 pub mod labels;
+pub mod namespace_rules;
 pub mod owner;
 pub mod proxy_setting;
 pub mod replication;
 pub mod rules;
 mod schema;
 pub mod tenant;
+pub mod tenant_owner;
 pub mod validation;
 
 pub use config::{BulkheadConfiguration, BulkheadConfigurationSpec};
@@ -22,6 +24,7 @@ pub use owner::{OwnerKind, OwnerSpec, ProxyKind, ProxyOperation, ProxySettings, 
 pub use proxy_setting::{ProxySetting, ProxySettingSpec};
 pub use replication::{GlobalTenantResource, GlobalTenantResourceSpec, TenantResource, TenantResourceSpec};
 pub use tenant::{Tenant, TenantSpec, TenantState, TenantStatus};
+pub use tenant_owner::{TenantOwner, TenantOwnerSpec};
 
 /// The API group of every Bulkhead custom resource.
 pub const GROUP: &str = "bulkhead.dev";

@@ -54,6 +54,16 @@ impl Subject {
         }
     }
 
+    /// The subject of this kind and name.
+    pub fn new(kind: OwnerKind, name: impl Into<String>) -> Subject {
+        let name = name.into();
+        match kind {
+            OwnerKind::User => Subject::User(name),
+            OwnerKind::Group => Subject::Group(name),
+            OwnerKind::ServiceAccount => Subject::ServiceAccount(name),
+        }
+    }
+
     /// The kind of this subject.
     pub fn kind(&self) -> OwnerKind {
         match self {
@@ -150,11 +160,7 @@ impl OwnerSpec {
 
     /// The subject this owner entry names.
     pub fn subject(&self) -> Subject {
-        match self.effective_kind() {
-            OwnerKind::User => Subject::User(self.name.clone()),
-            OwnerKind::Group => Subject::Group(self.name.clone()),
-            OwnerKind::ServiceAccount => Subject::ServiceAccount(self.name.clone()),
-        }
+        Subject::new(self.effective_kind(), self.name.clone())
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{LimitRangeSpec, ResourceQuotaSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicySpec;
 use k8s_openapi::api::rbac::v1::Subject as RbacSubject;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     AdditionalMetadata, AllowedList, ClassAllowedList, ForbiddenList, RequiredMetadata, SelectedMetadata,
 };
-use crate::owner::OwnerSpec;
+use crate::owner::{OwnerKind, OwnerSpec};
 
 /// A Tenant gives a team a slice of the cluster: namespaces its owners create themselves, with RBAC,
 /// quotas, limit ranges, network policies and metadata applied to each, and rules on what may run there.
@@ -95,6 +95,14 @@ pub struct TenantSpec {
     /// Namespaces must be named `<tenant>-<something>`. Overrides the configuration's `forceTenantPrefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_tenant_prefix: Option<bool>,
+    /// Namespace rules: per selected namespace, allow-lists, denials and audits of images, QoS classes,
+    /// schedulers, Service types and namespace metadata, and RoleBindings. The last matching `allow` or
+    /// `deny` rule decides each value (docs/rules.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::namespace_rules::NamespaceRule>,
+    /// Owners chosen among TenantOwner objects, and service accounts promoted to owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
     /// Free-form values for templates (replication raw items refer to them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::tenant_data")]
@@ -327,6 +335,53 @@ pub struct AdditionalRoleBinding {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Owners beyond `spec.owners`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    /// Selectors of TenantOwner objects whose subjects own this tenant; an object matching any one of
+    /// them is an owner (the selectors are ORed). TenantOwners labelled
+    /// `projectcapsule.dev/tenant: <this tenant>` are owners too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_owners: Vec<LabelSelector>,
+    /// Promotion of the tenant's service accounts to owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotions: Option<Promotions>,
+}
+
+/// Promotion of service accounts to owners.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotions {
+    /// Whether an owner may promote a ServiceAccount of a tenant namespace to owner by labelling it
+    /// `owner.projectcapsule.dev/promote: "true"` (only when the configuration's
+    /// `allowServiceAccountPromotion` is on too).
+    #[serde(default = "yes")]
+    pub allow_owner_promotion: bool,
+}
+
+impl Default for Promotions {
+    fn default() -> Self {
+        Promotions {
+            allow_owner_promotion: true,
+        }
+    }
+}
+
+/// One owner of the tenant as the controller found it: from `spec.owners`, a TenantOwner, a promoted
+/// ServiceAccount or the configuration's administrators.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerStatus {
+    /// User, Group or ServiceAccount.
+    pub kind: OwnerKind,
+    /// The name; for a ServiceAccount, `system:serviceaccount:<namespace>:<name>`.
+    pub name: String,
+    /// The cluster roles bound to it in every tenant namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_roles: Vec<String>,
+}
+
 /// What the controller last observed of a Tenant.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -341,6 +396,10 @@ pub struct TenantStatus {
     /// The tenant's namespaces, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Every owner of the tenant: `spec.owners`, the TenantOwners chosen by `permissions.matchOwners`
+    /// and promoted ServiceAccounts, one entry per subject with the cluster roles of all its sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<OwnerStatus>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -362,5 +421,17 @@ impl Tenant {
     /// The tenant's owners.
     pub fn owners(&self) -> &[OwnerSpec] {
         &self.spec.owners
+    }
+
+    /// Every subject that owns the tenant: those of `spec.owners`, and those the controller found and
+    /// listed in `status.owners` (TenantOwners the tenant selects, promoted ServiceAccounts). Only the
+    /// controller and administrators can write a Tenant's status.
+    pub fn owner_subjects(&self) -> impl Iterator<Item = crate::owner::Subject> + '_ {
+        let listed = self
+            .status
+            .iter()
+            .flat_map(|s| &s.owners)
+            .map(|o| crate::owner::Subject::new(o.kind, o.name.clone()));
+        self.spec.owners.iter().map(OwnerSpec::subject).chain(listed)
     }
 }

@@ -47,6 +47,12 @@ pub fn validate_update(crd: &CustomResourceDefinition, object: &Value, old: Opti
         errors.push("object: must be a JSON object".to_owned());
         return errors;
     };
+    // The root's required fields (`spec`), as the API server's structural schema requires them.
+    for required in schema.required.iter().flatten() {
+        if fields.get(required).is_none_or(Value::is_null) {
+            errors.push(format!("{required}: Required value"));
+        }
+    }
     for (name, value) in fields {
         match name.as_str() {
             "apiVersion" | "kind" => {}

@@ -187,6 +187,11 @@ pub struct ProxyArgs {
     /// lower latency and higher throughput (docs/benchmarks.md).
     #[arg(long, env = "BULKHEAD_PROXY_UPSTREAM_HTTP2", default_value_t = false, action = ArgAction::Set)]
     pub proxy_upstream_http2: bool,
+    /// The RoleBinding reflector (Capsule proxy's `--enable-reflector`): a caller's namespace list
+    /// through the proxy also shows the namespaces where a RoleBinding names it (its user, a group or
+    /// its ServiceAccount), tenant user or not. Watches every RoleBinding's subjects (an index only).
+    #[arg(long, env = "BULKHEAD_PROXY_ROLE_BINDING_REFLECTOR", default_value_t = false, action = ArgAction::Set)]
+    pub proxy_role_binding_reflector: bool,
 }
 
 /// Where the webhook's serving certificate comes from.

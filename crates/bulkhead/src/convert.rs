@@ -25,9 +25,16 @@ pub struct Converted {
 
 const CAPSULE_GROUP: &str = "capsule.clastix.io";
 /// Kinds whose fields Bulkhead reads with Capsule's names: only the apiVersion changes.
-const SAME_FIELDS: [&str; 4] = ["Tenant", "TenantResource", "GlobalTenantResource", "ProxySetting"];
+const SAME_FIELDS: [&str; 5] = [
+    "Tenant",
+    "TenantResource",
+    "GlobalTenantResource",
+    "ProxySetting",
+    "TenantOwner",
+];
 /// CapsuleConfiguration fields with the same name and meaning in BulkheadConfiguration.
-const CONFIGURATION_FIELDS: [&str; 7] = [
+const CONFIGURATION_FIELDS: [&str; 8] = [
+    "allowServiceAccountPromotion",
     "userGroups",
     "ignoreUserWithGroups",
     "administrators",
@@ -108,6 +115,17 @@ fn convert_document(
     let target = bulkhead_api::API_VERSION;
     if SAME_FIELDS.contains(&kind) {
         set_top_level(&mut doc, "apiVersion", target);
+        if value.get("spec").is_none() {
+            // Capsule's CRDs let a Tenant omit its spec (its documentation shows status-only ones);
+            // Bulkhead's require it, as an empty one means the same.
+            while doc.last().is_some_and(|l| is_blank(l)) {
+                doc.pop();
+            }
+            doc.push("spec: {}".to_owned());
+            notes.push(format!(
+                "{what}: has no spec; `spec: {{}}` added, which means the same"
+            ));
+        }
         if kind == "Tenant" && !api_version.ends_with("/v1beta2") {
             notes.push(format!(
                 "{what}: {api_version} is read as Capsule's v1beta2; fields of older versions are refused below if any"
@@ -416,6 +434,25 @@ metadata: {name: untouched}
         assert_eq!(config.spec.user_groups, ["capsule.clastix.io", "platform-users"]);
         assert_eq!(config.spec.protected_namespace_regex.as_deref(), Some("^kube-"));
         assert!(config.spec.enable_tls_reconciler);
+    }
+
+    #[test]
+    fn a_document_without_a_spec_gets_an_empty_one() {
+        let text = "apiVersion: capsule.clastix.io/v1beta2\nkind: Tenant\nmetadata:\n  name: solar\nstatus:\n  owners:\n  - {kind: User, name: alice, clusterRoles: [admin]}\n";
+        let out = convert(text, &bulkhead_api::crds::all());
+        assert!(!out.refused, "{:?}", out.notes);
+        assert!(out.text.trim_end().ends_with("spec: {}"), "{}", out.text);
+        assert_eq!(
+            out.notes,
+            ["#1 Tenant solar: has no spec; `spec: {}` added, which means the same"]
+        );
+        let bare = "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata: {name: solar}\n";
+        let value: Value = serde_saphyr::from_str(bare).unwrap();
+        let tenant_crd = <bulkhead_api::Tenant as kube::CustomResourceExt>::crd();
+        assert_eq!(
+            bulkhead_api::validation::validate(&tenant_crd, &value),
+            ["spec: Required value"]
+        );
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         configuration: true,
         admission,
         proxy: roles.contains(&Role::Proxy),
+        role_binding_reflector: roles.contains(&Role::Proxy) && args.proxy.proxy_role_binding_reflector,
         gateway_routes: if admission {
             gateway_routes(&client).await?
         } else {
@@ -380,7 +381,9 @@ async fn gateway_routes(client: &Client) -> Result<bulkhead_cache::GatewayRoutes
                     http = routes.http,
                     grpc = routes.grpc,
                     tls = routes.tls,
-                    "Gateway API routes served"
+                    gateway_classes = routes.gateway_classes,
+                    device_classes = routes.device_classes,
+                    "Gateway API routes and classes, and DRA device classes, served"
                 );
                 return Ok(routes);
             }

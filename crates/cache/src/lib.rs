@@ -11,19 +11,22 @@ pub mod namespaces;
 pub mod owned;
 pub mod projected;
 pub mod proxy_settings;
+pub mod reflector;
 pub mod sources;
 pub mod tenants;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bulkhead_api::gateway::{GRPCRoute, HTTPRoute, TLSRoute};
+use bulkhead_api::gateway::{DeviceClass, GRPCRoute, GatewayClass, HTTPRoute, TLSRoute};
 use bulkhead_api::{
-    BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantResource, labels,
+    BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantOwner, TenantResource, labels,
 };
 use bulkhead_policy::Caller;
 use bulkhead_policy::admission::{ClassInfo, ClassKind, HostRoute, View};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, PersistentVolume, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, Node, PersistentVolume, ResourceQuota, Service, ServiceAccount,
+};
 use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -51,6 +54,9 @@ pub struct Cache {
 
 struct Inner {
     tenants: KindCache<Tenant, OwnerIndex>,
+    tenant_owners: KindCache<TenantOwner, crate::tenants::AggregatedIndex>,
+    promoted_service_accounts: KindCache<ServiceAccount, NoIndex>,
+    rule_promoted_service_accounts: KindCache<ServiceAccount, NoIndex>,
     namespaces: KindCache<Namespace, NamespaceIndex>,
     configurations: KindCache<BulkheadConfiguration, ByTenant>,
     role_bindings: OwnedCache<RoleBinding>,
@@ -68,9 +74,12 @@ struct Inner {
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
     proxy_settings: KindCache<ProxySetting, SubjectIndex>,
+    all_role_bindings: KindCache<RoleBinding, crate::reflector::BindingSubjects>,
     http_routes: KindCache<HTTPRoute, HostIndex>,
     grpc_routes: KindCache<GRPCRoute, HostIndex>,
     tls_routes: KindCache<TLSRoute, HostIndex>,
+    gateway_classes: KindCache<GatewayClass, NoIndex>,
+    device_classes: KindCache<DeviceClass, NoIndex>,
     flow_schemas: KindCache<FlowSchema, NoIndex>,
     priority_levels: KindCache<PriorityLevelConfiguration, NoIndex>,
     replication_account: parking_lot::RwLock<String>,
@@ -96,12 +105,16 @@ pub struct Needs {
     pub admission: bool,
     /// What the proxy reads besides Tenants and Namespaces: ProxySettings.
     pub proxy: bool,
+    /// Every RoleBinding's subjects (an index, not the objects), for the proxy's RoleBinding reflector
+    /// (`--proxy-role-binding-reflector`).
+    pub role_binding_reflector: bool,
     /// The Gateway API routes the cluster serves, watched with [`Needs::admission`] for hostname
     /// collisions ([`served_gateway_routes`] finds them).
     pub gateway_routes: GatewayRoutes,
 }
 
-/// Which Gateway API route kinds (`gateway.networking.k8s.io/v1`) a cluster serves.
+/// Which optional kinds a cluster serves: the Gateway API route kinds and GatewayClass
+/// (`gateway.networking.k8s.io/v1`), and DRA's DeviceClass (`resource.k8s.io/v1`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GatewayRoutes {
     /// HTTPRoute.
@@ -110,6 +123,10 @@ pub struct GatewayRoutes {
     pub grpc: bool,
     /// TLSRoute.
     pub tls: bool,
+    /// GatewayClass (its labels, for `gatewayOptions.allowedClasses`).
+    pub gateway_classes: bool,
+    /// DeviceClass (its labels, for `deviceClasses`).
+    pub device_classes: bool,
 }
 
 /// Asks the API server which Gateway API route kinds it serves at `gateway.networking.k8s.io/v1`.
@@ -126,11 +143,48 @@ pub async fn served_gateway_routes(client: &Client) -> Result<GatewayRoutes, kub
                 http: has("httproutes"),
                 grpc: has("grpcroutes"),
                 tls: has("tlsroutes"),
+                gateway_classes: has("gatewayclasses"),
+                device_classes: served_device_classes(client).await?,
             })
         }
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(GatewayRoutes::default()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(GatewayRoutes {
+            device_classes: served_device_classes(client).await?,
+            ..GatewayRoutes::default()
+        }),
         Err(error) => Err(error),
     }
+}
+
+/// Whether the API server serves DeviceClasses at `resource.k8s.io/v1` (Kubernetes 1.34 and later).
+async fn served_device_classes(client: &Client) -> Result<bool, kube::Error> {
+    match client.list_api_group_resources("resource.k8s.io/v1").await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "deviceclasses")),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// The ServiceAccounts of `cached` labelled `label: "true"` in these namespaces, sorted.
+fn labelled_in(
+    cached: &KindCache<ServiceAccount, NoIndex>,
+    label: &str,
+    namespaces: &BTreeSet<String>,
+) -> Vec<(String, String, std::collections::BTreeMap<String, String>)> {
+    let mut out: Vec<_> = cached
+        .store()
+        .state()
+        .iter()
+        .filter_map(|sa| {
+            let labels = sa.metadata.labels.clone().unwrap_or_default();
+            if labels.get(label).is_none_or(|v| v != "true") {
+                return None;
+            }
+            Some((sa.metadata.namespace.clone()?, sa.metadata.name.clone()?, labels))
+        })
+        .filter(|(ns, _, _)| namespaces.contains(ns))
+        .collect();
+    out.sort();
+    out
 }
 
 /// The kinds [`Needs::admission`] adds.
@@ -164,6 +218,9 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 tenants: KindCache::for_many("Tenant"),
+                tenant_owners: KindCache::new("TenantOwner"),
+                promoted_service_accounts: KindCache::new("ServiceAccount"),
+                rule_promoted_service_accounts: KindCache::new("ServiceAccount (rule promotions)"),
                 namespaces: KindCache::index_only_for_many("Namespace"),
                 configurations: KindCache::new("BulkheadConfiguration"),
                 role_bindings: OwnedCache::new("RoleBinding", names.clone()),
@@ -181,9 +238,12 @@ impl Cache {
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
                 proxy_settings: KindCache::new("ProxySetting"),
+                all_role_bindings: KindCache::index_only("RoleBinding (reflector)"),
                 http_routes: KindCache::index_only("HTTPRoute"),
                 grpc_routes: KindCache::index_only("GRPCRoute"),
                 tls_routes: KindCache::index_only("TLSRoute"),
+                gateway_classes: KindCache::new("GatewayClass"),
+                device_classes: KindCache::new("DeviceClass"),
                 flow_schemas: KindCache::new("FlowSchema"),
                 priority_levels: KindCache::new("PriorityLevelConfiguration"),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
@@ -211,6 +271,8 @@ impl Cache {
         }
         if needs.owned_objects {
             started.extend([
+                "ServiceAccount",
+                "ServiceAccount (rule promotions)",
                 "RoleBinding",
                 "ResourceQuota",
                 "LimitRange",
@@ -229,17 +291,31 @@ impl Cache {
         if needs.proxy {
             started.push("ProxySetting");
         }
+        if needs.role_binding_reflector {
+            started.push("RoleBinding (reflector)");
+        }
     }
 
-    /// Starts one watch per kind against the API server: Tenants and Namespaces always, the rest as
-    /// `needs` says. The watches run until `shutdown` is cancelled, retrying with backoff on errors
+    /// Starts one watch per kind against the API server: Tenants, TenantOwners and Namespaces always,
+    /// the rest as `needs` says. The watches run until `shutdown` is cancelled, retrying with backoff on errors
     /// (each is logged).
     pub fn start(client: Client, needs: Needs, shutdown: CancellationToken) -> Cache {
         let cache = Cache::detached_with(needs);
+        // Always watched (the owner index needs them), so always waited for; a detached cache for tests
+        // feeds only what it names.
+        cache
+            .inner
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push("TenantOwner");
         let all = watcher::Config::default();
         let inner = &cache.inner;
         inner
             .tenants
+            .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+        inner
+            .tenant_owners
             .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
         inner
             .namespaces
@@ -283,6 +359,13 @@ impl Cache {
                 .proxy_settings
                 .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
         }
+        if needs.role_binding_reflector {
+            inner.all_role_bindings.spawn_watch(
+                kube::Api::all(client.clone()),
+                all.clone(),
+                shutdown.clone(),
+            );
+        }
         if needs.owned_objects {
             let managed = watcher::Config::default().labels(&format!(
                 "{}={}",
@@ -292,6 +375,18 @@ impl Cache {
             inner.role_bindings.spawn_watch(
                 kube::Api::all(client.clone()),
                 managed.clone(),
+                shutdown.clone(),
+            );
+            // Only the ServiceAccounts an owner promoted: their label is the selector (one watch per
+            // label: a selector cannot say "either").
+            inner.promoted_service_accounts.spawn_watch(
+                kube::Api::all(client.clone()),
+                watcher::Config::default().labels(&format!("{}=true", labels::PROMOTE)),
+                shutdown.clone(),
+            );
+            inner.rule_promoted_service_accounts.spawn_watch(
+                kube::Api::all(client.clone()),
+                watcher::Config::default().labels(&format!("{}=true", labels::RULE_PROMOTE)),
                 shutdown.clone(),
             );
             inner.resource_quotas.spawn_watch(
@@ -353,6 +448,8 @@ impl Cache {
             http: served.http && !watched.http,
             grpc: served.grpc && !watched.grpc,
             tls: served.tls && !watched.tls,
+            gateway_classes: served.gateway_classes && !watched.gateway_classes,
+            device_classes: served.device_classes && !watched.device_classes,
         };
         if new == GatewayRoutes::default() {
             return new;
@@ -366,6 +463,8 @@ impl Cache {
                 (new.http, "HTTPRoute"),
                 (new.grpc, "GRPCRoute"),
                 (new.tls, "TLSRoute"),
+                (new.gateway_classes, "GatewayClass"),
+                (new.device_classes, "DeviceClass"),
             ] {
                 if is_new {
                     started.push(kind);
@@ -387,11 +486,23 @@ impl Cache {
         if new.tls {
             inner
                 .tls_routes
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+        }
+        if new.gateway_classes {
+            inner
+                .gateway_classes
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+        }
+        if new.device_classes {
+            inner
+                .device_classes
                 .spawn_watch(kube::Api::all(client.clone()), all, shutdown.clone());
         }
         watched.http |= new.http;
         watched.grpc |= new.grpc;
         watched.tls |= new.tls;
+        watched.gateway_classes |= new.gateway_classes;
+        watched.device_classes |= new.device_classes;
         new
     }
 
@@ -419,7 +530,9 @@ impl Cache {
                                 http = new.http,
                                 grpc = new.grpc,
                                 tls = new.tls,
-                                "Gateway API routes now served: watching them"
+                                gateway_classes = new.gateway_classes,
+                                device_classes = new.device_classes,
+                                "Gateway API kinds or DRA device classes now served: watching them"
                             );
                         }
                     }
@@ -496,6 +609,59 @@ impl Cache {
             .read_index(|index| index.capsule_namespaces_of(tenant).cloned().unwrap_or_default())
     }
 
+    /// TenantOwners (always watched).
+    pub fn tenant_owners(&self) -> &KindCache<TenantOwner, crate::tenants::AggregatedIndex> {
+        &self.inner.tenant_owners
+    }
+
+    /// ServiceAccounts labelled for promotion to owner (watched with [`Needs::owned_objects`]).
+    pub fn promoted_service_accounts(&self) -> &KindCache<ServiceAccount, NoIndex> {
+        &self.inner.promoted_service_accounts
+    }
+
+    /// ServiceAccounts labelled for the tenant's rule promotions (watched with [`Needs::owned_objects`]).
+    pub fn rule_promoted_service_accounts(&self) -> &KindCache<ServiceAccount, NoIndex> {
+        &self.inner.rule_promoted_service_accounts
+    }
+
+    /// The ServiceAccounts labelled for promotion to owner in these namespaces, as `(namespace, name)`,
+    /// sorted.
+    pub fn promoted_in(&self, namespaces: &BTreeSet<String>) -> Vec<(String, String)> {
+        labelled_in(&self.inner.promoted_service_accounts, labels::PROMOTE, namespaces)
+            .into_iter()
+            .map(|(ns, name, _)| (ns, name))
+            .collect()
+    }
+
+    /// The ServiceAccounts labelled for rule promotions in these namespaces, as `(namespace, name,
+    /// labels)`, sorted.
+    pub fn rule_promoted_in(
+        &self,
+        namespaces: &BTreeSet<String>,
+    ) -> Vec<(String, String, std::collections::BTreeMap<String, String>)> {
+        labelled_in(
+            &self.inner.rule_promoted_service_accounts,
+            labels::RULE_PROMOTE,
+            namespaces,
+        )
+    }
+
+    /// Whether the caller is a service account a TenantOwner with `aggregate` names: such an account
+    /// is a tenant user wherever it lives, whether or not a tenant has chosen it yet (it is bound to
+    /// the namespace provisioner role, so a namespace it creates must be judged: assigned to its
+    /// tenant, or refused while it owns none).
+    pub fn is_aggregated_owner(&self, caller: &Caller) -> bool {
+        if !caller
+            .user
+            .starts_with(bulkhead_api::owner::SERVICE_ACCOUNT_PREFIX)
+        {
+            return false;
+        }
+        self.inner
+            .tenant_owners
+            .read_index(|index| index.names(&bulkhead_api::Subject::ServiceAccount(caller.user.clone())))
+    }
+
     /// The names of the tenants the caller owns: as a user or service account, or through any group.
     pub fn tenants_owned_by(&self, caller: &Caller) -> BTreeSet<String> {
         let subjects = caller.subjects();
@@ -528,6 +694,9 @@ impl Cache {
         let inner = &self.inner;
         [
             inner.tenants.status(),
+            inner.tenant_owners.status(),
+            inner.promoted_service_accounts.status(),
+            inner.rule_promoted_service_accounts.status(),
             inner.namespaces.status(),
             inner.configurations.status(),
             inner.role_bindings.status(),
@@ -545,11 +714,14 @@ impl Cache {
             inner.global_tenant_resources.status(),
             inner.tenant_resources.status(),
             inner.proxy_settings.status(),
+            inner.all_role_bindings.status(),
             inner.flow_schemas.status(),
             inner.priority_levels.status(),
             inner.http_routes.status(),
             inner.grpc_routes.status(),
             inner.tls_routes.status(),
+            inner.gateway_classes.status(),
+            inner.device_classes.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -658,6 +830,16 @@ impl Cache {
                 .store()
                 .get(&ObjectRef::new(name))
                 .map(|c| info(c.metadata.labels.as_ref(), None)),
+            ClassKind::Gateway => inner
+                .gateway_classes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|c| info(c.metadata.labels.as_ref(), None)),
+            ClassKind::Device => inner
+                .device_classes
+                .store()
+                .get(&ObjectRef::new(name))
+                .map(|c| info(c.metadata.labels.as_ref(), None)),
         }
     }
 
@@ -710,6 +892,20 @@ impl Cache {
     /// ProxySettings (watched when [`Needs::proxy`]).
     pub fn proxy_settings(&self) -> &KindCache<ProxySetting, SubjectIndex> {
         &self.inner.proxy_settings
+    }
+
+    /// The namespaces where a RoleBinding names `caller` (its user, a group, or its ServiceAccount), for
+    /// the proxy's RoleBinding reflector; none unless [`Needs::role_binding_reflector`].
+    pub fn reflected_namespaces(&self, caller: &Caller) -> BTreeSet<String> {
+        let subjects = caller.subjects();
+        self.inner
+            .all_role_bindings
+            .read_index(|index| index.namespaces_naming_any(&subjects))
+    }
+
+    /// Where RoleBinding watch events go for the reflector; for tests.
+    pub fn all_role_bindings_feed(&self) -> &KindCache<RoleBinding, crate::reflector::BindingSubjects> {
+        &self.inner.all_role_bindings
     }
 
     /// The ProxySettings that name `caller` (as user, through a group, or as service account).
@@ -767,6 +963,15 @@ impl View for Cache {
 
     fn tenant_of_namespace(&self, namespace: &str) -> Option<String> {
         Cache::tenant_of_namespace(self, namespace)
+    }
+
+    fn is_aggregated_owner(&self, caller: &Caller) -> bool {
+        Cache::is_aggregated_owner(self, caller)
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.namespace(namespace)
+            .map(|ns| ns.metadata.labels.clone().unwrap_or_default())
     }
 
     fn class(&self, kind: ClassKind, name: &str) -> Option<ClassInfo> {

@@ -27,7 +27,7 @@ impl OwnerIndex {
 
 impl Index<Tenant> for OwnerIndex {
     fn insert(&mut self, tenant: &Tenant) {
-        let subjects = tenant.spec.owners.iter().map(|o| o.subject()).collect();
+        let subjects = tenant.owner_subjects().collect();
         self.owners.set(tenant.name_any(), subjects);
     }
 
@@ -124,6 +124,27 @@ mod tests {
     }
 
     #[test]
+    fn owners_the_controller_lists_in_the_status_are_indexed_too() {
+        let mut t = tenant("solar", &[(OwnerKind::User, "alice")]);
+        t.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "owners": [{"kind": "Group", "name": "oidc:devops", "clusterRoles": ["admin"]}]
+            }))
+            .unwrap(),
+        );
+        let mut index = Indexed::<OwnerIndex>::default();
+        index.apply(&Event::Apply(t.clone()));
+        assert_eq!(owned(&index, Subject::Group("oidc:devops".into())), ["solar"]);
+        assert_eq!(owned(&index, Subject::User("alice".into())), ["solar"]);
+        t.status = None;
+        index.apply(&Event::Apply(t));
+        assert_eq!(
+            owned(&index, Subject::Group("oidc:devops".into())),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn an_owner_without_a_kind_is_indexed_by_its_inferred_kind() {
         let mut t = tenant("gitops", &[]);
         t.spec.owners =
@@ -137,5 +158,67 @@ mod tests {
             ),
             ["gitops"]
         );
+    }
+}
+
+/// The ServiceAccounts TenantOwners name with `aggregate` (tenant users wherever they live), so a
+/// webhook request finds out in one lookup, not a scan of every TenantOwner.
+#[derive(Debug, Default)]
+pub struct AggregatedIndex {
+    accounts: Reverse<String, Subject>,
+}
+
+impl AggregatedIndex {
+    /// Whether an aggregated TenantOwner names this subject.
+    pub fn names(&self, subject: &Subject) -> bool {
+        self.accounts.get(subject).is_some()
+    }
+}
+
+impl Index<bulkhead_api::TenantOwner> for AggregatedIndex {
+    fn insert(&mut self, owner: &bulkhead_api::TenantOwner) {
+        let subjects = match owner.spec.subject() {
+            s @ Subject::ServiceAccount(_) if owner.spec.aggregate => vec![s],
+            _ => Vec::new(),
+        };
+        self.accounts.set(owner.name_any(), subjects);
+    }
+
+    fn remove(&mut self, owner: &bulkhead_api::TenantOwner) {
+        self.accounts.remove(&owner.name_any());
+    }
+}
+
+#[cfg(test)]
+mod aggregated_tests {
+    use super::*;
+    use crate::index::Indexed;
+    use kube::runtime::watcher::Event;
+
+    fn owner(name: &str, spec: &str) -> bulkhead_api::TenantOwner {
+        serde_saphyr::from_str(&format!("metadata: {{name: {name}}}\nspec: {spec}")).unwrap()
+    }
+
+    #[test]
+    fn only_aggregated_service_accounts_are_named() {
+        let mut index = Indexed::<AggregatedIndex>::default();
+        index.apply(&Event::Apply(owner(
+            "ci",
+            "{kind: ServiceAccount, name: 'system:serviceaccount:ci:deployer'}",
+        )));
+        index.apply(&Event::Apply(owner(
+            "capsule",
+            "{kind: ServiceAccount, name: 'system:serviceaccount:capsule:controller', aggregate: false}",
+        )));
+        index.apply(&Event::Apply(owner("devs", "{kind: Group, name: devs}")));
+        let named =
+            |index: &Indexed<AggregatedIndex>, n: &str| index.get().names(&Subject::ServiceAccount(n.into()));
+        assert!(named(&index, "system:serviceaccount:ci:deployer"));
+        assert!(!named(&index, "system:serviceaccount:capsule:controller"));
+        index.apply(&Event::Apply(owner(
+            "ci",
+            "{kind: ServiceAccount, name: 'system:serviceaccount:ci:deployer', aggregate: false}",
+        )));
+        assert!(!named(&index, "system:serviceaccount:ci:deployer"), "turned off");
     }
 }

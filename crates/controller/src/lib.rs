@@ -190,6 +190,8 @@ async fn lead(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
         .merge(owned_refs(&ctx, cache.resource_quotas(), &on_lag))
         .merge(owned_refs(&ctx, cache.limit_ranges(), &on_lag))
         .merge(owned_refs(&ctx, cache.network_policies(), &on_lag))
+        .merge(owner_refs(cache, &on_lag))
+        .merge(promotion_refs(cache, &on_lag))
         .merge(everyone);
     let stopped = stop.clone();
     Controller::for_stream(trigger, cache.tenants().clone())
@@ -271,6 +273,48 @@ fn owned_refs<K: bulkhead_cache::projected::OwnedKind>(
     })
 }
 
+/// The Tenants a changed TenantOwner concerns: those that select it now, and those whose owners
+/// list its subject (it may have been selected before).
+fn owner_refs(cache: &Cache, on_lag: &Lagged) -> impl Stream<Item = ObjectRef<Tenant>> + Send + use<> {
+    let cache = cache.clone();
+    changes(cache.tenant_owners().subscribe(), on_lag.clone()).flat_map(move |change| {
+        let (Change::Applied(owner, _) | Change::Deleted(owner)) = &change;
+        let subject = owner.spec.subject();
+        let refs: Vec<ObjectRef<Tenant>> = cache
+            .tenants()
+            .state()
+            .iter()
+            .filter(|t| {
+                bulkhead_policy::owners::selects(t, owner) || t.owner_subjects().any(|s| s == subject)
+            })
+            .map(|t| ObjectRef::from_obj(&**t))
+            .collect();
+        futures::stream::iter(refs)
+    })
+}
+
+/// The Tenant whose namespace holds a ServiceAccount whose promotion label (to owner, or for rule
+/// promotions) changed.
+fn promotion_refs(cache: &Cache, on_lag: &Lagged) -> impl Stream<Item = ObjectRef<Tenant>> + Send + use<> {
+    let cache = cache.clone();
+    let both = futures::stream::select(
+        changes(cache.promoted_service_accounts().subscribe(), on_lag.clone()),
+        changes(cache.rule_promoted_service_accounts().subscribe(), on_lag.clone()),
+    );
+    both.flat_map(move |change| {
+        let (Change::Applied(sa, _) | Change::Deleted(sa)) = &change;
+        let refs: Vec<ObjectRef<Tenant>> = sa
+            .metadata
+            .namespace
+            .as_deref()
+            .and_then(|ns| cache.tenant_of_namespace(ns))
+            .map(|t| ObjectRef::new(&t))
+            .into_iter()
+            .collect();
+        futures::stream::iter(refs)
+    })
+}
+
 fn tenants_of<K: Resource>(change: &Change<K>) -> Vec<ObjectRef<Tenant>> {
     let tenant = |o: &K| o.labels().get(labels::TENANT).cloned();
     let (now, before) = match change {
@@ -288,9 +332,12 @@ fn tenants_of<K: Resource>(change: &Change<K>) -> Vec<ObjectRef<Tenant>> {
 /// configured user groups, applying them again whenever the configuration changes.
 async fn keep_cluster_objects(ctx: Arc<reconcile::Context>, stop: CancellationToken) {
     let mut config_changes = ctx.cache.configurations().subscribe();
+    let mut owner_changes = ctx.cache.tenant_owners().subscribe();
+    let mut promotions = ctx.cache.promoted_service_accounts().subscribe();
     loop {
-        let groups = ctx.cache.configuration().user_groups;
-        let (roles, binding) = bulkhead_policy::desired::cluster_objects(&groups);
+        let config = ctx.cache.configuration();
+        let accounts = provisioning_service_accounts(&ctx.cache, &config);
+        let (roles, binding) = bulkhead_policy::desired::cluster_objects(&config.user_groups, &accounts);
         let roles_api: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(ctx.client.clone());
         for role in roles {
             let name = role.name_any();
@@ -303,11 +350,44 @@ async fn keep_cluster_objects(ctx: Arc<reconcile::Context>, stop: CancellationTo
         if let Err(error) = apply_unless_current(&bindings, &name, with_type(&binding)).await {
             warn!(%error, name, "cannot apply the ClusterRoleBinding");
         }
+        // A namespace joining or leaving a tenant changes which promoted accounts count: looked at again
+        // every minute.
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = config_changes.recv() => {}
+            _ = owner_changes.recv() => {}
+            _ = promotions.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
     }
+}
+
+/// The ServiceAccounts that may create namespaces beside the user groups: those TenantOwners name with
+/// `aggregate` (the webhook treats them as tenant users wherever they live), and, where the
+/// configuration allows promotion, the promoted ones living in tenant namespaces.
+fn provisioning_service_accounts(
+    cache: &Cache,
+    config: &bulkhead_api::BulkheadConfigurationSpec,
+) -> Vec<bulkhead_api::Subject> {
+    let owners = cache.tenant_owners().store().state();
+    let mut accounts = bulkhead_policy::owners::aggregated_service_accounts(owners.iter().map(AsRef::as_ref));
+    if config.allow_service_account_promotion {
+        for sa in cache.promoted_service_accounts().store().state() {
+            let (Some(namespace), Some(name)) =
+                (sa.metadata.namespace.as_deref(), sa.metadata.name.as_deref())
+            else {
+                continue;
+            };
+            if cache.tenant_of_namespace(namespace).is_some() {
+                accounts.push(bulkhead_api::Subject::ServiceAccount(
+                    bulkhead_policy::owners::service_account_user(namespace, name),
+                ));
+            }
+        }
+    }
+    accounts.sort();
+    accounts.dedup();
+    accounts
 }
 
 /// Server-side applies `patch` (with its digest in the [`labels::APPLIED`] annotation) unless the object

@@ -14,7 +14,7 @@ use bulkhead_cache::Cache;
 use bulkhead_cache::kind::Change;
 use bulkhead_cache::projected::{self, Owned, OwnedCache, OwnedKind};
 use bulkhead_policy::desired::{self, Desired, QuotaObserved, TenantNamespace};
-use bulkhead_policy::{migration, quota};
+use bulkhead_policy::{migration, owners, quota};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -320,6 +320,26 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
             labels: ns.labels().clone(),
         })
         .collect();
+    // The owners: spec.owners, the TenantOwners the tenant selects and the ServiceAccounts its owners
+    // promoted. Everything below provisions them all; the status lists them for the webhook and proxy.
+    let in_tenant: BTreeSet<String> = namespaces.iter().map(|n| n.name.clone()).collect();
+    let owners = {
+        let promoted = cache.promoted_in(&in_tenant);
+        let tenant_owners = cache.tenant_owners().store().state();
+        owners::effective(
+            tenant,
+            tenant_owners.iter().map(AsRef::as_ref),
+            &promoted,
+            &config,
+        )
+    };
+    // Rule promotions become rule bindings of the promoted ServiceAccounts.
+    let owned_tenant = {
+        let mut t = owners::with_rule_promotions(tenant, &cache.rule_promoted_in(&in_tenant), &config);
+        t.spec.owners = owners.clone();
+        t
+    };
+    let tenant = &owned_tenant;
     let quotas = quota_observed(cache.resource_quotas(), &name, &ctx.quota_written.lock());
     ctx.metrics.observe_quota(tenant, &quotas.used);
     // A tenant of many namespaces is provisioned a few namespaces at a time, so that its desired state
@@ -362,6 +382,12 @@ async fn reconcile_inner(tenant: &Tenant, ctx: &Context) -> Result<Action, Error
     for part in pending.chunks(chunk) {
         let failed_before = failures.len();
         let desired = desired::desired_state(&provisioned, part, &quotas);
+        // Problems a namespace shows (a rule binding's template that fails over it).
+        for problem in &desired.problems {
+            if !problems.contains(problem) {
+                problems.push(problem.clone());
+            }
+        }
         failures.extend(apply_namespaces(ctx, tenant, &desired, config.capsule_migration).await);
         failures.extend(
             apply_kind(
@@ -986,13 +1012,21 @@ async fn update_status(
         }),
         size: u32::try_from(names.len()).unwrap_or(u32::MAX),
         namespaces: names,
+        // `tenant` is the Tenant as provisioned: its owners are all of them.
+        owners: owners::status(&tenant.spec.owners),
         observed_generation: tenant.metadata.generation,
         conditions: vec![ready],
     };
     if previous == next {
         return Ok(());
     }
-    let patch = json!({"status": next});
+    let mut patch = json!({"status": next});
+    // A merge patch leaves out what it does not name: emptied lists are written as null.
+    for list in ["namespaces", "owners"] {
+        if patch["status"].get(list).is_none() {
+            patch["status"][list] = Value::Null;
+        }
+    }
     let status = projected::digest(&patch);
     let name = tenant.name_any();
     // This status is written already, and the cache has not seen that write yet.

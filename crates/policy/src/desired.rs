@@ -251,8 +251,24 @@ pub fn desired_state(tenant: &Tenant, namespaces: &[TenantNamespace], quotas: &Q
         })
         .collect();
 
+    // The tenant as rule templates see it (`{{ .tenant.metadata.name }}`).
+    // Serialized only if a rule binding's subject is a template.
+    let tenant_json = std::cell::OnceCell::new();
     for ns in namespaces {
         out.namespaces.push(namespace_metadata(tenant, ns));
+        for (binding, role, subjects, extra_labels, annotations) in
+            rule_bindings(tenant, &tenant_json, ns, &mut out.problems)
+        {
+            out.role_bindings.push(RoleBinding {
+                metadata: meta(tenant, binding, &ns.name, extra_labels, annotations),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "ClusterRole".into(),
+                    name: role,
+                },
+                subjects: Some(subjects),
+            });
+        }
         for (binding, role, subjects, extra_labels, annotations) in &owner_bindings {
             out.role_bindings.push(RoleBinding {
                 metadata: meta(tenant, binding.clone(), &ns.name, extra_labels, annotations),
@@ -321,6 +337,37 @@ pub fn namespace_metadata(tenant: &Tenant, ns: &TenantNamespace) -> NamespaceMet
             annotations.extend(entry.annotations.clone());
         }
     }
+    // Managed metadata of namespace rules (allow rules without conditions whose selector matches):
+    // kept on existing namespaces too, as Capsule's RuleStatus controller does.
+    for rule in &tenant.spec.rules {
+        let Some(enforce) = rule.enforce.as_ref() else {
+            continue;
+        };
+        let selected = rule
+            .namespace_selector
+            .as_ref()
+            .is_none_or(|s| selector::matches(s, &ns.labels));
+        if !selected
+            || !rule.audience.is_empty()
+            || enforce.action != bulkhead_api::namespace_rules::Action::Allow
+            || !enforce.conditions.is_empty()
+        {
+            continue;
+        }
+        for m in enforce
+            .metadata
+            .iter()
+            .filter(|m| crate::admission::tenant_rules::targets_namespaces(m))
+        {
+            for (into, from) in [(&mut labels, &m.labels), (&mut annotations, &m.annotations)] {
+                for (key, value) in from {
+                    if let Some(managed) = &value.managed {
+                        into.insert(key.clone(), managed.clone());
+                    }
+                }
+            }
+        }
+    }
     if !tenant.spec.node_selector.is_empty() {
         let selector: Vec<String> = tenant
             .spec
@@ -338,9 +385,98 @@ pub fn namespace_metadata(tenant: &Tenant, ns: &TenantNamespace) -> NamespaceMet
     }
 }
 
+/// A RoleBinding to make in every selected namespace: its name, cluster role, subjects, labels and
+/// annotations.
+type Binding<'t> = (
+    String,
+    String,
+    Vec<Subject>,
+    &'t BTreeMap<String, String>,
+    &'t BTreeMap<String, String>,
+);
+
+/// The RoleBindings `rules[].permissions.bindings` give namespace `ns` (rules whose selector matches
+/// its labels), subject names rendered as Go templates over the tenant and the namespace. A template
+/// that fails is reported in `problems` (once per rule and binding) and its binding is not made.
+fn rule_bindings<'t>(
+    tenant: &'t Tenant,
+    tenant_json: &std::cell::OnceCell<serde_json::Value>,
+    ns: &TenantNamespace,
+    problems: &mut Vec<String>,
+) -> Vec<Binding<'t>> {
+    let mut out = Vec::new();
+    let data = std::cell::OnceCell::new();
+    let data = || {
+        data.get_or_init(|| {
+            serde_json::json!({
+                "tenant": tenant_json.get_or_init(|| serde_json::to_value(tenant).unwrap_or_default()),
+                "namespace": {"metadata": {"name": ns.name, "labels": ns.labels}},
+            })
+        })
+    };
+    for (i, rule) in tenant.spec.rules.iter().enumerate() {
+        let selected = rule
+            .namespace_selector
+            .as_ref()
+            .is_none_or(|s| selector::matches(s, &ns.labels));
+        if !selected {
+            continue;
+        }
+        for (b, binding) in rule
+            .permissions
+            .iter()
+            .flat_map(|p| p.bindings.iter())
+            .enumerate()
+        {
+            let mut subjects = Vec::new();
+            let mut failed = None;
+            for subject in &binding.subjects {
+                let rendered = if subject.name.contains("{{") {
+                    crate::template::render_text(&subject.name, data())
+                } else {
+                    Ok(subject.name.clone())
+                };
+                match rendered {
+                    Ok(name) => subjects.push(Subject {
+                        name,
+                        ..subject.clone()
+                    }),
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                let problem = format!("rules[{i}].permissions.bindings[{b}]: a subject's name {e}");
+                if !problems.contains(&problem) {
+                    problems.push(problem);
+                }
+                continue;
+            }
+            let subjects_key = serde_json::to_string(&subjects).unwrap_or_default();
+            let name = readable_name(
+                "bulkhead-rule",
+                &binding.cluster_role_name,
+                &[&binding.cluster_role_name, &subjects_key],
+            );
+            out.push((
+                name,
+                binding.cluster_role_name.clone(),
+                subjects,
+                &binding.labels,
+                &binding.annotations,
+            ));
+        }
+    }
+    out
+}
+
 /// The cluster-wide objects of the configuration: the namespace provisioner and deleter roles, and the
 /// binding that lets the tenant user groups create namespaces.
-pub fn cluster_objects(user_groups: &[String]) -> (Vec<ClusterRole>, ClusterRoleBinding) {
+/// `service_accounts` are bound to the provisioner role beside the groups: the ServiceAccounts
+/// TenantOwners name with `aggregate`, and the promoted ones of tenant namespaces.
+pub fn cluster_objects(
+    user_groups: &[String],
+    service_accounts: &[bulkhead_api::Subject],
+) -> (Vec<ClusterRole>, ClusterRoleBinding) {
     let managed = BTreeMap::from([(labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned())]);
     let role = |name: &str, verbs: &[&str]| ClusterRole {
         metadata: ObjectMeta {
@@ -380,6 +516,15 @@ pub fn cluster_objects(user_groups: &[String]) -> (Vec<ClusterRole>, ClusterRole
                     name: g.clone(),
                     namespace: None,
                 })
+                .chain(service_accounts.iter().filter_map(|sa| {
+                    let (namespace, name) = sa.service_account()?;
+                    Some(Subject {
+                        kind: "ServiceAccount".into(),
+                        api_group: Some(String::new()),
+                        name: name.to_owned(),
+                        namespace: Some(namespace.to_owned()),
+                    })
+                }))
                 .collect(),
         ),
     };
@@ -435,6 +580,16 @@ pub fn unbindable_roles(tenant: &Tenant, config: &BulkheadConfigurationSpec) -> 
             ));
         }
     }
+    for (i, rule) in tenant.spec.rules.iter().enumerate() {
+        for (b, binding) in rule.permissions.iter().flat_map(|p| &p.bindings).enumerate() {
+            if !allowed(&binding.cluster_role_name) {
+                problems.push(format!(
+                    "rules[{i}].permissions.bindings[{b}]: cluster role `{}` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are {list}",
+                    binding.cluster_role_name
+                ));
+            }
+        }
+    }
     problems
 }
 
@@ -461,6 +616,11 @@ pub fn without_unbindable_roles(tenant: &Tenant, config: &BulkheadConfigurationS
     out.spec
         .additional_role_bindings
         .retain(|extra| allowed(&extra.cluster_role_name));
+    for permissions in out.spec.rules.iter_mut().filter_map(|r| r.permissions.as_mut()) {
+        permissions
+            .bindings
+            .retain(|binding| allowed(&binding.cluster_role_name));
+    }
     out
 }
 
@@ -822,7 +982,12 @@ mod tests {
     fn no_namespaces_no_objects_and_the_cluster_roles() {
         let d = desired_state(&full(), &[], &QuotaObserved::default());
         assert!(d.role_bindings.is_empty() && d.resource_quotas.is_empty() && d.namespaces.is_empty());
-        let (roles, binding) = cluster_objects(&["tenants".to_owned()]);
+        let (roles, binding) = cluster_objects(
+            &["tenants".to_owned()],
+            &[bulkhead_api::Subject::ServiceAccount(
+                "system:serviceaccount:ci:deployer".into(),
+            )],
+        );
         let verbs: Vec<(String, Vec<String>)> = roles
             .iter()
             .map(|r| {
@@ -842,7 +1007,16 @@ mod tests {
                 ("bulkhead-namespace-deleter".to_owned(), vec!["delete".to_owned()])
             ]
         );
-        assert_eq!(binding.subjects.unwrap()[0].name, "tenants");
+        let subjects = binding.subjects.unwrap();
+        assert_eq!(subjects[0].name, "tenants");
+        assert_eq!(
+            (
+                subjects[1].kind.as_str(),
+                subjects[1].namespace.as_deref(),
+                subjects[1].name.as_str()
+            ),
+            ("ServiceAccount", Some("ci"), "deployer")
+        );
     }
 
     fn with_defaults(quota: Option<i32>, names: &[&str]) -> Tenant {
@@ -977,7 +1151,7 @@ mod tests {
     #[test]
     fn only_bindable_cluster_roles_are_handed_out() {
         // tenant-full.yaml: alice [admin, bulkhead-namespace-deleter], solar-devs [edit], the gitops
-        // ServiceAccount [admin], and an additional binding to `view`.
+        // ServiceAccount [admin], an additional binding to `view` and a rule binding to `view`.
         let mut tenant = full();
         tenant.spec.owners[1].cluster_roles = vec!["edit".into(), "capsule-namespace-deleter".into()];
         let mut config = BulkheadConfigurationSpec::default();
@@ -993,6 +1167,7 @@ mod tests {
             [
                 "owners[1] (`solar-devs`): cluster role `edit` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are admin, bulkhead-namespace-deleter",
                 "additionalRoleBindings[0]: cluster role `view` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are admin, bulkhead-namespace-deleter",
+                "rules[1].permissions.bindings[0]: cluster role `view` is not one tenants may be given; the BulkheadConfiguration's bindableClusterRoles are admin, bulkhead-namespace-deleter",
             ]
         );
         let kept = without_unbindable_roles(&tenant, &config);

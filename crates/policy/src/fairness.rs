@@ -242,9 +242,16 @@ fn subjects(
         },
         _ => {}
     };
-    for owner in &tenant.spec.owners {
+    // Every owner: spec.owners and those the controller listed in the status (TenantOwners, promoted
+    // ServiceAccounts).
+    let listed = tenant.status.iter().flat_map(|s| &s.owners).map(|o| {
+        let mut owner = bulkhead_api::OwnerSpec::new(o.kind, o.name.clone());
+        owner.cluster_roles.clone_from(&o.cluster_roles);
+        owner
+    });
+    for owner in tenant.spec.owners.iter().cloned().chain(listed) {
         // An owner that is no valid subject is reported by the Tenant controller.
-        if let Ok(s) = owner_subject(owner) {
+        if let Ok(s) = owner_subject(&owner) {
             add(&s.kind, &s.name, s.namespace.as_deref());
         }
     }

@@ -3,10 +3,12 @@
 //! same functions, so they can never disagree.
 
 pub mod admission;
+pub mod cel;
 pub mod desired;
 pub mod fairness;
 pub mod identity;
 pub mod migration;
+pub mod owners;
 pub mod proxy;
 pub mod quota;
 pub mod replication;

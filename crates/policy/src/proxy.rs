@@ -23,6 +23,9 @@ use crate::identity::Caller;
 pub struct Visibility {
     /// The tenants the caller acts for.
     pub tenants: BTreeSet<String>,
+    /// Namespaces a RoleBinding names the caller in (the RoleBinding reflector), listed beside its
+    /// tenants' namespaces.
+    pub reflected: BTreeSet<String>,
     /// Per tenant, the operations granted per cluster-scoped kind.
     pub operations: BTreeMap<String, BTreeMap<ProxyKind, BTreeSet<ProxyOperation>>>,
 }
@@ -50,6 +53,11 @@ pub fn visibility<'a>(
     let mut out = Visibility::default();
     for tenant in tenants {
         let name = tenant.metadata.name.clone().unwrap_or_default();
+        // Owners the controller found (TenantOwners, promoted ServiceAccounts) see the tenant; only
+        // `spec.owners` entries carry proxy settings.
+        if tenant.owner_subjects().any(|s| subjects.contains(&s)) {
+            out.tenants.insert(name.clone());
+        }
         for owner in tenant
             .spec
             .owners
@@ -106,6 +114,12 @@ impl Visibility {
     /// Whether a namespace with this tenant label is visible.
     pub fn sees_namespace(&self, tenant_label: Option<&str>) -> bool {
         tenant_label.is_some_and(|t| self.tenants.contains(t))
+    }
+
+    /// Whether the namespace `name` (whose tenant label is `tenant_label`) is listed: one of the
+    /// caller's tenants', or one the reflector found a RoleBinding naming the caller in.
+    pub fn lists_namespace(&self, name: &str, tenant_label: Option<&str>) -> bool {
+        self.sees_namespace(tenant_label) || self.reflected.contains(name)
     }
 
     /// Whether the Tenant of this name is visible.
@@ -225,6 +239,11 @@ spec:
         assert!(alice.sees_namespace(Some("solar")));
         assert!(!alice.sees_namespace(Some("wind")));
         assert!(!alice.sees_namespace(None), "unmanaged namespaces are not shown");
+        let mut reflected = alice.clone();
+        reflected.reflected.insert("ops-tools".into());
+        assert!(reflected.lists_namespace("ops-tools", None));
+        assert!(!reflected.lists_namespace("other", None));
+        assert!(reflected.lists_namespace("solar-a", Some("solar")));
         assert!(alice.sees_tenant("solar") && !alice.sees_tenant("wind"));
         let dev = visibility(&Caller::new("carol", ["solar-devs"]), &tenants, []);
         assert!(dev.sees_namespace(Some("solar")));

@@ -427,6 +427,25 @@ impl Compiled {
     }
 }
 
+/// Renders a short text (a RoleBinding subject's name in a namespace rule) over `data`, a missing key
+/// being an error. Text without `{{` is returned as it is.
+pub fn render_text(text: &str, data: &Value) -> Result<String, String> {
+    if !text.contains("{{") {
+        return Ok(text.to_owned());
+    }
+    let template = Template::new("text")
+        .missing_key(gotmpl::MissingKey::Error)
+        .max_range_iters(100_000)
+        .funcs(sprig())
+        .parse(text)
+        .map_err(|e| format!("`{text}` does not parse: {e}"))?;
+    let mut out = Bounded(String::new());
+    template
+        .execute_fmt(&mut out, &to_template(data))
+        .map_err(|e| format!("`{text}` fails: {e}"))?;
+    Ok(out.0)
+}
+
 /// [`compile`] and [`Compiled::render`] in one.
 pub fn render(template: &str, missing: MissingKey, data: &Value) -> Result<Vec<Value>, String> {
     compile(template, missing)?.render(data)

@@ -186,6 +186,17 @@ fn mutating_hooks() -> Vec<Hook> {
                 "Namespaced",
             )],
         ),
+        // Gateway API Gateways: their GatewayClass (any served version).
+        workload(
+            "gateways",
+            vec![rule(
+                &["gateway.networking.k8s.io"],
+                &["*"],
+                &["gateways"],
+                CU,
+                "Namespaced",
+            )],
+        ),
     ]
 }
 
@@ -224,6 +235,21 @@ fn validating_hooks() -> Vec<Hook> {
             tenant_users_only: false,
             object_selector: None,
         },
+        // Dynamic resource allocation: the device classes of every request of a claim or template.
+        Hook {
+            check: "resourceclaims",
+            name: None,
+            rules: vec![rule(
+                &["resource.k8s.io"],
+                &["*"],
+                &["resourceclaims", "resourceclaimtemplates"],
+                CU,
+                "Namespaced",
+            )],
+            tenant_namespaces_only: true,
+            tenant_users_only: false,
+            object_selector: None,
+        },
         Hook {
             check: "nodes",
             name: None,
@@ -252,6 +278,42 @@ fn validating_hooks() -> Vec<Hook> {
             tenant_namespaces_only: false,
             tenant_users_only: false,
             object_selector: None,
+        },
+        Hook {
+            check: "promotions",
+            name: None,
+            // Only where the promotion label is (or was: the API server matches an update on either
+            // side): who may promote a ServiceAccount to owner.
+            rules: vec![rule(&[""], &["v1"], &["serviceaccounts"], CU, "Namespaced")],
+            tenant_namespaces_only: true,
+            // Anyone who may edit ServiceAccounts there, not only tenant users.
+            tenant_users_only: false,
+            object_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: labels::PROMOTE.to_owned(),
+                    operator: "Exists".to_owned(),
+                    values: None,
+                }]),
+                match_labels: None,
+            }),
+        },
+        Hook {
+            check: "promotions",
+            name: Some("rule-promotions"),
+            // Only where the promotion label is (or was: the API server matches an update on either
+            // side): who may promote a ServiceAccount to owner.
+            rules: vec![rule(&[""], &["v1"], &["serviceaccounts"], CU, "Namespaced")],
+            tenant_namespaces_only: true,
+            // Anyone who may edit ServiceAccounts there, not only tenant users.
+            tenant_users_only: false,
+            object_selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: labels::RULE_PROMOTE.to_owned(),
+                    operator: "Exists".to_owned(),
+                    values: None,
+                }]),
+                match_labels: None,
+            }),
         },
         Hook {
             check: "cordoned",
@@ -625,7 +687,7 @@ mod tests {
             .unwrap();
         assert!(pods.match_conditions.is_none(), "controllers create pods too");
         let mutating = m.webhooks.unwrap();
-        assert_eq!(mutating.len(), 5);
+        assert_eq!(mutating.len(), 6);
         assert_eq!(mutating[0].client_config.ca_bundle.as_ref().unwrap().0, b"CA");
     }
 

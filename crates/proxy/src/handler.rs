@@ -358,7 +358,8 @@ impl Proxy {
         let config = self.cache.configuration();
         let in_tenant_namespace = caller
             .service_account_namespace()
-            .is_some_and(|ns| self.cache.tenant_of_namespace(ns).is_some());
+            .is_some_and(|ns| self.cache.tenant_of_namespace(ns).is_some())
+            || self.cache.is_aggregated_owner(caller);
         if matches!(
             classify(&config, &self.own_identity, caller, in_tenant_namespace),
             CallerClass::Administrator | CallerClass::Ignored
@@ -385,12 +386,14 @@ impl Proxy {
                 (setting, tenant)
             })
             .collect();
-        let visibility = visibility(
+        let mut visibility = visibility(
             caller,
             tenants.values().map(AsRef::as_ref),
             settings.iter().map(|(s, t)| (s.as_ref(), t.as_deref())),
         );
-        if !visibility.is_tenant_user() {
+        // The RoleBinding reflector (empty unless it runs): namespaces a RoleBinding names the caller in.
+        visibility.reflected = self.cache.reflected_namespaces(caller);
+        if !visibility.is_tenant_user() && visibility.reflected.is_empty() {
             return None;
         }
         for (_, tenant) in settings {
@@ -419,12 +422,17 @@ impl Proxy {
         let method = request.method().clone();
         let accept = accept_of(&request);
         let path = request.uri().path().to_owned();
+        // A caller seen only through the reflector acts for no tenant: only its namespace list is
+        // narrowed; everything else goes through as it asked.
+        if !view.visibility.is_tenant_user() && !target.is_namespaces() {
+            return Err(request);
+        }
         if target.is_namespaces() {
             return match (&method, target.name.as_deref()) {
                 (&Method::GET, None) => Ok(self.namespaces(accept, view, query).await),
                 (&Method::GET, Some(name)) => {
                     let tenant = self.cache.tenant_of_namespace(name);
-                    if view.visibility.sees_namespace(tenant.as_deref()) {
+                    if view.visibility.lists_namespace(name, tenant.as_deref()) {
                         let accept = accept.unwrap_or_else(|| "application/json".into());
                         Ok(self.stream_as_bulkhead(&path_and_query(&request), &accept).await)
                     } else {
@@ -514,10 +522,16 @@ impl Proxy {
         if let Some(table) = format {
             return self.namespaces_from_cache(view, table.then(|| query.get("includeObject")));
         }
-        let tenants: Vec<&str> = view.visibility.tenants.iter().map(String::as_str).collect();
-        if let Err(reason) =
-            query.and_label_selector(&format!("{} in ({})", labels::TENANT, tenants.join(",")))
-        {
+        // The caller's tenants by their label; with reflected namespaces too, every namespace by name
+        // (label selectors cannot say "either").
+        let selector = if view.visibility.reflected.is_empty() {
+            let tenants: Vec<&str> = view.visibility.tenants.iter().map(String::as_str).collect();
+            format!("{} in ({})", labels::TENANT, tenants.join(","))
+        } else {
+            let names: Vec<String> = self.listed_namespaces(view).into_iter().collect();
+            format!("{} in ({})", labels::NAMESPACE_NAME_LABEL, names.join(","))
+        };
+        if let Err(reason) = query.and_label_selector(&selector) {
             return status::bad_request(&reason);
         }
         let uri = query.uri("/api/v1/namespaces");
@@ -525,14 +539,24 @@ impl Proxy {
             .await
     }
 
-    /// The caller's namespaces from the cache: a NamespaceList, or with `table` (the `includeObject`
-    /// asked) the Table the API server prints.
-    fn namespaces_from_cache(&self, view: &View, table: Option<Option<&str>>) -> Response<Body> {
-        let mut namespaces: Vec<Arc<Namespace>> = view
+    /// The names of the namespaces the caller lists: its tenants' and the reflected ones.
+    fn listed_namespaces(&self, view: &View) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> = view
             .visibility
             .tenants
             .iter()
             .flat_map(|t| self.cache.namespaces_of(t))
+            .collect();
+        names.extend(view.visibility.reflected.iter().cloned());
+        names
+    }
+
+    /// The caller's namespaces from the cache: a NamespaceList, or with `table` (the `includeObject`
+    /// asked) the Table the API server prints.
+    fn namespaces_from_cache(&self, view: &View, table: Option<Option<&str>>) -> Response<Body> {
+        let mut namespaces: Vec<Arc<Namespace>> = self
+            .listed_namespaces(view)
+            .into_iter()
             .filter_map(|name| self.cache.namespace(&name))
             .collect();
         namespaces.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -805,6 +829,7 @@ impl Proxy {
                 class: CallerClass::TenantUser,
                 config: &config,
                 mutating: false,
+                own_identity: &self.own_identity,
             };
             let typed =
                 |v: &Value| serde_json::from_value::<k8s_openapi::api::core::v1::Node>(v.clone()).ok();
@@ -878,7 +903,7 @@ impl Proxy {
                 ) {
                     (Some("get"), Some(name)) => view
                         .visibility
-                        .sees_namespace(self.cache.tenant_of_namespace(name).as_deref()),
+                        .lists_namespace(name, self.cache.tenant_of_namespace(name).as_deref()),
                     _ => true,
                 };
                 if about_namespaces && visible && review["status"]["allowed"] != true {

@@ -1,7 +1,7 @@
 //! Admission benchmarks.
 //!
 //! - `decide/*`: one policy decision (decoded request in, verdict out) with 1,000 tenants and 10,000
-//!   namespaces in the cache. Before criterion runs, 200,000 individually timed decisions per check
+//!   namespaces in the cache (`pod_create_with_rules`: in a tenant with six namespace rules). Before criterion runs, 200,000 individually timed decisions per check
 //!   print p50 / p99 / max (target: p99 under 20 us).
 //! - `round_trip/*`: AdmissionReviews posted over TLS on loopback to the real server, keep-alive, 8 in
 //!   flight; criterion reports the time per batch of 256 and the bench prints reviews per second
@@ -48,6 +48,26 @@ fn cache() -> Cache {
         .unwrap();
         feed.apply(Event::InitApply(tenant));
     }
+    // One tenant with Capsule's documented namespace rules (134-tenant-solar.yaml), a QoS rule, a
+    // scheduler allow-list and a CEL condition.
+    let ruled: Tenant = serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant",
+        "metadata": {"name": "ruled", "uid": "uid-ruled"},
+        "spec": {
+            "owners": [{"kind": "User", "name": "user-ruled"}],
+            "rules": [
+                {"enforce": {"action": "allow", "workloads": {"registries": [{"exp": "^quay\\.io/"}, {"exp": "\\.corp\\.example/"}, {"exp": "^docker\\.io/library/"}]}}},
+                {"enforce": {"action": "deny", "workloads": {"targets": ["pod/containers", "pod/volumes"], "registries": [{"exp": "^quay\\.io/customer/"}]}}},
+                {"enforce": {"action": "audit", "workloads": {"targets": ["pod/containers"], "registries": [{"exp": "^audit/"}]}}},
+                {"namespaceSelector": {"matchLabels": {"env": "prod"}}, "enforce": {"action": "allow", "workloads": {"registries": [{"exp": "^quay\\.io/customer/prod/", "policy": ["Always"]}]}}},
+                {"enforce": {"action": "deny", "workloads": {"qosClasses": ["BestEffort"]}}},
+                {"enforce": {"action": "allow", "conditions": [{"expression": "!has(object.metadata.labels) || !('debug' in object.metadata.labels)"}],
+                  "workloads": {"schedulers": [{"exact": ["default-scheduler"]}]}}}
+            ]
+        }
+    }))
+    .unwrap();
+    feed.apply(Event::InitApply(ruled));
     feed.apply(Event::InitDone);
     let feed = cache.namespaces_feed();
     feed.apply(Event::Init);
@@ -59,6 +79,11 @@ fn cache() -> Cache {
             feed.apply(Event::InitApply(ns));
         }
     }
+    let ruled: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "ruled-ns", "labels": {labels::TENANT: "ruled"}}}),
+    )
+    .unwrap();
+    feed.apply(Event::InitApply(ruled));
     feed.apply(Event::InitDone);
     cache
 }
@@ -100,6 +125,21 @@ fn pod_review() -> Vec<u8> {
     )
 }
 
+/// The pod of [`pod_review`] in the tenant with namespace rules, with resources (not BestEffort).
+fn pod_rules_review() -> Vec<u8> {
+    review(
+        "CREATE",
+        "Pod",
+        Some("ruled-ns"),
+        "system:serviceaccount:kube-system:replicaset-controller",
+        json!({"metadata": {"name": "web-7d9f", "labels": {"app": "web"}}, "spec": {
+            "containers": [{"name": "web", "image": "quay.io/org/web:1.2.3", "imagePullPolicy": "IfNotPresent",
+                            "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}}},
+                           {"name": "sidecar", "image": "registry.corp.example/proxy:2"}],
+            "initContainers": [{"name": "init", "image": "docker.io/library/busybox:1.36"}]}}),
+    )
+}
+
 fn percentiles(cache: &Cache) {
     let config = cache.configuration();
     let ctx = Context {
@@ -111,6 +151,11 @@ fn percentiles(cache: &Cache) {
     for (name, check, body) in [
         ("namespace create", Check::Namespaces, namespace_review()),
         ("pod create", Check::Pods, pod_review()),
+        (
+            "pod create under namespace rules",
+            Check::Pods,
+            pod_rules_review(),
+        ),
     ] {
         let (_, request) = decode(&body).unwrap();
         assert!(decide(check, &request, &ctx).unwrap().is_allowed());
@@ -150,6 +195,7 @@ fn bench_decide(c: &mut Criterion) {
     for (name, check, body) in [
         ("namespace_create", Check::Namespaces, namespace_review()),
         ("pod_create", Check::Pods, pod_review()),
+        ("pod_create_with_rules", Check::Pods, pod_rules_review()),
     ] {
         let (_, request) = decode(&body).unwrap();
         group.bench_function(name, |b| b.iter(|| decide(check, &request, &ctx).unwrap()));

@@ -24,10 +24,16 @@ pub enum Check {
     Ingresses,
     /// Gateway API route hostnames and collisions (HTTPRoute, GRPCRoute, TLSRoute).
     Routes,
+    /// Gateway API Gateways: their class.
+    Gateways,
+    /// DRA ResourceClaims and ResourceClaimTemplates: the device classes of every request.
+    ResourceClaims,
     /// Node metadata.
     Nodes,
     /// Tenant validation and preventDeletion.
     Tenants,
+    /// Who may promote a ServiceAccount to tenant owner.
+    Promotions,
     /// Any write in a cordoned tenant.
     Cordoned,
     /// Objects Bulkhead manages.
@@ -36,15 +42,18 @@ pub enum Check {
 
 impl Check {
     /// Every check, in route order.
-    pub const ALL: [Check; 10] = [
+    pub const ALL: [Check; 13] = [
         Check::Namespaces,
         Check::Pods,
         Check::PersistentVolumeClaims,
         Check::Services,
         Check::Ingresses,
         Check::Routes,
+        Check::Gateways,
+        Check::ResourceClaims,
         Check::Nodes,
         Check::Tenants,
+        Check::Promotions,
         Check::Cordoned,
         Check::Managed,
     ];
@@ -58,8 +67,11 @@ impl Check {
             Check::Services => "services",
             Check::Ingresses => "ingresses",
             Check::Routes => "routes",
+            Check::Gateways => "gateways",
+            Check::ResourceClaims => "resourceclaims",
             Check::Nodes => "nodes",
             Check::Tenants => "tenants",
+            Check::Promotions => "promotions",
             Check::Cordoned => "cordoned",
             Check::Managed => "managed",
         }
@@ -79,8 +91,11 @@ impl Check {
             Check::Services => "ServiceDenied",
             Check::Ingresses => "IngressDenied",
             Check::Routes => "RouteDenied",
+            Check::Gateways => "GatewayDenied",
+            Check::ResourceClaims => "ResourceClaimDenied",
             Check::Nodes => "NodeDenied",
             Check::Tenants => "TenantDenied",
+            Check::Promotions => "PromotionDenied",
             Check::Cordoned => "CordonedDenied",
             Check::Managed => "ManagedObjectDenied",
         }
@@ -96,6 +111,9 @@ impl Check {
                 | Check::Services
                 | Check::Ingresses
                 | Check::Routes
+                | Check::Gateways
+                | Check::ResourceClaims
+                | Check::Promotions
                 | Check::Cordoned
         )
     }
@@ -109,6 +127,7 @@ impl Check {
                 | Check::PersistentVolumeClaims
                 | Check::Services
                 | Check::Ingresses
+                | Check::Gateways
         )
     }
 
@@ -121,11 +140,16 @@ impl Check {
             ("", "Node") => return vec![Check::Nodes],
             ("bulkhead.dev", "Tenant") => return vec![Check::Tenants],
             ("", "Pod") => checks.push(Check::Pods),
+            ("", "ServiceAccount") => checks.push(Check::Promotions),
             ("", "PersistentVolumeClaim") => checks.push(Check::PersistentVolumeClaims),
             ("", "Service") => checks.push(Check::Services),
             ("networking.k8s.io", "Ingress") => checks.push(Check::Ingresses),
             ("gateway.networking.k8s.io", "HTTPRoute" | "GRPCRoute" | "TLSRoute") => {
                 checks.push(Check::Routes)
+            }
+            ("gateway.networking.k8s.io", "Gateway") => checks.push(Check::Gateways),
+            ("resource.k8s.io", "ResourceClaim" | "ResourceClaimTemplate") => {
+                checks.push(Check::ResourceClaims)
             }
             _ => {}
         }
@@ -253,8 +277,26 @@ pub fn audit_annotations(
     audit
 }
 
+/// The metadata of an object in a request, whatever its kind.
+fn meta(raw: Option<&serde_json::value::RawValue>, what: &str) -> Result<Option<ObjectMeta>, String> {
+    typed::<serde_json::Value>(raw, what)?
+        .and_then(|v| v.get("metadata").cloned())
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| format!("the {what}'s metadata cannot be read: {e}"))
+}
+
 /// Decides one request. `Err` means the objects in it cannot be read (a 400).
 pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Result<Verdict, String> {
+    decide_audited(check, request, ctx).map(|(verdict, _)| verdict)
+}
+
+/// As [`decide`], with what `audit` namespace rules matched (admitted, to be reported).
+pub fn decide_audited(
+    check: Check,
+    request: &AdmissionRequest,
+    ctx: &Context<'_>,
+) -> Result<(Verdict, Vec<String>), String> {
     let caller = Caller::new(
         request.user_info.username.clone(),
         request.user_info.groups.clone(),
@@ -267,7 +309,195 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
         class,
         config: ctx.config,
         mutating: ctx.mutating,
+        own_identity: ctx.own_identity,
     };
+    let verdict = decide_checked(check, request, ctx, &req)?;
+    if !verdict.is_allowed() || class == bulkhead_policy::identity::CallerClass::Ignored {
+        return Ok((verdict, Vec::new()));
+    }
+    with_namespace_rules(check, request, ctx, &req, verdict)
+}
+
+/// The admission request as CEL conditions of namespace rules see it (`request`).
+fn cel_request(request: &AdmissionRequest) -> serde_json::Value {
+    serde_json::json!({
+        "operation": request.operation,
+        "namespace": request.namespace.clone().unwrap_or_default(),
+        "name": request.name,
+        "userInfo": {"username": request.user_info.username, "groups": request.user_info.groups},
+        "kind": {"group": request.kind.group, "version": request.kind.version, "kind": request.kind.kind},
+        "subResource": request.sub_resource.clone().unwrap_or_default(),
+        "dryRun": request.dry_run.unwrap_or(false),
+    })
+}
+
+/// `Tenant.spec.rules` on top of a verdict that allowed: Pods and Services are judged in the validating
+/// call; a Namespace gets the rules' default and managed metadata in the mutating call (create) and is
+/// judged in the validating one (create, update and its subresources).
+fn with_namespace_rules(
+    check: Check,
+    request: &AdmissionRequest,
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+    verdict: Verdict,
+) -> Result<(Verdict, Vec<String>), String> {
+    use bulkhead_policy::admission::tenant_rules::{self, Scope};
+    if !matches!(
+        req.operation,
+        policy::Operation::Create | policy::Operation::Update
+    ) {
+        return Ok((verdict, Vec::new()));
+    }
+    let Some(raw) = request.object.as_deref() else {
+        return Ok((verdict, Vec::new()));
+    };
+    // Only a tenant with rules pays for reading the object again.
+    let with_rules = match check {
+        Check::Pods | Check::Services if !ctx.mutating && request.kind.kind != "Binding" => {
+            tenant_of(ctx, request.namespace.as_deref()).is_some_and(|t| !t.spec.rules.is_empty())
+        }
+        Check::Namespaces => req.class == bulkhead_policy::identity::CallerClass::TenantUser,
+        _ => false,
+    };
+    if !with_rules {
+        return Ok((verdict, Vec::new()));
+    }
+    let mut object: serde_json::Value =
+        serde_json::from_str(raw.get()).map_err(|e| format!("the object cannot be read: {e}"))?;
+    let cel_request = cel_request(request);
+    let no_labels = std::collections::BTreeMap::new();
+    let finish = |verdict: Verdict, outcome: tenant_rules::Outcome, tenant: &str| match outcome.denial {
+        Some(message) => (Verdict::deny(Some(tenant), message), outcome.audits),
+        None => (verdict, outcome.audits),
+    };
+    match check {
+        Check::Pods | Check::Services if !ctx.mutating && request.kind.kind != "Binding" => {
+            let namespace = request.namespace.as_deref().unwrap_or_default();
+            let Some(tenant) = tenant_of(ctx, Some(namespace)) else {
+                return Ok((verdict, Vec::new()));
+            };
+            if tenant.spec.rules.is_empty() {
+                return Ok((verdict, Vec::new()));
+            }
+            let labels = ctx.view.namespace_labels(namespace).unwrap_or_default();
+            let scope = Scope {
+                req,
+                view: ctx.view,
+                tenant: &tenant,
+                namespace_name: namespace,
+                namespace_labels: &labels,
+                request: &cel_request,
+                object: &object,
+            };
+            let outcome = if check == Check::Pods {
+                let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(object.clone())
+                    .map_err(|e| format!("the pod cannot be read: {e}"))?;
+                let old = typed(request.old_object.as_deref(), "old pod")?;
+                tenant_rules::pod(&scope, &pod, old.as_ref())
+            } else {
+                let svc = <k8s_openapi::api::core::v1::Service as serde::Deserialize>::deserialize(&object)
+                    .map_err(|e| format!("the service cannot be read: {e}"))?;
+                tenant_rules::service(&scope, &svc)
+            };
+            let name = tenant.metadata.name.clone().unwrap_or_default();
+            Ok(finish(verdict, outcome, &name))
+        }
+        // As the rest of namespace metadata, the rules hold for tenant users; administrators and the
+        // controller (which keeps managed values) are not held by them.
+        Check::Namespaces if req.class == bulkhead_policy::identity::CallerClass::TenantUser => {
+            let mut patch = match &verdict {
+                Verdict::Allow(patch) => patch.clone(),
+                Verdict::Deny(_) => return Ok((verdict, Vec::new())),
+            };
+            if ctx.mutating && !patch.is_empty() {
+                let ops: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(patch.clone()))
+                    .map_err(|e| format!("the namespace patch cannot be read: {e}"))?;
+                json_patch::patch(&mut object, &ops)
+                    .map_err(|e| format!("the namespace patch does not apply: {e}"))?;
+            }
+            let map = |field: &str| -> std::collections::BTreeMap<String, String> {
+                object
+                    .pointer(&format!("/metadata/{field}"))
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default()
+            };
+            let (labels, annotations) = (map("labels"), map("annotations"));
+            let Some(tenant) = labels
+                .get(bulkhead_api::labels::TENANT)
+                .and_then(|t| ctx.view.tenant(t))
+            else {
+                return Ok((verdict, Vec::new()));
+            };
+            if tenant.spec.rules.is_empty() {
+                return Ok((verdict, Vec::new()));
+            }
+            let scope = Scope {
+                req,
+                view: ctx.view,
+                tenant: &tenant,
+                namespace_name: &request.name,
+                namespace_labels: &no_labels,
+                request: &cel_request,
+                object: &object,
+            };
+            let name = tenant.metadata.name.clone().unwrap_or_default();
+            if ctx.mutating {
+                if req.operation != policy::Operation::Create {
+                    return Ok((verdict, Vec::new()));
+                }
+                let (want_labels, want_annotations) =
+                    match tenant_rules::namespace_defaults(&scope, &labels, &annotations) {
+                        Ok(wanted) => wanted,
+                        Err(message) => return Ok((Verdict::deny(Some(&name), message), Vec::new())),
+                    };
+                for (kind, have, want) in [
+                    (tenant_rules::MetadataKind::Labels, &labels, &want_labels),
+                    (
+                        tenant_rules::MetadataKind::Annotations,
+                        &annotations,
+                        &want_annotations,
+                    ),
+                ] {
+                    if want == have {
+                        continue;
+                    }
+                    if have.is_empty() {
+                        let field = if kind == tenant_rules::MetadataKind::Labels {
+                            "labels"
+                        } else {
+                            "annotations"
+                        };
+                        patch.push(serde_json::json!({"op": "add", "path": format!("/metadata/{field}"), "value": want}));
+                        continue;
+                    }
+                    for (key, value) in want {
+                        if have.get(key) != Some(value) {
+                            patch.push(
+                                serde_json::json!({"op": "add", "path": kind.pointer(key), "value": value}),
+                            );
+                        }
+                    }
+                }
+                return Ok((Verdict::Allow(patch), Vec::new()));
+            }
+            let scope = Scope {
+                namespace_labels: &labels,
+                ..scope
+            };
+            let outcome = tenant_rules::namespace(&scope, &labels, &annotations);
+            Ok(finish(verdict, outcome, &name))
+        }
+        _ => Ok((verdict, Vec::new())),
+    }
+}
+
+fn decide_checked(
+    check: Check,
+    request: &AdmissionRequest,
+    ctx: &Context<'_>,
+    req: &Request<'_>,
+) -> Result<Verdict, String> {
+    let req = *req;
     let object = request.object.as_deref();
     let old = request.old_object.as_deref();
     let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
@@ -289,13 +519,6 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
             typed(old, "old tenant")?.as_ref(),
         ),
         Check::Managed => {
-            let meta = |raw, what| -> Result<Option<ObjectMeta>, String> {
-                typed::<serde_json::Value>(raw, what)?
-                    .and_then(|v| v.get("metadata").cloned())
-                    .map(serde_json::from_value)
-                    .transpose()
-                    .map_err(|e| format!("the {what}'s metadata cannot be read: {e}"))
-            };
             let kind = request.kind.kind.to_lowercase();
             let (object, old) = (meta(object, "object")?, meta(old, "old object")?);
             match policy::managed_object(&req, &kind, object.as_ref(), old.as_ref()) {
@@ -304,6 +527,41 @@ pub fn decide(check: Check, request: &AdmissionRequest, ctx: &Context<'_>) -> Re
                 }
                 denied => denied,
             }
+        }
+        Check::Gateways | Check::ResourceClaims => {
+            let tenant = match tenant_to_check(ctx, namespace) {
+                Ok(Some(tenant)) => tenant,
+                Ok(None) => return Ok(Verdict::allow()),
+                Err(denial) => return Ok(denial),
+            };
+            let Some(object) = typed::<serde_json::Value>(object, "object")? else {
+                return Ok(Verdict::allow());
+            };
+            if check == Check::Gateways {
+                policy::gateway(&req, ctx.view, &tenant, &object)
+            } else {
+                let template = request.kind.kind == "ResourceClaimTemplate";
+                policy::resource_claim(&req, ctx.view, &tenant, &object, template)
+            }
+        }
+        Check::Promotions => {
+            let tenant = match tenant_to_check(ctx, namespace) {
+                Ok(Some(tenant)) => tenant,
+                Ok(None) => return Ok(Verdict::allow()),
+                Err(denial) => return Ok(denial),
+            };
+            let (object, old) = (
+                meta(object, "service account")?,
+                meta(old, "old service account")?,
+            );
+            policy::promotion(
+                &req,
+                ctx.view,
+                &tenant,
+                &request.name,
+                object.as_ref(),
+                old.as_ref(),
+            )
         }
         Check::Cordoned => match tenant_of(ctx, namespace) {
             Some(tenant) => {

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use decide::{Check, Context, answer_tenant, audit_annotations, decide};
+pub use decide::{Check, Context, answer_tenant, audit_annotations, decide, decide_audited};
 pub use events::Denials;
 pub use metrics::AdmissionMetrics;
 pub use server::{AppState, router};

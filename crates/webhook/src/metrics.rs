@@ -9,6 +9,8 @@ pub struct AdmissionMetrics {
     pub requests: IntCounterVec,
     /// `bulkhead_admission_duration_seconds{webhook}`: decode to encode.
     pub duration: HistogramVec,
+    /// `bulkhead_rule_audits_total{webhook}`: values an `audit` namespace rule matched (admitted).
+    pub rule_audits: IntCounterVec,
 }
 
 impl AdmissionMetrics {
@@ -32,9 +34,17 @@ impl AdmissionMetrics {
                 ]),
                 &["webhook"],
             )?,
+            rule_audits: IntCounterVec::new(
+                Opts::new(
+                    "bulkhead_rule_audits_total",
+                    "Values an audit rule of a Tenant's spec.rules matched (admitted and reported), by webhook.",
+                ),
+                &["webhook"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.rule_audits.clone()))?;
         Ok(m)
     }
 }

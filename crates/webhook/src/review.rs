@@ -131,7 +131,8 @@ pub fn typed<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-/// The response review for a verdict. `mutating` says whether a patch may be sent; `audit` becomes
+/// The response review for a verdict. `mutating` says whether a patch may be sent; `warnings` go to the
+/// client (audits of namespace rules); `audit` becomes
 /// the response's `auditAnnotations` (the API server writes them to its audit log under the
 /// webhook's name, e.g. `pods.validate.bulkhead.dev/tenant`).
 pub fn encode(
@@ -140,10 +141,15 @@ pub fn encode(
     verdict: &Verdict,
     mutating: bool,
     audit: &std::collections::BTreeMap<&'static str, String>,
+    warnings: &[String],
 ) -> Value {
     let mut response = json!({"uid": uid, "allowed": verdict.is_allowed()});
     if !audit.is_empty() {
         response["auditAnnotations"] = json!(audit);
+    }
+    if !warnings.is_empty() {
+        // The API server passes these to the client (kubectl prints them as `Warning: ...`).
+        response["warnings"] = json!(warnings);
     }
     match verdict {
         Verdict::Allow(patch) if mutating && !patch.is_empty() => {
@@ -206,6 +212,7 @@ mod tests {
             &Verdict::Allow(vec![json!({"op": "add", "path": "/a", "value": 1})]),
             true,
             &std::collections::BTreeMap::from([("tenant", "solar".to_owned())]),
+            &[],
         );
         assert_eq!(allow["response"]["auditAnnotations"], json!({"tenant": "solar"}));
         assert_eq!(allow["response"]["uid"], "u1");
@@ -224,8 +231,13 @@ mod tests {
             &Verdict::Allow(vec![json!({})]),
             false,
             &std::collections::BTreeMap::new(),
+            &["image `x` matches audit rule rules[0] of tenant `solar`".to_owned()],
         );
         assert!(validating["response"].get("auditAnnotations").is_none());
+        assert_eq!(
+            validating["response"]["warnings"],
+            json!(["image `x` matches audit rule rules[0] of tenant `solar`"])
+        );
         assert!(validating["response"].get("patch").is_none());
         let deny = encode(
             "admission.k8s.io/v1",
@@ -233,7 +245,9 @@ mod tests {
             &Verdict::deny(None, "no"),
             true,
             &std::collections::BTreeMap::new(),
+            &[],
         );
+        assert!(deny["response"].get("warnings").is_none());
         assert_eq!(deny["response"]["allowed"], false);
         assert_eq!(deny["response"]["status"]["message"], "no");
         assert_eq!(deny["response"]["status"]["code"], 403);

@@ -14,7 +14,7 @@ use bulkhead_policy::admission::Verdict;
 use serde_json::json;
 use tracing::debug;
 
-use crate::decide::{Check, Context, audit_annotations, decide};
+use crate::decide::{Check, Context, audit_annotations, decide_audited};
 use crate::events::Denials;
 use crate::metrics::AdmissionMetrics;
 use crate::review::{MAX_BODY, decode, encode};
@@ -113,6 +113,7 @@ async fn handle(
             Ok((
                 audit_annotations(check, &request, &verdict, &state.cache),
                 verdict,
+                Vec::new(),
             ))
         }
         Ok(read) => {
@@ -130,11 +131,16 @@ async fn handle(
                 own_identity: &state.own_identity,
                 mutating,
             };
-            decide(check, &request, &ctx)
-                .map(|verdict| (audit_annotations(check, &request, &verdict, view), verdict))
+            decide_audited(check, &request, &ctx).map(|(verdict, audits)| {
+                (
+                    audit_annotations(check, &request, &verdict, view),
+                    verdict,
+                    audits,
+                )
+            })
         }
     };
-    let (audit, verdict) = match verdict {
+    let (audit, verdict, audits) = match verdict {
         Ok(v) => v,
         Err(message) => return bad_request(message),
     };
@@ -148,13 +154,38 @@ async fn handle(
                 .record(tenant, check.denial_reason(), &denial.message);
         }
     }
+    // Audits of namespace rules: admitted, and reported as a warning to the client, an Event on the
+    // tenant and a metric.
+    if !audits.is_empty() {
+        let tenant = crate::decide::answer_tenant(check, &request, &verdict, &state.cache);
+        for message in &audits {
+            state
+                .metrics
+                .rule_audits
+                .with_label_values(&[check.as_str()])
+                .inc();
+            if let Some(tenant) = &tenant
+                && request.dry_run != Some(true)
+            {
+                state.denials.record(tenant, "RuleAudit", message);
+            }
+        }
+    }
     let allowed = if verdict.is_allowed() { "true" } else { "false" };
     state
         .metrics
         .requests
         .with_label_values(&[check.as_str(), request.operation.as_str(), allowed])
         .inc();
-    let response = axum::Json(encode(&api_version, &request.uid, &verdict, mutating, &audit)).into_response();
+    let response = axum::Json(encode(
+        &api_version,
+        &request.uid,
+        &verdict,
+        mutating,
+        &audit,
+        &audits,
+    ))
+    .into_response();
     state
         .metrics
         .duration

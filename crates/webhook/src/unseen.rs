@@ -81,6 +81,14 @@ impl View for Overlay<'_> {
         self.base.tenants_owned_by(caller)
     }
 
+    fn is_aggregated_owner(&self, caller: &Caller) -> bool {
+        self.base.is_aggregated_owner(caller)
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        self.base.namespace_labels(namespace)
+    }
+
     fn namespace_count(&self, tenant: &str) -> usize {
         self.base.namespace_count(tenant)
     }

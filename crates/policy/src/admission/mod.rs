@@ -9,6 +9,7 @@ mod lists;
 mod namespace;
 mod rules;
 mod snapshot;
+pub mod tenant_rules;
 #[cfg(test)]
 mod tests;
 mod workload;
@@ -25,12 +26,14 @@ use crate::identity::{Caller, CallerClass, classify};
 pub use lists::{AllowedCheck, check_class as lists_check_class, pattern_matches};
 pub use namespace::namespace;
 pub use rules::{
-    cordoned, managed_object, node, replicated_object, tenant, tenant_problems, tenant_problems_beyond_owners,
+    cordoned, managed_object, node, promotion, replicated_object, tenant, tenant_problems,
+    tenant_problems_beyond_owners,
 };
 pub use snapshot::Snapshot;
 pub use workload::{
-    EXTERNAL_DNS_ANNOTATIONS, GatewayRoute, HostRoute, cidr_contains, external_dns_names, gateway_route,
-    ingress, ingress_routes, persistent_volume_claim, pod, pod_binding, registry_of, service, service_routes,
+    EXTERNAL_DNS_ANNOTATIONS, GatewayRoute, HostRoute, cidr_contains, device_requests, external_dns_names,
+    gateway, gateway_route, ingress, ingress_routes, persistent_volume_claim, pod, pod_binding, registry_of,
+    resource_claim, service, service_routes,
 };
 
 /// The operation being admitted.
@@ -80,6 +83,10 @@ pub enum ClassKind {
     Priority,
     /// node.k8s.io/v1 RuntimeClass.
     Runtime,
+    /// gateway.networking.k8s.io/v1 GatewayClass.
+    Gateway,
+    /// resource.k8s.io/v1 DeviceClass.
+    Device,
 }
 
 impl ClassKind {
@@ -90,6 +97,8 @@ impl ClassKind {
             ClassKind::Ingress => "ingress class",
             ClassKind::Priority => "priority class",
             ClassKind::Runtime => "runtime class",
+            ClassKind::Gateway => "gateway class",
+            ClassKind::Device => "device class",
         }
     }
 }
@@ -110,6 +119,15 @@ pub trait View {
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>>;
     /// The tenants that list the caller (its user, a group, or its service account) as an owner.
     fn tenants_owned_by(&self, caller: &Caller) -> BTreeSet<String>;
+    /// Whether the caller is a service account that a TenantOwner with `aggregate` names (a tenant user
+    /// wherever it lives).
+    fn is_aggregated_owner(&self, _caller: &Caller) -> bool {
+        false
+    }
+    /// The labels of a namespace, if it is known.
+    fn namespace_labels(&self, _namespace: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
     /// How many namespaces the tenant has now.
     fn namespace_count(&self, tenant: &str) -> usize;
     /// The tenant a namespace belongs to, by its tenant label.
@@ -146,9 +164,12 @@ pub struct Request<'a> {
     /// Whether this is the mutating call (which may patch) rather than the validating one (which
     /// sees the object after every mutation and must refuse what a patch would have mended).
     pub mutating: bool,
+    /// Bulkhead's own user name (the `Controller` audience of namespace rules).
+    pub own_identity: &'a str,
 }
 
-/// Classifies the caller; a service account counts as a tenant user when its namespace is a tenant's.
+/// Classifies the caller; a service account counts as a tenant user when its namespace is a tenant's, or
+/// when an aggregated TenantOwner names it.
 pub fn classify_caller(
     view: &dyn View,
     config: &BulkheadConfigurationSpec,
@@ -157,7 +178,8 @@ pub fn classify_caller(
 ) -> CallerClass {
     let in_tenant_namespace = caller
         .service_account_namespace()
-        .is_some_and(|ns| view.tenant_of_namespace(ns).is_some());
+        .is_some_and(|ns| view.tenant_of_namespace(ns).is_some())
+        || view.is_aggregated_owner(caller);
     classify(config, own_identity, caller, in_tenant_namespace)
 }
 

@@ -295,6 +295,7 @@ fn problems(tenant: &Tenant, with_owners: bool) -> Vec<String> {
             );
         }
     }
+    problems.extend(super::tenant_rules::problems(tenant));
     let owners = if with_owners { spec.owners.as_slice() } else { &[] };
     for owner in owners {
         if owner.effective_kind() == OwnerKind::ServiceAccount {
@@ -328,4 +329,103 @@ fn problems(tenant: &Tenant, with_owners: bool) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The promotion labels of a ServiceAccount in a tenant namespace: `owner.projectcapsule.dev/promote`
+/// (`"true"` makes the account an owner of the tenant) and `projectcapsule.dev/promote` (`"true"` gives
+/// it the cluster roles of the tenant's `rules[].permissions.promotions`). Only an owner (or an
+/// administrator) may set, change or remove either, whoever else asks (not one of the tenant's own
+/// ServiceAccounts that `spec.owners` does not name: a promoted account may not promote others), only
+/// to `"true"`, and only while the configuration's `allowServiceAccountPromotion` (and, for owners, the
+/// Tenant's `permissions.promotions.allowOwnerPromotion`) allow it.
+pub fn promotion(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    name: &str,
+    object: Option<&ObjectMeta>,
+    old: Option<&ObjectMeta>,
+) -> Verdict {
+    // Not only tenant users: anyone with `edit` in a tenant namespace (a subject of
+    // additionalRoleBindings outside userGroups, a platform tool) could otherwise make an owner.
+    if matches!(req.class, CallerClass::Administrator | CallerClass::Ignored) {
+        return Verdict::allow();
+    }
+    for key in [labels::PROMOTE, labels::RULE_PROMOTE] {
+        let label = |meta: Option<&ObjectMeta>| {
+            meta.and_then(|m| m.labels.as_ref())
+                .and_then(|l| l.get(key))
+                .cloned()
+        };
+        let (now, before) = (label(object), label(old));
+        if now == before {
+            continue;
+        }
+        let verdict = promotion_label(req, view, tenant, name, key, now.as_deref());
+        if !verdict.is_allowed() {
+            return verdict;
+        }
+    }
+    Verdict::allow()
+}
+
+/// One promotion label changed to `now` (`None`: removed).
+fn promotion_label(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    name: &str,
+    key: &str,
+    now: Option<&str>,
+) -> Verdict {
+    let t = tenant.metadata.name.as_deref().unwrap_or_default();
+    let deny = |message: String| Verdict::deny(Some(t), message);
+    let in_tenant = req
+        .caller
+        .service_account_namespace()
+        .is_some_and(|ns| view.tenant_of_namespace(ns).as_deref() == Some(t));
+    let named = tenant
+        .spec
+        .owners
+        .iter()
+        .any(|o| o.subject() == bulkhead_api::Subject::from_user_name(&req.caller.user));
+    if in_tenant && !named {
+        return deny(format!(
+            "serviceaccount `{name}`: the label `{key}` cannot be changed by a ServiceAccount of tenant `{t}` (a promoted account may not promote others)"
+        ));
+    }
+    if !view.tenants_owned_by(req.caller).contains(t) {
+        return deny(format!(
+            "serviceaccount `{name}`: only an owner of tenant `{t}` may set or remove the label `{key}`"
+        ));
+    }
+    let Some(value) = now else {
+        return Verdict::allow();
+    };
+    if value != "true" {
+        return deny(format!(
+            "serviceaccount `{name}`: the label `{key}` may only be \"true\" (it promotes the account in tenant `{t}`), not {value:?}"
+        ));
+    }
+    let allowed = if key == labels::PROMOTE {
+        crate::owners::promotion_allowed(tenant, req.config)
+    } else {
+        req.config.allow_service_account_promotion
+    };
+    if !allowed {
+        let why = if req.config.allow_service_account_promotion {
+            format!("tenant `{t}` does not allow it (permissions.promotions.allowOwnerPromotion is false)")
+        } else {
+            "the BulkheadConfiguration does not allow it (allowServiceAccountPromotion is false)".to_owned()
+        };
+        let what = if key == labels::PROMOTE {
+            "to owner of"
+        } else {
+            "in"
+        };
+        return deny(format!(
+            "serviceaccount `{name}` cannot be promoted {what} tenant `{t}`: {why}"
+        ));
+    }
+    Verdict::allow()
 }

@@ -16,6 +16,7 @@ use crate::identity::Caller;
 pub struct Snapshot {
     tenants: BTreeMap<String, Arc<Tenant>>,
     namespaces: BTreeMap<String, Option<String>>,
+    namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
     classes: BTreeMap<(ClassKind, String), ClassInfo>,
     volumes: BTreeMap<String, Option<String>>,
     routes: Vec<HostRoute>,
@@ -43,8 +44,10 @@ impl Snapshot {
             .as_ref()
             .and_then(|l| l.get(labels::TENANT))
             .cloned();
-        self.namespaces
-            .insert(ns.metadata.name.clone().unwrap_or_default(), tenant);
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        self.namespace_labels
+            .insert(name.clone(), ns.metadata.labels.clone().unwrap_or_default());
+        self.namespaces.insert(name, tenant);
     }
 
     /// Adds a class object.
@@ -120,7 +123,7 @@ impl View for Snapshot {
         let subjects = caller.subjects();
         self.tenants
             .iter()
-            .filter(|(_, t)| t.spec.owners.iter().any(|o| subjects.contains(&o.subject())))
+            .filter(|(_, t)| t.owner_subjects().any(|o| subjects.contains(&o)))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -130,6 +133,10 @@ impl View for Snapshot {
             .values()
             .filter(|t| t.as_deref() == Some(tenant))
             .count()
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespace_labels.get(namespace).cloned()
     }
 
     fn tenant_of_namespace(&self, namespace: &str) -> Option<String> {

@@ -129,6 +129,7 @@ fn request<'a>(who: &'a Who, config: &'a BulkheadConfigurationSpec, op: Operatio
         class: who.class,
         config,
         mutating: true,
+        own_identity: "system:serviceaccount:bulkhead-system:bulkhead",
     }
 }
 

@@ -1151,3 +1151,162 @@ pub fn gateway_route(
         Err(denial) => denial,
     }
 }
+
+/// A Gateway (`gateway.networking.k8s.io`, any version) in `tenant`: its `spec.gatewayClassName` must
+/// be one `gatewayOptions.allowedClasses` allows; a Gateway created without one gets the list's
+/// `default`.
+pub fn gateway(req: &Request<'_>, view: &dyn View, tenant: &Tenant, gateway: &Value) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let list = tenant
+        .spec
+        .gateway_options
+        .as_ref()
+        .and_then(|g| g.allowed_classes.as_ref());
+    let name = gateway
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let class = gateway.pointer("/spec/gatewayClassName").and_then(Value::as_str);
+    let what = format!("gateway `{name}`");
+    match class_rule(
+        view,
+        tenant,
+        ClassKind::Gateway,
+        list,
+        class,
+        "/spec/gatewayClassName",
+        &what,
+    ) {
+        // The patch is the default, when the Gateway names no class (only the mutating call patches).
+        Ok(patch) if req.mutating => Verdict::Allow(patch),
+        Ok(_) => Verdict::allow(),
+        Err(denial) => denial,
+    }
+}
+
+/// The device classes every device request of a ResourceClaim (or, with `template`, of a
+/// ResourceClaimTemplate's claim) names, whatever its API version: `deviceClassName` (v1beta1),
+/// `exactly.deviceClassName` (v1beta2, v1) and each `firstAvailable[].deviceClassName`; with the path
+/// of each.
+pub fn device_requests(object: &Value, template: bool) -> Vec<(String, String)> {
+    let base = if template {
+        "/spec/spec/devices/requests"
+    } else {
+        "/spec/devices/requests"
+    };
+    let mut out = Vec::new();
+    for (i, request) in object
+        .pointer(base)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("{}[{i}]", base.trim_start_matches('/').replace('/', "."));
+        for (field, path) in [("/deviceClassName", ""), ("/exactly/deviceClassName", ".exactly")] {
+            if let Some(class) = request.pointer(field).and_then(Value::as_str) {
+                out.push((format!("{at}{path}.deviceClassName"), class.to_owned()));
+            }
+        }
+        for (j, sub) in request
+            .get("firstAvailable")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(class) = sub.get("deviceClassName").and_then(Value::as_str) {
+                out.push((
+                    format!("{at}.firstAvailable[{j}].deviceClassName"),
+                    class.to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A ResourceClaim or ResourceClaimTemplate (`resource.k8s.io`, any version) in `tenant`: every device
+/// class any of its requests names, not only the first's (GHSA-4qv9-xv9f-w5xh), must be one
+/// `deviceClasses` allows.
+pub fn resource_claim(
+    req: &Request<'_>,
+    view: &dyn View,
+    tenant: &Tenant,
+    object: &Value,
+    template: bool,
+) -> Verdict {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return Verdict::allow();
+    }
+    let Some(list) = tenant.spec.device_classes.as_ref() else {
+        return Verdict::allow();
+    };
+    let t = tenant_name(tenant);
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = if template {
+        "resource claim template"
+    } else {
+        "resource claim"
+    };
+    for (path, class) in device_requests(object, template) {
+        if let AllowedCheck::NotAllowed(allowed) =
+            check_class(list, &class, view.class(ClassKind::Device, &class).as_ref())
+        {
+            return Verdict::deny(
+                Some(t),
+                format!(
+                    "device class `{class}` of {kind} `{name}` ({path}) is not allowed in tenant `{t}`: allowed are {allowed}"
+                ),
+            );
+        }
+    }
+    Verdict::allow()
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+
+    #[test]
+    fn every_request_shape_of_every_version_names_its_device_classes() {
+        let v1beta1 = json!({"spec": {"devices": {"requests": [
+            {"name": "a", "deviceClassName": "gpu"},
+            {"name": "b", "firstAvailable": [{"name": "b1", "deviceClassName": "gpu"}, {"name": "b2", "deviceClassName": "fpga"}]}
+        ]}}});
+        assert_eq!(
+            device_requests(&v1beta1, false),
+            [
+                (
+                    "spec.devices.requests[0].deviceClassName".to_owned(),
+                    "gpu".to_owned()
+                ),
+                (
+                    "spec.devices.requests[1].firstAvailable[0].deviceClassName".to_owned(),
+                    "gpu".to_owned()
+                ),
+                (
+                    "spec.devices.requests[1].firstAvailable[1].deviceClassName".to_owned(),
+                    "fpga".to_owned()
+                ),
+            ]
+        );
+        let template = json!({"spec": {"spec": {"devices": {"requests": [
+            {"name": "a", "exactly": {"deviceClassName": "gpu"}},
+            {"name": "b", "exactly": {"deviceClassName": "fpga"}}
+        ]}}}});
+        assert_eq!(
+            device_requests(&template, true)[1],
+            (
+                "spec.spec.devices.requests[1].exactly.deviceClassName".to_owned(),
+                "fpga".to_owned()
+            )
+        );
+        assert!(device_requests(&json!({"spec": {}}), false).is_empty());
+    }
+}

@@ -9,6 +9,7 @@
 mod classes;
 mod controller;
 mod convert;
+mod custom_quotas;
 mod fairness;
 mod faults;
 mod harness;

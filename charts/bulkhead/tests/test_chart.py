@@ -145,6 +145,9 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         (("resource.k8s.io",), ("deviceclasses",), (), ("get", "list", "watch")),
         (("bulkhead.dev",), ("tenants/status", "globaltenantresources/status", "tenantresources/status"), (), ("get", "patch", "update")),
         (("bulkhead.dev",), ("globaltenantresources", "tenantresources"), (), ("get", "list", "patch", "update", "watch")),
+        # CustomQuotas: the webhook reserves and the controller counts, both in the status.
+        (("bulkhead.dev",), ("customquotas", "globalcustomquotas"), (), ("get", "list", "watch")),
+        (("bulkhead.dev",), ("customquotas/status", "globalcustomquotas/status"), (), ("get", "patch", "update")),
         (("",), ("serviceaccounts",), (), ("impersonate",)),
         (("",), ("configmaps", "secrets", "serviceaccounts"), (), ("create", "delete", "get", "list", "patch", "update", "watch")),
         (("",), ("namespaces",), (), ("create", "get", "list", "patch", "watch")),
@@ -194,6 +197,29 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
     assert all(r["resources"] == ["secrets"] for r in tls_role["rules"])
     for r in role["rules"] + lease_role["rules"] + tls_role["rules"]:
         assert "*" not in r["verbs"] + r["resources"] + r["apiGroups"]
+
+
+def test_custom_quotas_read_only_the_kinds_granted_for_counting():
+    objects = render()
+    aggregated = by_name(objects, "ClusterRole", "bulkhead-quota-sources")
+    selector = aggregated["aggregationRule"]["clusterRoleSelectors"]
+    assert selector == [{"matchLabels": {"bulkhead.dev/aggregate-to-quota-sources": "true"}}]
+    default = by_name(objects, "ClusterRole", "bulkhead-quota-sources-default")
+    assert default["metadata"]["labels"]["bulkhead.dev/aggregate-to-quota-sources"] == "true"
+    for rule in default["rules"]:
+        assert sorted(rule["verbs"]) == ["get", "list", "watch"]
+        assert "secrets" not in rule["resources"] and "*" not in rule["resources"]
+    binding = by_name(objects, "ClusterRoleBinding", "bulkhead-quota-sources")
+    assert binding["roleRef"]["name"] == "bulkhead-quota-sources"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]
+    # None granted: a role with no rules, and quotas over any kind report Forbidden until granted.
+    none = render({"customQuotas": {"readableResources": []}})
+    assert by_name(none, "ClusterRole", "bulkhead-quota-sources-default")["rules"] == []
+    # The hook ships without rules: the controller keeps them, nothing else owns them.
+    (validating,) = of_kind(objects, "ValidatingWebhookConfiguration")
+    (hook,) = [w for w in validating["webhooks"] if w["name"] == "customquotas.validate.bulkhead.dev"]
+    assert "rules" not in hook
+    assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", NAMESPACE]
 
 
 def test_webhook_configurations_come_from_the_generated_file_and_point_at_the_service():
@@ -253,7 +279,12 @@ def test_cert_manager_issues_the_certificate_and_injects_the_ca(mode):
         if "controller" in roles:
             assert "--webhook-tls=external" in args, "the controller must not manage certificates cert-manager issues"
     role = by_name(objects, "ClusterRole", "bulkhead")
-    assert not [r for r in role["rules"] if "admissionregistration.k8s.io" in r["apiGroups"]]
+    # Only the CustomQuota hook's rules, in the chart's own validating configuration: nothing else of
+    # the webhook configurations is Bulkhead's to write when cert-manager injects the CA.
+    assert [r for r in role["rules"] if "admissionregistration.k8s.io" in r["apiGroups"]] == [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+         "resourceNames": ["bulkhead"], "verbs": ["get", "update"]},
+    ]
     tls_role = by_name(objects, "Role", "bulkhead-webhook-tls")
     assert [r["verbs"] for r in tls_role["rules"]] == [["get"]]
     objects = render({"webhook": {"tls": "certManager", "certManager": {"issuerRef": {"kind": "ClusterIssuer", "name": "corp-ca"}}}})
@@ -288,14 +319,14 @@ def test_the_chart_ships_every_generated_crd():
     crds = helm.Chart.load(CHART).crds
     names = sorted(pathlib.Path(c["name"]).name for c in crds)
     assert names == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert len(names) == 6
+    assert len(names) == 8
     kinds = set()
     for c in crds:
         doc = yaml.safe_load((CHART / c["name"]).read_text())
         assert doc["kind"] == "CustomResourceDefinition"
         assert doc["spec"]["group"] == "bulkhead.dev"
         kinds.add(doc["spec"]["names"]["kind"])
-    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner"}
+    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner", "CustomQuota", "GlobalCustomQuota"}
 
 
 @pytest.mark.parametrize("mode", ["combined", "split"])

@@ -6,7 +6,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantOwner, TenantResource};
+use crate::{
+    BulkheadConfiguration, CustomQuota, GlobalCustomQuota, GlobalTenantResource, ProxySetting, Tenant,
+    TenantOwner, TenantResource,
+};
 
 /// The `format`s kube-apiserver recognizes in CRD schemas (k8s.io/kube-openapi's validate formats).
 const KNOWN_FORMATS: &[&str] = &[
@@ -54,6 +57,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         TenantResource::crd(),
         ProxySetting::crd(),
         TenantOwner::crd(),
+        CustomQuota::crd(),
+        GlobalCustomQuota::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
@@ -279,6 +284,8 @@ mod tests {
                 ("bulkhead.dev_tenantresources.yaml", "Namespaced"),
                 ("bulkhead.dev_proxysettings.yaml", "Namespaced"),
                 ("bulkhead.dev_tenantowners.yaml", "Cluster"),
+                ("bulkhead.dev_customquotas.yaml", "Namespaced"),
+                ("bulkhead.dev_globalcustomquotas.yaml", "Cluster"),
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );

@@ -7,6 +7,7 @@
 pub mod common;
 pub mod config;
 pub mod crds;
+pub mod custom_quota;
 pub mod gateway;
 pub mod labels;
 pub mod namespace_rules;
@@ -20,6 +21,7 @@ pub mod tenant_owner;
 pub mod validation;
 
 pub use config::{BulkheadConfiguration, BulkheadConfigurationSpec};
+pub use custom_quota::{CustomQuota, CustomQuotaSpec, GlobalCustomQuota, GlobalCustomQuotaSpec};
 pub use owner::{OwnerKind, OwnerSpec, ProxyKind, ProxyOperation, ProxySettings, Subject};
 pub use proxy_setting::{ProxySetting, ProxySettingSpec};
 pub use replication::{GlobalTenantResource, GlobalTenantResourceSpec, TenantResource, TenantResourceSpec};

@@ -25,12 +25,14 @@ pub struct Converted {
 
 const CAPSULE_GROUP: &str = "capsule.clastix.io";
 /// Kinds whose fields Bulkhead reads with Capsule's names: only the apiVersion changes.
-const SAME_FIELDS: [&str; 5] = [
+const SAME_FIELDS: [&str; 7] = [
     "Tenant",
     "TenantResource",
     "GlobalTenantResource",
     "ProxySetting",
     "TenantOwner",
+    "CustomQuota",
+    "GlobalCustomQuota",
 ];
 /// CapsuleConfiguration fields with the same name and meaning in BulkheadConfiguration.
 const CONFIGURATION_FIELDS: [&str; 8] = [

@@ -144,12 +144,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Role::Controller => {
                 let (lead_tx, lead_rx) = watch::channel(false);
                 leading = Some(lead_rx);
-                let config = controller_config(
+                let mut config = controller_config(
                     &args.controller,
                     &namespace,
                     webhook_tls.clone(),
                     kube_config.clone(),
                 );
+                config.webhook_configuration = args.webhook.webhook_configuration.clone();
                 let controller_metrics = bulkhead_controller::ControllerMetrics::register(metrics.registry())
                     .context("cannot register the controller's metrics")?;
                 let task = bulkhead_controller::run(
@@ -344,6 +345,7 @@ fn controller_config(
             default_service_account: args.tenant_resource_service_account.clone(),
             kube_config: Some(kube_config),
         },
+        webhook_configuration: String::new(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod owned;
 pub mod projected;
 pub mod proxy_settings;
+pub mod quota_sources;
 pub mod reflector;
 pub mod sources;
 pub mod tenants;
@@ -18,6 +19,7 @@ pub mod tenants;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use bulkhead_api::custom_quota::{CustomQuota, GlobalCustomQuota};
 use bulkhead_api::gateway::{DeviceClass, GRPCRoute, GatewayClass, HTTPRoute, TLSRoute};
 use bulkhead_api::{
     BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantOwner, TenantResource, labels,
@@ -82,6 +84,9 @@ struct Inner {
     device_classes: KindCache<DeviceClass, NoIndex>,
     flow_schemas: KindCache<FlowSchema, NoIndex>,
     priority_levels: KindCache<PriorityLevelConfiguration, NoIndex>,
+    custom_quotas: KindCache<CustomQuota, NoIndex>,
+    global_custom_quotas: KindCache<GlobalCustomQuota, NoIndex>,
+    quota_sources: crate::quota_sources::QuotaSources,
     replication_account: parking_lot::RwLock<String>,
     /// The Gateway API route kinds whose watches have started.
     gateway_started: parking_lot::Mutex<GatewayRoutes>,
@@ -246,6 +251,9 @@ impl Cache {
                 device_classes: KindCache::new("DeviceClass"),
                 flow_schemas: KindCache::new("FlowSchema"),
                 priority_levels: KindCache::new("PriorityLevelConfiguration"),
+                custom_quotas: KindCache::new("CustomQuota"),
+                global_custom_quotas: KindCache::new("GlobalCustomQuota"),
+                quota_sources: Default::default(),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
                 gateway_started: parking_lot::Mutex::new(GatewayRoutes::default()),
                 started: std::sync::Mutex::new(vec!["Tenant", "Namespace"]),
@@ -283,7 +291,7 @@ impl Cache {
             ]);
         }
         if needs.owned_objects || needs.admission {
-            started.push("TenantResource");
+            started.extend(["TenantResource", "CustomQuota", "GlobalCustomQuota"]);
         }
         if needs.admission {
             started.extend(ADMISSION_KINDS);
@@ -419,9 +427,36 @@ impl Cache {
         if needs.owned_objects || needs.admission {
             inner
                 .tenant_resources
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+            // The webhook admits against the quotas; the controller counts for them.
+            inner
+                .custom_quotas
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+            inner
+                .global_custom_quotas
                 .spawn_watch(kube::Api::all(client), all, shutdown);
         }
         cache
+    }
+
+    /// Every namespace's name and labels.
+    pub fn namespace_labels(&self) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
+        self.inner.namespaces.read_index(|i| i.all_labels())
+    }
+
+    /// CustomQuotas.
+    pub fn custom_quotas(&self) -> &KindCache<CustomQuota, NoIndex> {
+        &self.inner.custom_quotas
+    }
+
+    /// GlobalCustomQuotas.
+    pub fn global_custom_quotas(&self) -> &KindCache<GlobalCustomQuota, NoIndex> {
+        &self.inner.global_custom_quotas
+    }
+
+    /// The objects of the kinds CustomQuotas count (the controller starts their watches).
+    pub fn quota_sources(&self) -> &crate::quota_sources::QuotaSources {
+        &self.inner.quota_sources
     }
 
     /// The FlowSchemas Bulkhead made (labelled `managed-by=bulkhead`): tenants' fair shares.
@@ -722,6 +757,8 @@ impl Cache {
             inner.tls_routes.status(),
             inner.gateway_classes.status(),
             inner.device_classes.status(),
+            inner.custom_quotas.status(),
+            inner.global_custom_quotas.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -772,6 +809,8 @@ impl Cache {
         }
         if started.contains(&"TenantResource") {
             inner.tenant_resources.wait_synced().await;
+            inner.custom_quotas.wait_synced().await;
+            inner.global_custom_quotas.wait_synced().await;
         }
         if started.contains(&"ProxySetting") {
             inner.proxy_settings.wait_synced().await;

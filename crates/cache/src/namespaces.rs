@@ -32,6 +32,29 @@ impl NamespaceIndex {
         serde_json::from_str(json).ok().map(Arc::new)
     }
 
+    /// Every namespace's name and labels (read from the stored JSON each time: a few microseconds a
+    /// namespace).
+    pub fn all_labels(&self) -> Vec<(String, std::collections::BTreeMap<String, String>)> {
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(default)]
+            labels: std::collections::BTreeMap<String, String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Labelled {
+            metadata: Meta,
+        }
+        self.stored
+            .iter()
+            .map(|(name, json)| {
+                let labels = serde_json::from_str::<Labelled>(json)
+                    .map(|l| l.metadata.labels)
+                    .unwrap_or_default();
+                (name.to_string(), labels)
+            })
+            .collect()
+    }
+
     /// The namespaces of a tenant.
     pub fn namespaces_of(&self, tenant: &str) -> Option<&BTreeSet<String>> {
         self.by_tenant.get(tenant)

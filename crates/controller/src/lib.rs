@@ -1,6 +1,7 @@
 //! The controller role: it takes a `coordination.k8s.io/v1` Lease so that only one replica acts, then
 //! runs the reconcilers that turn Tenants into their namespaces' objects.
 
+pub mod custom_quota;
 mod fairness;
 pub mod leader;
 pub mod metrics;
@@ -37,6 +38,9 @@ pub struct ControllerConfig {
     pub webhook_tls: Option<webhook_tls::WebhookTls>,
     /// GlobalTenantResource and TenantResource replication.
     pub replication: replication::ReplicationSettings,
+    /// The ValidatingWebhookConfiguration whose CustomQuota hook's rules the controller keeps (the
+    /// counted kinds); empty for none.
+    pub webhook_configuration: String,
 }
 
 /// The default time a Lease is valid without renewal.
@@ -100,11 +104,17 @@ pub async fn run(
             .clone()
             .map(|settings| tokio::spawn(webhook_tls::keep(ctx.clone(), settings, lost.clone())));
         let replicating = tokio::spawn(replication::run(replication_ctx.clone(), lost.clone()));
+        let quotas = tokio::spawn(custom_quota::keep(
+            ctx.clone(),
+            config.webhook_configuration.clone(),
+            lost.clone(),
+        ));
         lead(ctx.clone(), lost.clone()).await;
         if let Some(tls) = tls {
             tls.abort();
         }
         let _ = replicating.await;
+        let _ = quotas.await;
         watch_lost.abort();
         if shutdown.is_cancelled() {
             break;

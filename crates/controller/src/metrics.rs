@@ -27,6 +27,10 @@ pub struct ControllerMetrics {
     /// `bulkhead_replication_items{kind,namespace,name,state}`: a replicating resource's items by
     /// state (`applied`, `failed`).
     pub replication_items: IntGaugeVec,
+    /// CustomQuota and GlobalCustomQuota usage, limit and availability, by quota.
+    pub custom_quota: GaugeVec,
+    /// Each counted object's usage, for quotas with `emitMetricPerClaimUsage`.
+    pub custom_quota_item: GaugeVec,
 }
 
 impl ControllerMetrics {
@@ -91,7 +95,30 @@ impl ControllerMetrics {
                 ),
                 &["kind", "namespace", "name", "state"],
             )?,
+            custom_quota: GaugeVec::new(
+                Opts::new(
+                    "bulkhead_custom_quota",
+                    "A CustomQuota's (kind CustomQuota) or GlobalCustomQuota's used, limit and available, in the quota's unit.",
+                ),
+                &["kind", "namespace", "name", "value"],
+            )?,
+            custom_quota_item: GaugeVec::new(
+                Opts::new(
+                    "bulkhead_custom_quota_item_usage",
+                    "What one counted object adds to a quota (quotas with emitMetricPerClaimUsage).",
+                ),
+                &[
+                    "kind",
+                    "namespace",
+                    "name",
+                    "target_kind",
+                    "target_namespace",
+                    "target_name",
+                ],
+            )?,
         };
+        registry.register(Box::new(m.custom_quota.clone()))?;
+        registry.register(Box::new(m.custom_quota_item.clone()))?;
         registry.register(Box::new(m.replication_reconciles.clone()))?;
         registry.register(Box::new(m.replication_items.clone()))?;
         registry.register(Box::new(m.reconciles.clone()))?;

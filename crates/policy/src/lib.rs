@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod cel;
+pub mod custom_quota;
 pub mod desired;
 pub mod fairness;
 pub mod identity;

@@ -376,8 +376,50 @@ fn validating_hooks() -> Vec<Hook> {
                 match_labels: None,
             }),
         },
+        // Its rules are the kinds CustomQuotas count, kept by the controller ([`custom_quota_rules`]);
+        // shipped without any, so that nothing else owns them.
+        Hook {
+            check: CUSTOM_QUOTAS,
+            name: None,
+            rules: Vec::new(),
+            tenant_namespaces_only: false,
+            tenant_users_only: false,
+            object_selector: None,
+        },
     ]);
     hooks
+}
+
+/// The check (and path) of the hook that admits the kinds CustomQuotas count.
+pub const CUSTOM_QUOTAS: &str = "customquotas";
+/// The name of that hook in the validating configuration.
+pub const CUSTOM_QUOTAS_HOOK: &str = "customquotas.validate.bulkhead.dev";
+
+/// The rules of the CustomQuota hook for the counted kinds, each as (group, version, resource): creates
+/// and updates of the kind, and of its `resize` subresource (a Pod's resources change through it).
+pub fn custom_quota_rules(kinds: &[(String, String, String)]) -> Vec<RuleWithOperations> {
+    let mut kinds = kinds.to_vec();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+        .iter()
+        .map(|(group, version, resource)| {
+            let sub = format!("{resource}/resize");
+            rule(&[group], &[version], &[resource, &sub], CU, "Namespaced")
+        })
+        .collect()
+}
+
+/// Where the CustomQuota hook is asked: every namespace but kube-system and Bulkhead's own.
+fn custom_quota_namespaces(own_namespace: &str) -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".to_owned(),
+            operator: "NotIn".to_owned(),
+            values: Some(vec!["kube-system".to_owned(), own_namespace.to_owned()]),
+        }]),
+        match_labels: None,
+    }
 }
 
 fn metadata(name: &str) -> ObjectMeta {
@@ -441,16 +483,20 @@ pub fn configurations(
             validating_hooks()
                 .into_iter()
                 .map(|hook| {
-                    let (hook_name, client_config, namespace_selector, match_conditions) =
+                    let (hook_name, client_config, mut namespace_selector, match_conditions) =
                         common(&hook, "validate");
                     let failure_policy = Some(hook.failure_policy().to_owned());
+                    if hook.check == CUSTOM_QUOTAS {
+                        namespace_selector = Some(custom_quota_namespaces(own_namespace));
+                    }
+                    let rules = (!hook.rules.is_empty()).then_some(hook.rules);
                     ValidatingWebhook {
                         name: hook_name,
                         client_config,
                         namespace_selector,
                         match_conditions,
                         object_selector: hook.object_selector,
-                        rules: Some(hook.rules),
+                        rules,
                         admission_review_versions: vec!["v1".to_owned()],
                         side_effects: "NoneOnDryRun".to_owned(),
                         failure_policy,
@@ -671,6 +717,7 @@ mod tests {
             !w.name.starts_with("namespaces.")
                 && !w.name.starts_with("nodes.")
                 && !w.name.starts_with("tenants.")
+                && w.name != CUSTOM_QUOTAS_HOOK
         }) {
             assert_eq!(
                 hook.namespace_selector,
@@ -686,6 +733,28 @@ mod tests {
             .find(|w| w.name == "pods.validate.bulkhead.dev")
             .unwrap();
         assert!(pods.match_conditions.is_none(), "controllers create pods too");
+        // The quota hook is asked everywhere but kube-system and Bulkhead's own namespace, by every
+        // caller, and ships without rules: the controller keeps them.
+        let quotas = validating.iter().find(|w| w.name == CUSTOM_QUOTAS_HOOK).unwrap();
+        assert!(quotas.rules.is_none() && quotas.match_conditions.is_none());
+        assert_eq!(
+            quotas
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_expressions
+                .as_ref()
+                .unwrap()[0]
+                .values
+                .as_deref(),
+            Some(&["kube-system".to_owned(), "bulkhead-system".to_owned()][..])
+        );
+        let rules = custom_quota_rules(&[
+            ("".into(), "v1".into(), "pods".into()),
+            ("".into(), "v1".into(), "pods".into()),
+        ]);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].resources.as_deref().unwrap(), ["pods", "pods/resize"]);
         let mutating = m.webhooks.unwrap();
         assert_eq!(mutating.len(), 6);
         assert_eq!(mutating[0].client_config.ca_bundle.as_ref().unwrap().0, b"CA");

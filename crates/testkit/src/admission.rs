@@ -205,9 +205,24 @@ impl Admission {
         let rt = &target.rt;
         let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
         let mut object = object;
+        let mut uid_given = false;
         for hook in webhooks {
             if !hook.mutating {
                 validate_once(&object)?;
+                // Validating webhooks see a new object with its uid, as the API server fills it in
+                // (BeforeCreate) between mutating and validating admission; mutating ones do not.
+                if !uid_given && op == Operation::Create && target.subresource.is_none() {
+                    uid_given = true;
+                    if let Some(meta) = object
+                        .as_mut()
+                        .and_then(|o| o.get_mut("metadata"))
+                        .and_then(Value::as_object_mut)
+                        && !meta.contains_key("uid")
+                    {
+                        let uid = shared.store.lock().new_uid();
+                        meta.insert("uid".into(), Value::String(uid));
+                    }
+                }
             }
             let own_labels = if is_namespace {
                 object.as_ref().or(old).map(labels_of).unwrap_or_default()

@@ -475,8 +475,12 @@ fn record_manager(req: &Request, object: &mut Value, old: Option<&Value>, operat
 }
 
 /// Admission, validation and storage of a new object: the common end of a POST and of an apply that creates.
-async fn store_new(req: &Request, object: Value, warnings: &mut Vec<String>) -> ApiResult<Response> {
+async fn store_new(req: &Request, mut object: Value, warnings: &mut Vec<String>) -> ApiResult<Response> {
     let crd = check_crd(req.rt(), &object)?;
+    // The API server ignores a uid the client sends and gives its own before validating admission.
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("uid");
+    }
     let object = admit(req, Operation::Create, Some(object), None, warnings)
         .await?
         .unwrap_or(Value::Null);

@@ -175,7 +175,8 @@ impl Store {
         self.rv
     }
 
-    fn new_uid(&mut self) -> String {
+    /// A fresh uid, as the API server gives each new object.
+    pub fn new_uid(&mut self) -> String {
         let n = self.next_counter();
         format!(
             "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
@@ -315,7 +316,12 @@ impl Store {
             self.check_pod_quota(namespace, &name)?;
         }
         let rv = self.next_rv();
-        let uid = self.new_uid();
+        // The uid given before validating admission (see `admission`), as the API server's
+        // BeforeCreate does; a client's own uid never gets this far.
+        let uid = match meta(&object, "uid").filter(|u| !u.is_empty()) {
+            Some(uid) => uid,
+            None => self.new_uid(),
+        };
         let m = meta_mut(&mut object);
         m.insert("name".into(), json!(name));
         if rt.namespaced {

@@ -261,6 +261,7 @@ fn bench_round_trip(c: &mut Criterion) {
             metrics: AdmissionMetrics::register(&registry).unwrap(),
             denials: Denials::discard(),
             client: None,
+            ledgers: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

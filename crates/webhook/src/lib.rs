@@ -4,6 +4,7 @@
 //! Served over HTTPS with a certificate that is reloaded when it changes: from a Secret the controller
 //! role keeps (see [`bulkhead_tls::certs`]), or from a directory (cert-manager, or any mounted certificate).
 
+pub mod custom_quota;
 pub mod decide;
 pub mod events;
 pub mod metrics;
@@ -83,6 +84,7 @@ pub async fn run(
         metrics,
         denials: Denials::start(client.clone(), cache, shutdown.clone()),
         client: Some(client.clone()),
+        ledgers: Default::default(),
     });
     let reload = keep_loaded(
         client,

@@ -37,6 +37,8 @@ pub struct AppState {
     /// The API client, to read a namespace the cache has not seen yet; without one such requests are
     /// denied with a message to retry.
     pub client: Option<kube::Client>,
+    /// CustomQuota reservations in flight in this process.
+    pub ledgers: crate::custom_quota::Ledgers,
 }
 
 /// The webhook routes: `POST /validate/{check}` and `POST /mutate/{check}`.
@@ -66,6 +68,9 @@ async fn handle(
     mutating: bool,
 ) -> Response {
     let started = Instant::now();
+    if check == "customquotas" && !mutating {
+        return custom_quotas(&state, body, started).await;
+    }
     let Some(check) = Check::parse(&check) else {
         return (StatusCode::NOT_FOUND, format!("no check named `{check}`")).into_response();
     };
@@ -190,6 +195,66 @@ async fn handle(
         .metrics
         .duration
         .with_label_values(&[check.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The `customquotas` hook: its decision writes reservations, so it runs apart from the synchronous
+/// checks.
+async fn custom_quotas(state: &AppState, body: Body, started: Instant) -> Response {
+    const CHECK: &str = "customquotas";
+    let bytes = match bulkhead_tls::read_body(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(message) => return bad_request(message),
+    };
+    let (api_version, request) = match decode(&bytes) {
+        Ok(decoded) => decoded,
+        Err(message) => return bad_request(message),
+    };
+    if !state.cache.is_synced()
+        && tokio::time::timeout(SYNC_WAIT, state.cache.wait_synced())
+            .await
+            .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"message": "Bulkhead's cache is still loading; retry shortly"})),
+        )
+            .into_response();
+    }
+    let verdict = match crate::custom_quota::decide(
+        &state.cache,
+        state.client.as_ref(),
+        &state.ledgers,
+        &request,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(message) => return bad_request(message),
+    };
+    if let Verdict::Deny(denial) = &verdict {
+        debug!(check = CHECK, user = %request.user_info.username, message = %denial.message, "denied");
+    }
+    let allowed = if verdict.is_allowed() { "true" } else { "false" };
+    state
+        .metrics
+        .requests
+        .with_label_values(&[CHECK, request.operation.as_str(), allowed])
+        .inc();
+    let response = axum::Json(encode(
+        &api_version,
+        &request.uid,
+        &verdict,
+        false,
+        &std::collections::BTreeMap::new(),
+        &[],
+    ))
+    .into_response();
+    state
+        .metrics
+        .duration
+        .with_label_values(&[CHECK])
         .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -66,6 +66,7 @@ fn state_over(cache: Cache, client: Option<kube::Client>) -> (Arc<AppState>, pro
             metrics,
             denials: Denials::discard(),
             client,
+            ledgers: Default::default(),
         }),
         registry,
     )

@@ -25,6 +25,8 @@ commands:
                    BULKHEAD_BENCH_NAMESPACES (3) namespaces on the testkit, or on BULKHEAD_E2E_KUBECONFIG
   bench-quota      tenant-scope quota overshoot under concurrent pod creation (release build):
                    BULKHEAD_BENCH_QUOTA (20) pods over BULKHEAD_BENCH_QUOTA_NAMESPACES (4) namespaces
+  bench-custom-quota CustomQuota overshoot under BULKHEAD_BENCH_CQ (100) concurrent creates against room for
+                   BULKHEAD_BENCH_CQ_LIMIT (25), through one and two webhooks, beside the API server alone
   bench-replication a GlobalTenantResource with 3 items over BULKHEAD_BENCH_TENANTS (200) tenants x
                    BULKHEAD_BENCH_NAMESPACES (5) namespaces (release build): time, writes, idle writes
   bench-proxy      the proxy (release build, proxy role only): a tenant's namespace list through the
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("bench-controller") => bench("scale_many_tenants_converge", &args[1..]),
         Some("bench-quota") => bench("tenant_quota_overshoot", &args[1..]),
+        Some("bench-custom-quota") => bench("custom_quota_overshoot", &args[1..]),
         Some("bench-replication") => bench("replication_converges_at_scale", &args[1..]),
         Some("bench-proxy") => bench("proxy_overhead_and_filtered_lists", &args[1..]),
         Some("bench-namespaces") => bench("namespace_creates_with_and_without_webhooks", &args[1..]),

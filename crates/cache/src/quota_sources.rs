@@ -67,7 +67,12 @@ struct KindWatch {
 pub struct QuotaSources {
     kinds: Arc<Mutex<BTreeMap<Gvk, KindWatch>>>,
     changed: Arc<Notify>,
+    /// The uids of objects seen deleted lately (their reservations can go).
+    deleted: Arc<Mutex<HashMap<String, std::time::Instant>>>,
 }
+
+/// How long a deletion is remembered: longer than a reservation lives.
+const DELETED_MEMORY: std::time::Duration = std::time::Duration::from_secs(180);
 
 impl QuotaSources {
     /// Woken after each change to a counted object (and after each list).
@@ -143,6 +148,15 @@ impl QuotaSources {
         let stop = watch_state.stop.clone();
         let paths = watch_state.paths.clone();
         let changed = self.changed.clone();
+        let deleted = self.deleted.clone();
+        let forget = move |uids: Vec<String>| {
+            let mut deleted = deleted.lock();
+            let now = std::time::Instant::now();
+            deleted.retain(|_, at| now.duration_since(*at) < DELETED_MEMORY);
+            for uid in uids {
+                deleted.insert(uid, now);
+            }
+        };
         tokio::spawn(async move {
             let api: Api<DynamicObject> = Api::all_with(client, &resource);
             let mut stream = watch(api, watcher::Config::default()).default_backoff().boxed();
@@ -170,7 +184,16 @@ impl QuotaSources {
                         }
                     }
                     Some(Ok(Event::InitDone)) => {
-                        *objects.write() = std::mem::take(&mut listing);
+                        let listed = std::mem::take(&mut listing);
+                        // What a relist no longer has was deleted meanwhile.
+                        let gone: Vec<String> = objects
+                            .read()
+                            .keys()
+                            .filter(|uid| !listed.contains_key(*uid))
+                            .cloned()
+                            .collect();
+                        forget(gone);
+                        *objects.write() = listed;
                         synced.store(true, Ordering::Release);
                         *error.lock() = None;
                         changed.notify_one();
@@ -184,6 +207,7 @@ impl QuotaSources {
                     Some(Ok(Event::Delete(o))) => {
                         if let Some(uid) = o.uid() {
                             objects.write().remove(&uid);
+                            forget(vec![uid]);
                             changed.notify_one();
                         }
                     }
@@ -199,6 +223,11 @@ impl QuotaSources {
                 }
             }
         });
+    }
+
+    /// Whether an object with this uid was seen deleted (in the last few minutes).
+    pub fn was_deleted(&self, uid: &str) -> bool {
+        self.deleted.lock().contains_key(uid)
     }
 
     /// How `gvk` is watched, `None` if it is not asked for.

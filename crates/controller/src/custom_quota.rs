@@ -332,7 +332,9 @@ async fn count(
     let mut current = object.clone();
     for _ in 0..8 {
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        status.reservations = pending_reservations(&status.claims, &current.status.reservations, now);
+        let sources = ctx.cache.quota_sources();
+        status.reservations =
+            pending_reservations(&current.status.reservations, now, |uid| sources.was_deleted(uid));
         if status == current.status {
             return Ok(());
         }

@@ -671,24 +671,19 @@ pub fn admit(
     Ok(Some(kept))
 }
 
-/// The reservations the controller keeps when it writes `claims`: live ones whose object is not
-/// counted yet, or is counted for less than the reservation (an update admitted and not seen yet).
+/// The reservations the controller keeps when it writes a quota's status: every live one whose object
+/// it has not seen deleted. A reservation is kept while its object is counted too (the object counts
+/// for the larger of the two, never both): another writer whose view of the objects is older (a
+/// leader handing over) may write the claims without it, and the reservation then still holds its
+/// share until the TTL, by which time every view has the object.
 pub fn pending_reservations(
-    claims: &[QuotaClaim],
     reservations: &[QuotaReservation],
     now: i64,
+    deleted: impl Fn(&str) -> bool,
 ) -> Vec<QuotaReservation> {
-    let mut claimed: HashMap<&str, i128> = HashMap::new();
-    for c in claims {
-        *claimed.entry(c.uid.as_str()).or_default() += parse_millis(&c.usage.0).unwrap_or(0);
-    }
     reservations
         .iter()
-        .filter(|r| is_live(r, now))
-        .filter(|r| match claimed.get(r.uid.as_str()) {
-            None => true,
-            Some(c) => parse_millis(&r.usage.0).unwrap_or(0) > *c,
-        })
+        .filter(|r| is_live(r, now) && !deleted(&r.uid))
         .cloned()
         .collect()
 }
@@ -882,7 +877,7 @@ mod tests {
     }
 
     #[test]
-    fn reservations_hold_a_share_until_counted_or_expired() {
+    fn reservations_hold_a_share_until_expired_or_deleted() {
         let now = 1_800_000_000;
         let claims = [claim("a", "1"), claim("b", "1")];
         // A third object fits a limit of 3; its reservation then holds the last unit.
@@ -895,14 +890,19 @@ mod tests {
             refused.describe(),
             "requested 1, used 2, in flight 1, limit 3 (available 0)"
         );
-        // Once counted, the reservation is no longer in flight, and the controller drops it.
+        // Once counted, the reservation is no longer in flight (never counted twice); the controller
+        // keeps it until the TTL, or until it sees the object deleted.
         let counted = [claim("a", "1"), claim("b", "1"), claim("c", "1")];
-        assert!(pending_reservations(&counted, &held, now).is_empty());
-        assert!(admit(3000, &counted, &held, reservation("d", "1", now), 1000, now).is_err());
+        let refused = admit(3000, &counted, &held, reservation("d", "1", now), 1000, now).unwrap_err();
+        assert_eq!((refused.used, refused.in_flight), (3000, 0));
+        assert_eq!(pending_reservations(&held, now, |_| false).len(), 1);
+        assert!(pending_reservations(&held, now, |uid| uid == "c").is_empty());
+        // A writer whose view lacks `c` writes the claims without it: the reservation still holds.
+        assert!(admit(3000, &claims, &held, reservation("d", "1", now), 1000, now).is_err());
         // A reservation whose write never happened stops counting after the TTL.
         let later = now + RESERVATION_TTL_SECONDS;
         assert!(admit(3000, &claims, &held, reservation("d", "1", later), 1000, later).is_ok());
-        assert!(pending_reservations(&claims, &held, later).is_empty());
+        assert!(pending_reservations(&held, later, |_| false).is_empty());
         // A write that does not raise an object's usage needs no reservation, even over the limit.
         let over = [claim("a", "5")];
         assert_eq!(
@@ -915,11 +915,20 @@ mod tests {
             .unwrap();
         assert_eq!(grown.len(), 1);
         assert!(admit(6000, &over, &grown, reservation("b", "1", now), 1000, now).is_err());
+        let counted_grown = [claim("a", "6")];
+        let refused = admit(
+            7000,
+            &counted_grown,
+            &grown,
+            reservation("b", "2", now),
+            2000,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(
-            pending_reservations(&over, &grown, now).len(),
-            1,
-            "the update is not seen yet"
+            (refused.used, refused.in_flight),
+            (6000, 0),
+            "the claim and reservation of `a` count once"
         );
-        assert!(pending_reservations(&[claim("a", "6")], &grown, now).is_empty());
     }
 }

@@ -133,6 +133,21 @@ async fn a_custom_quota_counts_load_balancers_and_refuses_the_one_over_its_limit
             .ok_or(format!("used {used}, claims {claims}"))
     })
     .await;
+    // A quota whose path cannot be read is refused, saying why.
+    let out = cluster.kubectl().run_with_input(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: CustomQuota\nmetadata: {{name: broken, namespace: {ns}}}\nspec:\n  limit: 1\n  sources:\n  - {{apiVersion: v1, kind: Service, op: add, path: 'spec.ports[*'}}\n"
+        )),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a quota with a broken path was admitted");
+    assert!(
+        err.contains(&format!(
+            "CustomQuota {ns}/broken: sources[0]: path `spec.ports[*` must start with a dot"
+        )),
+        "{err}"
+    );
     // A load balancer gone gives its room back.
     cluster.kubectl().ok(&["delete", "service", "lb-a", "-n", &ns]);
     eventually(Duration::from_secs(30), || async {
@@ -187,7 +202,17 @@ async fn a_global_custom_quota_sums_storage_over_a_tenants_namespaces() {
         )
     };
     // Alice's RoleBindings in the new namespaces may still be on their way.
-    eventually(Duration::from_secs(90), || async {
+    for ns in [&dev, &prod] {
+        eventually(Duration::from_secs(90), || async {
+            let out = alice_kubectl.run(&["get", "persistentvolumeclaims", "-n", ns]);
+            out.status
+                .success()
+                .then_some(())
+                .ok_or(String::from_utf8_lossy(&out.stderr).into_owned())
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(30), || async {
         let (ok, err) = admitted(&dev, "data", "3Gi");
         ok.then_some(()).ok_or(err)
     })

@@ -396,18 +396,33 @@ pub const CUSTOM_QUOTAS: &str = "customquotas";
 pub const CUSTOM_QUOTAS_HOOK: &str = "customquotas.validate.bulkhead.dev";
 
 /// The rules of the CustomQuota hook for the counted kinds, each as (group, version, resource): creates
-/// and updates of the kind, and of its `resize` subresource (a Pod's resources change through it).
+/// and updates of the kind, and of its `resize` subresource (a Pod's resources change through it);
+/// and of the quotas themselves, whose paths and selectors the hook checks.
 pub fn custom_quota_rules(kinds: &[(String, String, String)]) -> Vec<RuleWithOperations> {
     let mut kinds = kinds.to_vec();
     kinds.sort();
     kinds.dedup();
-    kinds
-        .iter()
-        .map(|(group, version, resource)| {
-            let sub = format!("{resource}/resize");
-            rule(&[group], &[version], &[resource, &sub], CU, "Namespaced")
-        })
-        .collect()
+    let mut rules = vec![
+        rule(
+            &[bulkhead_api::GROUP],
+            &[bulkhead_api::VERSION],
+            &["customquotas"],
+            CU,
+            "Namespaced",
+        ),
+        rule(
+            &[bulkhead_api::GROUP],
+            &[bulkhead_api::VERSION],
+            &["globalcustomquotas"],
+            CU,
+            "Cluster",
+        ),
+    ];
+    rules.extend(kinds.iter().map(|(group, version, resource)| {
+        let sub = format!("{resource}/resize");
+        rule(&[group], &[version], &[resource, &sub], CU, "Namespaced")
+    }));
+    rules
 }
 
 /// Where the CustomQuota hook is asked: every namespace but kube-system and Bulkhead's own.
@@ -753,8 +768,8 @@ mod tests {
             ("".into(), "v1".into(), "pods".into()),
             ("".into(), "v1".into(), "pods".into()),
         ]);
-        assert_eq!(rules.len(), 1);
-        assert_eq!(rules[0].resources.as_deref().unwrap(), ["pods", "pods/resize"]);
+        assert_eq!(rules.len(), 3, "the quotas themselves, and pods once");
+        assert_eq!(rules[2].resources.as_deref().unwrap(), ["pods", "pods/resize"]);
         let mutating = m.webhooks.unwrap();
         assert_eq!(mutating.len(), 6);
         assert_eq!(mutating[0].client_config.ca_bundle.as_ref().unwrap().0, b"CA");

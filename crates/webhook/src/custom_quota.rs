@@ -90,6 +90,11 @@ pub async fn decide(
     if !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
         return Ok(Verdict::allow());
     }
+    if request.kind.group == bulkhead_api::GROUP
+        && matches!(request.kind.kind.as_str(), "CustomQuota" | "GlobalCustomQuota")
+    {
+        return check_quota(request);
+    }
     let Some(namespace) = request.namespace.as_deref().filter(|n| !n.is_empty()) else {
         return Ok(Verdict::allow());
     };
@@ -235,6 +240,33 @@ pub async fn decide(
         }
     }
     Ok(Verdict::allow())
+}
+
+/// A quota itself: refused when a path, field selector or the limit cannot be read, saying each
+/// problem (the CRD's rules catch the rest).
+fn check_quota(request: &AdmissionRequest) -> Result<Verdict, String> {
+    let Some(raw) = request.object.as_deref() else {
+        return Ok(Verdict::allow());
+    };
+    let (what, problems) = if request.kind.kind == "CustomQuota" {
+        let q: CustomQuota =
+            serde_json::from_str(raw.get()).map_err(|e| format!("the CustomQuota cannot be read: {e}"))?;
+        let what = format!(
+            "CustomQuota {}/{}",
+            q.namespace().unwrap_or_default(),
+            q.name_any()
+        );
+        (what, compile(&q.definition()).err())
+    } else {
+        let q: GlobalCustomQuota = serde_json::from_str(raw.get())
+            .map_err(|e| format!("the GlobalCustomQuota cannot be read: {e}"))?;
+        let what = format!("GlobalCustomQuota {}", q.name_any());
+        (what, compile(&q.definition()).err())
+    };
+    Ok(match problems {
+        Some(problems) => Verdict::deny(None, format!("{what}: {}", problems.join("; "))),
+        None => Verdict::allow(),
+    })
 }
 
 fn seen_of(version: &Option<String>, limit: &Quantity, status: Option<&CustomQuotaStatus>) -> Seen {

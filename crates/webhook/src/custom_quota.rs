@@ -15,7 +15,7 @@ use bulkhead_api::custom_quota::{CustomQuotaStatus, QuotaReservation};
 use bulkhead_api::{CustomQuota, GlobalCustomQuota};
 use bulkhead_cache::Cache;
 use bulkhead_policy::admission::Verdict;
-use bulkhead_policy::custom_quota::{Gvk, Whole, admit, compile};
+use bulkhead_policy::custom_quota::{Gvk, Quota, Whole, admit, compile};
 use bulkhead_policy::quota::format_millis;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, Patch, PatchParams};
@@ -60,9 +60,33 @@ fn numeric(version: &str) -> u64 {
 #[derive(Default)]
 pub struct Ledgers {
     locks: Mutex<HashMap<QuotaKey, Arc<tokio::sync::Mutex<Option<Seen>>>>>,
+    /// Each quota compiled, with the uid and generation it was compiled at (a status write changes
+    /// neither), so a request compiles no path.
+    compiled: Mutex<HashMap<QuotaKey, Compiled>>,
 }
 
+type Compiled = (String, Option<i64>, Arc<Result<Quota, Vec<String>>>);
+
 impl Ledgers {
+    fn compiled(
+        &self,
+        key: &QuotaKey,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        compile_now: impl FnOnce() -> Result<Quota, Vec<String>>,
+    ) -> Arc<Result<Quota, Vec<String>>> {
+        let uid = meta.uid.clone().unwrap_or_default();
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((u, g, quota)) = compiled.get(key)
+            && *u == uid
+            && *g == meta.generation
+        {
+            return quota.clone();
+        }
+        let quota = Arc::new(compile_now());
+        compiled.insert(key.clone(), (uid, meta.generation, quota.clone()));
+        quota
+    }
+
     fn lock_of(&self, key: &QuotaKey) -> Arc<tokio::sync::Mutex<Option<Seen>>> {
         self.locks
             .lock()
@@ -136,10 +160,10 @@ pub async fn decide(
     let old_whole = old.as_ref().map(Whole::new);
     let mut affected = Vec::new();
     let mut consider = |key: QuotaKey,
-                        quota: Result<bulkhead_policy::custom_quota::Quota, Vec<String>>,
-                        seen: Seen|
+                        quota: Arc<Result<Quota, Vec<String>>>,
+                        seen: &dyn Fn() -> Seen|
      -> Result<(), String> {
-        let Ok(quota) = quota else {
+        let Ok(quota) = quota.as_ref() else {
             // A quota that cannot be compiled is reported in its status by the controller and
             // enforces nothing.
             return Ok(());
@@ -164,7 +188,7 @@ pub async fn decide(
         affected.push(Affected {
             key,
             usage,
-            cached: seen,
+            cached: seen(),
         });
         Ok(())
     };
@@ -173,15 +197,17 @@ pub async fn decide(
             continue;
         }
         let key = QuotaKey::Namespaced(namespace.to_owned(), q.name_any());
-        let seen = seen_of(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
-        if let Err(message) = consider(key, compile(&q.definition()), seen) {
+        let quota = ledgers.compiled(&key, q.meta(), || compile(&q.definition()));
+        let seen = || seen_of(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
+        if let Err(message) = consider(key, quota, &seen) {
             return Ok(Verdict::deny(None, message));
         }
     }
     for q in cache.global_custom_quotas().store().state() {
         let key = QuotaKey::Global(q.name_any());
-        let seen = seen_of(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
-        if let Err(message) = consider(key, compile(&q.definition()), seen) {
+        let quota = ledgers.compiled(&key, q.meta(), || compile(&q.definition()));
+        let seen = || seen_of(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
+        if let Err(message) = consider(key, quota, &seen) {
             return Ok(Verdict::deny(None, message));
         }
     }

@@ -243,6 +243,55 @@ async fn a_global_custom_quota_sums_storage_over_a_tenants_namespaces() {
     cluster.apply(&pvc(&other, "big", "10Gi"));
 }
 
+#[tokio::test]
+async fn scaling_a_deployment_past_a_replica_quota_is_refused() {
+    let cluster = Cluster::start().await;
+    if cluster.is_testkit() {
+        // The testkit serves no `scale` subresource (docs/testing.md): real control plane only.
+        eprintln!("scaling_a_deployment_past_a_replica_quota_is_refused: real control plane only");
+        return;
+    }
+    let ns = cluster.unique("e2e-cq-scale");
+    cluster.clean_up(&["namespace", &ns]);
+    cluster.kubectl().ok(&["create", "namespace", &ns]);
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: CustomQuota\nmetadata: {{name: replicas, namespace: {ns}}}\nspec:\n  limit: 3\n  sources:\n  - {{apiVersion: apps/v1, kind: Deployment, op: add, path: .spec.replicas}}\n"
+    ));
+    let bulkhead = start(&cluster, "e2e-cq-scale", &[]).await;
+    let quota = ["customquota", "replicas", "-n", ns.as_str()];
+    quota_ready(&cluster, &bulkhead, &quota).await;
+    cluster.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: web, image: nginx}}]}}\n"
+    ));
+    // The scale subresource changes .spec.replicas without the Deployment in the request.
+    let out = cluster
+        .kubectl()
+        .run(&["scale", "deployment", "web", "-n", &ns, "--replicas=5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "scaled past the quota");
+    assert!(
+        err.contains(&format!(
+            "updating Deployment {ns}/web exceeds the limit of CustomQuota {ns}/replicas: requested 3"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        jsonpath(&cluster, &["deployment", "web", "-n", &ns], "{.spec.replicas}"),
+        "2"
+    );
+    cluster
+        .kubectl()
+        .ok(&["scale", "deployment", "web", "-n", &ns, "--replicas=3"]);
+    cluster
+        .kubectl()
+        .ok(&["scale", "deployment", "web", "-n", &ns, "--replicas=1"]);
+    eventually(Duration::from_secs(30), || async {
+        let used = jsonpath(&cluster, &quota, "{.status.usage.used}");
+        (used == "1").then_some(()).ok_or(used)
+    })
+    .await;
+}
+
 /// Creates `n` ConfigMaps in `ns` at once (each from its own task), and returns how many were admitted.
 async fn burst(cluster: &Cluster, ns: &str, prefix: &str, n: usize) -> usize {
     let client = cluster.client_as("admin", &["system:masters"]).await;

@@ -396,8 +396,8 @@ pub const CUSTOM_QUOTAS: &str = "customquotas";
 pub const CUSTOM_QUOTAS_HOOK: &str = "customquotas.validate.bulkhead.dev";
 
 /// The rules of the CustomQuota hook for the counted kinds, each as (group, version, resource): creates
-/// and updates of the kind, and of its `resize` subresource (a Pod's resources change through it);
-/// and of the quotas themselves, whose paths and selectors the hook checks.
+/// and updates of the kind, and of its `resize` (a Pod's resources) and `scale` (`.spec.replicas`)
+/// subresources; and of the quotas themselves, whose paths and selectors the hook checks.
 pub fn custom_quota_rules(kinds: &[(String, String, String)]) -> Vec<RuleWithOperations> {
     let mut kinds = kinds.to_vec();
     kinds.sort();
@@ -419,8 +419,14 @@ pub fn custom_quota_rules(kinds: &[(String, String, String)]) -> Vec<RuleWithOpe
         ),
     ];
     rules.extend(kinds.iter().map(|(group, version, resource)| {
-        let sub = format!("{resource}/resize");
-        rule(&[group], &[version], &[resource, &sub], CU, "Namespaced")
+        let (resize, scale) = (format!("{resource}/resize"), format!("{resource}/scale"));
+        rule(
+            &[group],
+            &[version],
+            &[resource, &resize, &scale],
+            CU,
+            "Namespaced",
+        )
     }));
     rules
 }
@@ -769,7 +775,10 @@ mod tests {
             ("".into(), "v1".into(), "pods".into()),
         ]);
         assert_eq!(rules.len(), 3, "the quotas themselves, and pods once");
-        assert_eq!(rules[2].resources.as_deref().unwrap(), ["pods", "pods/resize"]);
+        assert_eq!(
+            rules[2].resources.as_deref().unwrap(),
+            ["pods", "pods/resize", "pods/scale"]
+        );
         let mutating = m.webhooks.unwrap();
         assert_eq!(mutating.len(), 6);
         assert_eq!(mutating[0].client_config.ca_bundle.as_ref().unwrap().0, b"CA");

@@ -122,29 +122,38 @@ pub async fn decide(
     let Some(namespace) = request.namespace.as_deref().filter(|n| !n.is_empty()) else {
         return Ok(Verdict::allow());
     };
-    if request.sub_resource.as_deref().is_some_and(|s| s != "resize") {
-        // Only subresources that carry the whole object (a Pod's resize) are judged; the hook asks for
-        // no others.
-        return Ok(Verdict::allow());
-    }
-    let object: Value = match request.object.as_deref() {
+    let mut object: Value = match request.object.as_deref() {
         Some(raw) => {
             serde_json::from_str(raw.get()).map_err(|e| format!("the object cannot be read: {e}"))?
         }
         None => return Ok(Verdict::allow()),
     };
-    let old: Option<Value> = request
+    let mut old: Option<Value> = request
         .old_object
         .as_deref()
         .filter(|r| r.get() != "null")
         .map(|raw| serde_json::from_str(raw.get()))
         .transpose()
         .map_err(|e| format!("the old object cannot be read: {e}"))?;
-    let gvk = Gvk {
+    let mut gvk = Gvk {
         group: request.kind.group.clone(),
         version: request.kind.version.clone(),
         kind: request.kind.kind.clone(),
     };
+    match request.sub_resource.as_deref() {
+        // A Pod's resize carries the whole Pod.
+        None | Some("resize") => {}
+        // A scale carries a Scale: the object is judged as it will be, its replicas replaced.
+        Some("scale") => match scaled(cache, client, request, namespace, &object).await? {
+            Some((parent_gvk, before, after)) => {
+                gvk = parent_gvk;
+                old = Some(before);
+                object = after;
+            }
+            None => return Ok(Verdict::allow()),
+        },
+        Some(_) => return Ok(Verdict::allow()),
+    }
     let namespace_labels = namespace_labels(cache, client, namespace).await?;
     let uid = object
         .pointer("/metadata/uid")
@@ -293,6 +302,73 @@ fn check_quota(request: &AdmissionRequest) -> Result<Verdict, String> {
         Some(problems) => Verdict::deny(None, format!("{what}: {}", problems.join("; "))),
         None => Verdict::allow(),
     })
+}
+
+/// For a write of the `scale` subresource: the parent's kind, the parent as it is and as it will be
+/// (its `.spec.replicas` set from the Scale). `None` when no quota counts the parent's resource.
+async fn scaled(
+    cache: &Cache,
+    client: Option<&Client>,
+    request: &AdmissionRequest,
+    namespace: &str,
+    scale: &Value,
+) -> Result<Option<(Gvk, Value, Value)>, String> {
+    let Some(resource) = &request.resource else {
+        return Ok(None);
+    };
+    // The kind a resource is served as, from the quotas' targets (the controller wrote them from
+    // discovery).
+    let targets = cache
+        .custom_quotas()
+        .store()
+        .state()
+        .into_iter()
+        .filter_map(|q| q.status.clone())
+        .chain(
+            cache
+                .global_custom_quotas()
+                .store()
+                .state()
+                .into_iter()
+                .filter_map(|q| q.status.clone()),
+        )
+        .flat_map(|s| s.targets);
+    let mut target = None;
+    for t in targets {
+        if t.group == resource.group && t.version == resource.version && t.resource == resource.resource {
+            target = Some(t);
+            break;
+        }
+    }
+    let Some(target) = target else { return Ok(None) };
+    let Some(client) = client else {
+        return Err("a scale cannot be judged: no API client".to_owned());
+    };
+    let gvk = kube::api::GroupVersionKind::gvk(&target.group, &target.version, &target.kind);
+    let api_resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &target.resource);
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource);
+    let parent = api
+        .get(&request.name)
+        .await
+        .map_err(|e| format!("cannot read {} {namespace}/{}: {e}", target.kind, request.name))?;
+    let before = serde_json::to_value(&parent).map_err(|e| e.to_string())?;
+    let mut after = before.clone();
+    let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(Value::from(0));
+    match after.get_mut("spec").and_then(Value::as_object_mut) {
+        Some(spec) => {
+            spec.insert("replicas".to_owned(), replicas);
+        }
+        None => after["spec"] = json!({"replicas": replicas}),
+    }
+    Ok(Some((
+        Gvk {
+            group: target.group,
+            version: target.version,
+            kind: target.kind,
+        },
+        before,
+        after,
+    )))
 }
 
 fn seen_of(version: &Option<String>, limit: &Quantity, status: Option<&CustomQuotaStatus>) -> Seen {

@@ -37,6 +37,20 @@ pub struct GroupVersionKind {
     pub kind: String,
 }
 
+/// Group, version and resource (plural) of a request.
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct GroupVersionResource {
+    /// API group (`""` for core).
+    #[serde(default)]
+    pub group: String,
+    /// API version.
+    #[serde(default)]
+    pub version: String,
+    /// Resource (plural).
+    #[serde(default)]
+    pub resource: String,
+}
+
 /// The caller, as authenticated by the API server.
 #[derive(Debug, Default, Deserialize, Clone)]
 pub struct UserInfo {
@@ -60,6 +74,9 @@ pub struct AdmissionRequest {
     /// The subresource written, if any.
     #[serde(default)]
     pub sub_resource: Option<String>,
+    /// The resource written (`apps/v1 deployments` for a Deployment's `scale`).
+    #[serde(default)]
+    pub resource: Option<GroupVersionResource>,
     /// The object's name (may be empty on create with generateName).
     #[serde(default)]
     pub name: String,

@@ -403,3 +403,113 @@ async fn every_answer_tells_the_audit_log_its_tenant_check_and_decision() {
         json!({"check": "services", "decision": "allowed"})
     );
 }
+
+#[tokio::test]
+async fn the_quota_hook_refuses_broken_quotas_and_fails_closed_without_a_ledger() {
+    let cache = Cache::detached();
+    load_tenants(&cache);
+    load_namespaces(&cache);
+    let quota: bulkhead_api::CustomQuota = serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1", "kind": "CustomQuota",
+        "metadata": {"name": "cms", "namespace": "elsewhere", "uid": "uid-cms", "generation": 1, "resourceVersion": "7"},
+        "spec": {"limit": 1, "sources": [{"apiVersion": "v1", "kind": "ConfigMap", "op": "count"}]},
+        "status": {"claims": [{"group": "", "version": "v1", "kind": "ConfigMap", "namespace": "elsewhere",
+                               "name": "first", "uid": "uid-first", "usage": "1"}]}
+    }))
+    .unwrap();
+    let feed = cache.custom_quotas();
+    feed.apply(Event::Init);
+    feed.apply(Event::InitApply(quota));
+    feed.apply(Event::InitDone);
+    let (state, _) = state_over(cache, None);
+    // Not an AdmissionReview: a 400 naming the problem, as every check answers.
+    let (status, body) = post(state.clone(), "/validate/customquotas", "{").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an AdmissionReview"),
+        "{body}"
+    );
+    // A quota whose path does not parse is refused, each problem named.
+    let mut broken = review(
+        "CREATE",
+        "CustomQuota",
+        Some("elsewhere"),
+        "admin",
+        json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "CustomQuota",
+               "metadata": {"name": "broken", "namespace": "elsewhere"},
+               "spec": {"limit": "2Gi", "sources": [
+                   {"apiVersion": "v1", "kind": "Pod", "op": "add", "path": "spec.x"},
+                   {"apiVersion": "v1", "kind": "Pod", "op": "count", "selectors": [{"fieldSelectors": [".a[?(@==)]"]}]}]}}),
+        Value::Null,
+    );
+    broken["request"]["kind"]["group"] = json!("bulkhead.dev");
+    let (status, body) = post(state.clone(), "/validate/customquotas", broken.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    assert_eq!(body["response"]["allowed"], json!(false));
+    assert!(
+        message.starts_with("CustomQuota elsewhere/broken: sources[0]: path `spec.x` must start with a dot")
+            && message.contains("sources[1].selectors[0].fieldSelectors[0]"),
+        "{message}"
+    );
+    // A ConfigMap the quota counts needs a reservation written through the API server: with no
+    // client to write it, the hook refuses (fails closed) rather than admit unaccounted.
+    let cm = |name: &str, uid: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "elsewhere", "uid": uid}})
+    };
+    let (_, body) = post(
+        state.clone(),
+        "/validate/customquotas",
+        review(
+            "CREATE",
+            "ConfigMap",
+            Some("elsewhere"),
+            "bob",
+            cm("second", "uid-second"),
+            Value::Null,
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(false));
+    assert_eq!(
+        body["response"]["status"]["message"],
+        json!("quotas cannot be reserved: no API client")
+    );
+    // An update that does not raise usage needs no room.
+    let (_, body) = post(
+        state.clone(),
+        "/validate/customquotas",
+        review(
+            "UPDATE",
+            "ConfigMap",
+            Some("elsewhere"),
+            "bob",
+            cm("first", "uid-first"),
+            cm("first", "uid-first"),
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(true));
+    // Elsewhere the quota does not count: allowed, nothing to reserve.
+    let (_, body) = post(
+        state,
+        "/validate/customquotas",
+        review(
+            "CREATE",
+            "ConfigMap",
+            Some("solar-one"),
+            "alice",
+            cm("x", "uid-x"),
+            Value::Null,
+        )
+        .to_string(),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(true));
+}

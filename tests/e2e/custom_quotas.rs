@@ -148,6 +148,46 @@ async fn a_custom_quota_counts_load_balancers_and_refuses_the_one_over_its_limit
         )),
         "{err}"
     );
+    // Rules taken out of the hook (a configuration replaced by hand, or re-created without them) are
+    // put back.
+    if let Some(name) = &bulkhead.webhook_configuration {
+        let mut config: serde_json::Value = serde_json::from_str(&cluster.kubectl().ok(&[
+            "get",
+            "validatingwebhookconfiguration",
+            name,
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        for hook in config["webhooks"].as_array_mut().unwrap() {
+            if hook["name"] == "customquotas.validate.bulkhead.dev" {
+                hook.as_object_mut().unwrap().remove("rules");
+            }
+        }
+        let out = cluster
+            .kubectl()
+            .run_with_input(&["replace", "-f", "-"], Some(&config.to_string()));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rules = cluster.kubectl().ok(&[
+            "get",
+            "validatingwebhookconfiguration",
+            name,
+            "-o",
+            r#"jsonpath={.webhooks[?(@.name=="customquotas.validate.bulkhead.dev")].rules}"#,
+        ]);
+        assert!(rules.is_empty(), "the rules are still there: {rules}");
+        eventually(Duration::from_secs(120), || async {
+            let rules = cluster.kubectl().ok(&[
+                "get",
+                "validatingwebhookconfiguration",
+                name,
+                "-o",
+                r#"jsonpath={.webhooks[?(@.name=="customquotas.validate.bulkhead.dev")].rules[*].resources}"#,
+            ]);
+            rules.contains("services").then_some(()).ok_or(rules)
+        })
+        .await;
+    }
     // A load balancer gone gives its room back.
     cluster.kubectl().ok(&["delete", "service", "lb-a", "-n", &ns]);
     eventually(Duration::from_secs(30), || async {

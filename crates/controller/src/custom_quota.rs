@@ -29,6 +29,8 @@ use crate::reconcile::Context;
 
 /// How often the quotas are counted again without a change (reservations expire meanwhile).
 const RESYNC: Duration = Duration::from_secs(15);
+/// How often the hook's rules are read back without a change of the counted kinds.
+const RULES_RECHECK: Duration = Duration::from_secs(60);
 /// How long changes are gathered before counting (a burst of creates is counted once).
 const SETTLE: Duration = Duration::from_millis(150);
 
@@ -48,6 +50,9 @@ pub async fn keep(ctx: Arc<Context>, configuration: String, stop: CancellationTo
     let mut namespaces = cache.namespaces_feed().subscribe();
     let sources = cache.quota_sources().changed();
     let mut rules_applied: Option<Vec<(String, String, String)>> = None;
+    // The configuration is read again now and then even when the kinds have not changed: someone
+    // may have replaced it (the TLS manager re-creates it without these rules if it was deleted).
+    let mut rules_checked = std::time::Instant::now();
     loop {
         let quotas = quotas(&ctx);
         let compiled: Vec<&Quota> = quotas.iter().filter_map(|(_, _, q)| q.as_ref().ok()).collect();
@@ -61,7 +66,10 @@ pub async fn keep(ctx: Arc<Context>, configuration: String, stop: CancellationTo
         }
         served.sort();
         let mut wait = RESYNC;
-        if !configuration.is_empty() && rules_applied.as_ref() != Some(&served) {
+        if !configuration.is_empty()
+            && (rules_applied.as_ref() != Some(&served) || rules_checked.elapsed() >= RULES_RECHECK)
+        {
+            rules_checked = std::time::Instant::now();
             match apply_rules(&ctx, &configuration, &served).await {
                 Ok(()) => rules_applied = Some(served),
                 Err(e) => {

@@ -46,18 +46,23 @@ async fn quota_ready(cluster: &Cluster, bulkhead: &Bulkhead, what: &[&str]) {
     .await;
     if let Some(name) = &bulkhead.webhook_configuration {
         eventually(Duration::from_secs(30), || async {
-            let rules = cluster.kubectl().ok(&[
-                "get",
-                "validatingwebhookconfiguration",
-                name,
-                "-o",
-                r#"jsonpath={.webhooks[?(@.name=="customquotas.validate.bulkhead.dev")].rules}"#,
-            ]);
+            let rules = hook_rules(cluster, name, "");
             (!rules.is_empty()).then_some(()).ok_or("no rules yet".to_owned())
         })
         .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// The CustomQuota hook's rules in the webhook configuration `name`, at `field` below them.
+fn hook_rules(cluster: &Cluster, name: &str, field: &str) -> String {
+    cluster.kubectl().ok(&[
+        "get",
+        "validatingwebhookconfiguration",
+        name,
+        "-o",
+        &format!(r#"jsonpath={{.webhooks[?(@.name=="customquotas.validate.bulkhead.dev")].rules{field}}}"#),
+    ])
 }
 
 fn jsonpath(cluster: &Cluster, what: &[&str], path: &str) -> String {
@@ -168,22 +173,10 @@ async fn a_custom_quota_counts_load_balancers_and_refuses_the_one_over_its_limit
             .kubectl()
             .run_with_input(&["replace", "-f", "-"], Some(&config.to_string()));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let rules = cluster.kubectl().ok(&[
-            "get",
-            "validatingwebhookconfiguration",
-            name,
-            "-o",
-            r#"jsonpath={.webhooks[?(@.name=="customquotas.validate.bulkhead.dev")].rules}"#,
-        ]);
+        let rules = hook_rules(&cluster, name, "");
         assert!(rules.is_empty(), "the rules are still there: {rules}");
         eventually(Duration::from_secs(120), || async {
-            let rules = cluster.kubectl().ok(&[
-                "get",
-                "validatingwebhookconfiguration",
-                name,
-                "-o",
-                r#"jsonpath={.webhooks[?(@.name=="customquotas.validate.bulkhead.dev")].rules[*].resources}"#,
-            ]);
+            let rules = hook_rules(&cluster, name, "[*].resources");
             rules.contains("services").then_some(()).ok_or(rules)
         })
         .await;

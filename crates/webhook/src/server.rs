@@ -81,29 +81,10 @@ async fn handle(
         )
             .into_response();
     }
-    // The server limits the time a body may take to arrive (and its size, as here).
-    let bytes = match bulkhead_tls::read_body(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(message) => return bad_request(message),
+    let (api_version, request) = match receive(&state, body).await {
+        Ok(received) => received,
+        Err(response) => return response,
     };
-    let (api_version, request) = match decode(&bytes) {
-        Ok(decoded) => decoded,
-        Err(message) => return bad_request(message),
-    };
-    // A decision on a cache still loading (a process just started) would count namespaces, hosts and
-    // tenants it has not seen yet: wait for it a little, then fail the call so the API server applies
-    // the failure policy, never an answer.
-    if !state.cache.is_synced()
-        && tokio::time::timeout(SYNC_WAIT, state.cache.wait_synced())
-            .await
-            .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"message": "Bulkhead's cache is still loading; retry shortly"})),
-        )
-            .into_response();
-    }
     let config = state.cache.configuration();
     let namespace = request.namespace.as_deref().filter(|n| !n.is_empty());
     let read = match namespace {
@@ -203,25 +184,10 @@ async fn handle(
 /// checks.
 async fn custom_quotas(state: &AppState, body: Body, started: Instant) -> Response {
     const CHECK: &str = "customquotas";
-    let bytes = match bulkhead_tls::read_body(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(message) => return bad_request(message),
+    let (api_version, request) = match receive(state, body).await {
+        Ok(received) => received,
+        Err(response) => return response,
     };
-    let (api_version, request) = match decode(&bytes) {
-        Ok(decoded) => decoded,
-        Err(message) => return bad_request(message),
-    };
-    if !state.cache.is_synced()
-        && tokio::time::timeout(SYNC_WAIT, state.cache.wait_synced())
-            .await
-            .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"message": "Bulkhead's cache is still loading; retry shortly"})),
-        )
-            .into_response();
-    }
     let verdict = match crate::custom_quota::decide(
         &state.cache,
         state.client.as_ref(),
@@ -257,4 +223,36 @@ async fn custom_quotas(state: &AppState, body: Body, started: Instant) -> Respon
         .with_label_values(&[CHECK])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// Reads and decodes a review, and waits a little for a cache still loading: the common start of
+/// every route. `Err` is the response to send instead.
+async fn receive(
+    state: &AppState,
+    body: Body,
+) -> Result<(String, crate::review::AdmissionRequest), Response> {
+    // The server limits the time a body may take to arrive (and its size, as here).
+    let bytes = match bulkhead_tls::read_body(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(message) => return Err(bad_request(message)),
+    };
+    let (api_version, request) = match decode(&bytes) {
+        Ok(decoded) => decoded,
+        Err(message) => return Err(bad_request(message)),
+    };
+    // A decision on a cache still loading (a process just started) would count namespaces, hosts and
+    // tenants it has not seen yet: wait for it a little, then fail the call so the API server applies
+    // the failure policy, never an answer.
+    if !state.cache.is_synced()
+        && tokio::time::timeout(SYNC_WAIT, state.cache.wait_synced())
+            .await
+            .is_err()
+    {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"message": "Bulkhead's cache is still loading; retry shortly"})),
+        )
+            .into_response());
+    }
+    Ok((api_version, request))
 }

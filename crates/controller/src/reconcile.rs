@@ -89,8 +89,8 @@ pub enum Error {
 pub struct Context {
     /// Records Events on Tenants (identical ones are folded into one with a count).
     pub recorder: Recorder,
-    /// Consecutive failures per tenant, for backoff.
-    pub failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failed attempts per tenant, and when the next one is due, for backoff.
+    pub failures: Mutex<HashMap<String, (u32, std::time::Instant)>>,
     /// A client with Bulkhead's own credentials.
     pub client: Client,
     /// The shared cache.
@@ -1063,15 +1063,27 @@ async fn update_status(
 /// Other tenants are not held up: each is scheduled on its own.
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = tenant.name_any();
-    let attempts = {
+    // A failure counts as a new attempt only once the retry it waited for is due: a burst of changes
+    // to the tenant's objects (its namespaces appearing one by one) runs several reconciles that fail
+    // for the same reason within a second, and must not take the backoff to minutes for it.
+    let (attempts, delay) = {
+        let now = std::time::Instant::now();
         let mut failures = ctx.failures.lock();
-        let n = failures.entry(name.clone()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
+        next_attempt(failures.entry(name.clone()).or_insert((0, now)), now)
     };
-    let delay = backoff(attempts);
     warn!(tenant = %name, %error, attempts, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// Records a failure in `(attempts, due)` at `now`: a new attempt (and a longer backoff) only when the
+/// retry was due; the attempts and the time left until the retry.
+pub fn next_attempt(entry: &mut (u32, std::time::Instant), now: std::time::Instant) -> (u32, Duration) {
+    let (n, due) = entry;
+    if now >= *due {
+        *n = n.saturating_add(1);
+        *due = now + backoff(*n);
+    }
+    (*n, due.saturating_duration_since(now))
 }
 
 /// 1 s, 2 s, 4 s, ... at most 5 minutes.
@@ -1088,6 +1100,27 @@ pub fn managed_selector() -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_within_a_backoff_are_one_attempt() {
+        let start = std::time::Instant::now();
+        let mut entry = (0, start);
+        assert_eq!(next_attempt(&mut entry, start), (1, Duration::from_secs(1)));
+        // Eight more failures within the same second (a burst of events): still the first attempt,
+        // retried when it was due.
+        for ms in 1..9 {
+            let (n, left) = next_attempt(&mut entry, start + Duration::from_millis(ms * 100));
+            assert_eq!(n, 1);
+            assert_eq!(left, Duration::from_millis(1000 - ms * 100));
+        }
+        // The retry fails: the second attempt waits 2 s, the third 4 s.
+        let at = start + Duration::from_secs(1);
+        assert_eq!(next_attempt(&mut entry, at), (2, Duration::from_secs(2)));
+        assert_eq!(
+            next_attempt(&mut entry, at + Duration::from_secs(2)),
+            (3, Duration::from_secs(4))
+        );
+    }
 
     #[test]
     fn containment_ignores_what_the_server_adds() {

@@ -201,21 +201,19 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
 
 def test_custom_quotas_read_only_the_kinds_granted_for_counting():
     objects = render()
-    aggregated = by_name(objects, "ClusterRole", "bulkhead-quota-sources")
-    selector = aggregated["aggregationRule"]["clusterRoleSelectors"]
-    assert selector == [{"matchLabels": {"bulkhead.dev/aggregate-to-quota-sources": "true"}}]
-    assert "rules" not in aggregated, "the aggregation controller owns them (a Helm upgrade conflicts)"
-    default = by_name(objects, "ClusterRole", "bulkhead-quota-sources-default")
-    assert default["metadata"]["labels"]["bulkhead.dev/aggregate-to-quota-sources"] == "true"
-    for rule in default["rules"]:
+    role = by_name(objects, "ClusterRole", "bulkhead-quota-sources")
+    # Not aggregated: the aggregation controller would re-create it during an uninstall.
+    assert "aggregationRule" not in role
+    assert role["rules"]
+    for rule in role["rules"]:
         assert sorted(rule["verbs"]) == ["get", "list", "watch"]
         assert "secrets" not in rule["resources"] and "*" not in rule["resources"]
     binding = by_name(objects, "ClusterRoleBinding", "bulkhead-quota-sources")
     assert binding["roleRef"]["name"] == "bulkhead-quota-sources"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]
-    # None granted: a role with no rules, and quotas over any kind report Forbidden until granted.
+    # None granted: a role with no rules, and quotas over any kind report forbidden until granted.
     none = render({"customQuotas": {"readableResources": []}})
-    assert by_name(none, "ClusterRole", "bulkhead-quota-sources-default")["rules"] == []
+    assert by_name(none, "ClusterRole", "bulkhead-quota-sources")["rules"] == []
     # The hook ships without rules: the controller keeps them, nothing else owns them.
     (validating,) = of_kind(objects, "ValidatingWebhookConfiguration")
     (hook,) = [w for w in validating["webhooks"] if w["name"] == "customquotas.validate.bulkhead.dev"]
@@ -419,7 +417,7 @@ def test_in_split_mode_only_proxy_pods_may_impersonate_users_and_groups():
     roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
     may_impersonate_people = {
         name for name, role in roles.items()
-        if any("impersonate" in r["verbs"] and {"users", "groups"} & set(r["resources"]) for r in role.get("rules", []))
+        if any("impersonate" in r["verbs"] and {"users", "groups"} & set(r["resources"]) for r in role["rules"])
     }
     assert may_impersonate_people == {"bulkhead-proxy"}
     # Nothing else binds the proxy's ServiceAccount.

@@ -20,6 +20,7 @@ mod owners;
 mod proxy;
 mod realserver;
 mod replication;
+mod resource_pools;
 mod rules;
 mod scale;
 mod scale_all;

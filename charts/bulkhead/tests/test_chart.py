@@ -148,6 +148,9 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         # CustomQuotas: the webhook reserves and the controller counts, both in the status.
         (("bulkhead.dev",), ("customquotas", "globalcustomquotas"), (), ("get", "list", "watch")),
         (("bulkhead.dev",), ("customquotas/status", "globalcustomquotas/status"), (), ("get", "patch", "update")),
+        # ResourcePools: finalizer and release annotation (patch), bound claims of a deleted pool (delete).
+        (("bulkhead.dev",), ("resourcepools", "resourcepoolclaims"), (), ("delete", "get", "list", "patch", "update", "watch")),
+        (("bulkhead.dev",), ("resourcepools/status", "resourcepoolclaims/status"), (), ("get", "patch", "update")),
         (("",), ("serviceaccounts",), (), ("impersonate",)),
         (("",), ("configmaps", "secrets", "serviceaccounts"), (), ("create", "delete", "get", "list", "patch", "update", "watch")),
         (("",), ("namespaces",), (), ("create", "get", "list", "patch", "watch")),
@@ -199,6 +202,25 @@ def test_rbac_is_least_privilege_for_what_bulkhead_does():
         assert "*" not in r["verbs"] + r["resources"] + r["apiGroups"]
 
 
+def test_tenant_admins_manage_resource_pool_claims_through_the_builtin_roles():
+    objects = render()
+    edit = by_name(objects, "ClusterRole", "bulkhead-resourcepoolclaims-edit")
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert [r["resources"] for r in edit["rules"]] == [["resourcepoolclaims"]]
+    assert "create" in edit["rules"][0]["verbs"]
+    view = by_name(objects, "ClusterRole", "bulkhead-resourcepoolclaims-view")
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert sorted(view["rules"][0]["verbs"]) == ["get", "list", "watch"]
+    # Nothing aggregates pools themselves: they are the administrators'.
+    for role in of_kind(objects, "ClusterRole"):
+        for rule in role.get("rules") or []:
+            if any(lbl.startswith("rbac.authorization.k8s.io/aggregate-to") for lbl in role["metadata"]["labels"]):
+                assert "resourcepools" not in rule["resources"]
+    off = render({"resourcePools": {"claimsInBuiltinRoles": False}})
+    assert not [r for r in of_kind(off, "ClusterRole") if "resourcepoolclaims" in r["metadata"]["name"]]
+
+
 def test_custom_quotas_read_only_the_kinds_granted_for_counting():
     objects = render()
     role = by_name(objects, "ClusterRole", "bulkhead-quota-sources")
@@ -239,6 +261,10 @@ def test_webhook_configurations_come_from_the_generated_file_and_point_at_the_se
             want = "Ignore" if hook["name"] == "tenants.validate.bulkhead.dev" else "Fail"
             assert hook["failurePolicy"] == want and hook["timeoutSeconds"] <= 5
             for condition in hook.get("matchConditions", []):
+                if hook["name"] == "resourcepools.validate.bulkhead.dev":
+                    # Every caller but Bulkhead's and kube-system's service accounts (in this release's namespace).
+                    assert f"'system:serviceaccount:{NAMESPACE}:'" in condition["expression"], condition
+                    continue
                 assert condition["expression"].endswith("g in ['tenants', 'it\\'s'])"), condition
     # The admission policies the API server enforces itself, named after the configuration and bound.
     policies = {p["metadata"]["name"] for p in of_kind(objects, "ValidatingAdmissionPolicy")}
@@ -318,14 +344,14 @@ def test_the_chart_ships_every_generated_crd():
     crds = helm.Chart.load(CHART).crds
     names = sorted(pathlib.Path(c["name"]).name for c in crds)
     assert names == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert len(names) == 8
+    assert len(names) == 10
     kinds = set()
     for c in crds:
         doc = yaml.safe_load((CHART / c["name"]).read_text())
         assert doc["kind"] == "CustomResourceDefinition"
         assert doc["spec"]["group"] == "bulkhead.dev"
         kinds.add(doc["spec"]["names"]["kind"])
-    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner", "CustomQuota", "GlobalCustomQuota"}
+    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner", "CustomQuota", "GlobalCustomQuota", "ResourcePool", "ResourcePoolClaim"}
 
 
 @pytest.mark.parametrize("mode", ["combined", "split"])

@@ -7,8 +7,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    BulkheadConfiguration, CustomQuota, GlobalCustomQuota, GlobalTenantResource, ProxySetting, Tenant,
-    TenantOwner, TenantResource,
+    BulkheadConfiguration, CustomQuota, GlobalCustomQuota, GlobalTenantResource, ProxySetting, ResourcePool,
+    ResourcePoolClaim, Tenant, TenantOwner, TenantResource,
 };
 
 /// The `format`s kube-apiserver recognizes in CRD schemas (k8s.io/kube-openapi's validate formats).
@@ -59,6 +59,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         TenantOwner::crd(),
         CustomQuota::crd(),
         GlobalCustomQuota::crd(),
+        ResourcePool::crd(),
+        ResourcePoolClaim::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
@@ -286,6 +288,8 @@ mod tests {
                 ("bulkhead.dev_tenantowners.yaml", "Cluster"),
                 ("bulkhead.dev_customquotas.yaml", "Namespaced"),
                 ("bulkhead.dev_globalcustomquotas.yaml", "Cluster"),
+                ("bulkhead.dev_resourcepools.yaml", "Cluster"),
+                ("bulkhead.dev_resourcepoolclaims.yaml", "Namespaced"),
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );

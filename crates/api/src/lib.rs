@@ -14,6 +14,7 @@ pub mod namespace_rules;
 pub mod owner;
 pub mod proxy_setting;
 pub mod replication;
+pub mod resource_pool;
 pub mod rules;
 mod schema;
 pub mod tenant;
@@ -25,6 +26,7 @@ pub use custom_quota::{CustomQuota, CustomQuotaSpec, GlobalCustomQuota, GlobalCu
 pub use owner::{OwnerKind, OwnerSpec, ProxyKind, ProxyOperation, ProxySettings, Subject};
 pub use proxy_setting::{ProxySetting, ProxySettingSpec};
 pub use replication::{GlobalTenantResource, GlobalTenantResourceSpec, TenantResource, TenantResourceSpec};
+pub use resource_pool::{ResourcePool, ResourcePoolClaim, ResourcePoolClaimSpec, ResourcePoolSpec};
 pub use tenant::{Tenant, TenantSpec, TenantState, TenantStatus};
 pub use tenant_owner::{TenantOwner, TenantOwnerSpec};
 

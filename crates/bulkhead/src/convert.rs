@@ -25,7 +25,7 @@ pub struct Converted {
 
 const CAPSULE_GROUP: &str = "capsule.clastix.io";
 /// Kinds whose fields Bulkhead reads with Capsule's names: only the apiVersion changes.
-const SAME_FIELDS: [&str; 7] = [
+const SAME_FIELDS: [&str; 9] = [
     "Tenant",
     "TenantResource",
     "GlobalTenantResource",
@@ -33,6 +33,8 @@ const SAME_FIELDS: [&str; 7] = [
     "TenantOwner",
     "CustomQuota",
     "GlobalCustomQuota",
+    "ResourcePool",
+    "ResourcePoolClaim",
 ];
 /// CapsuleConfiguration fields with the same name and meaning in BulkheadConfiguration.
 const CONFIGURATION_FIELDS: [&str; 8] = [
@@ -459,12 +461,12 @@ metadata: {name: untouched}
 
     #[test]
     fn kinds_bulkhead_lacks_and_fields_it_refuses_are_reported_not_hidden() {
-        let text = "apiVersion: capsule.clastix.io/v1beta2\nkind: ResourcePool\nmetadata: {name: pool}\nspec: {}\n---\napiVersion: capsule.clastix.io/v1beta2\nkind: Tenant\nmetadata: {name: solar}\nspec:\n  owners: [{kind: User, name: alice}]\n  somethingNew: true\n";
+        let text = "apiVersion: capsule.clastix.io/v1beta2\nkind: GlobalProxySettings\nmetadata: {name: pool}\nspec: {}\n---\napiVersion: capsule.clastix.io/v1beta2\nkind: Tenant\nmetadata: {name: solar}\nspec:\n  owners: [{kind: User, name: alice}]\n  somethingNew: true\n";
         let out = convert(text, &bulkhead_api::crds::all());
         assert!(out.refused);
         assert!(
             out.text
-                .starts_with("apiVersion: capsule.clastix.io/v1beta2\nkind: ResourcePool")
+                .starts_with("apiVersion: capsule.clastix.io/v1beta2\nkind: GlobalProxySettings")
         );
         assert!(
             out.text
@@ -472,7 +474,9 @@ metadata: {name: untouched}
         );
         let notes = out.notes.join("\n");
         assert!(
-            notes.contains("#1 ResourcePool pool: not converted: Bulkhead has no ResourcePool yet"),
+            notes.contains(
+                "#1 GlobalProxySettings pool: not converted: Bulkhead has no GlobalProxySettings yet"
+            ),
             "{notes}"
         );
         assert!(

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use bulkhead_api::custom_quota::{CustomQuota, GlobalCustomQuota};
 use bulkhead_api::gateway::{DeviceClass, GRPCRoute, GatewayClass, HTTPRoute, TLSRoute};
+use bulkhead_api::resource_pool::{ResourcePool, ResourcePoolClaim};
 use bulkhead_api::{
     BulkheadConfiguration, GlobalTenantResource, ProxySetting, Tenant, TenantOwner, TenantResource, labels,
 };
@@ -86,6 +87,8 @@ struct Inner {
     priority_levels: KindCache<PriorityLevelConfiguration, NoIndex>,
     custom_quotas: KindCache<CustomQuota, NoIndex>,
     global_custom_quotas: KindCache<GlobalCustomQuota, NoIndex>,
+    resource_pools: KindCache<ResourcePool, NoIndex>,
+    resource_pool_claims: KindCache<ResourcePoolClaim, NoIndex>,
     quota_sources: crate::quota_sources::QuotaSources,
     replication_account: parking_lot::RwLock<String>,
     /// The Gateway API route kinds whose watches have started.
@@ -253,6 +256,8 @@ impl Cache {
                 priority_levels: KindCache::new("PriorityLevelConfiguration"),
                 custom_quotas: KindCache::new("CustomQuota"),
                 global_custom_quotas: KindCache::new("GlobalCustomQuota"),
+                resource_pools: KindCache::new("ResourcePool"),
+                resource_pool_claims: KindCache::new("ResourcePoolClaim"),
                 quota_sources: Default::default(),
                 replication_account: parking_lot::RwLock::new("default".to_owned()),
                 gateway_started: parking_lot::Mutex::new(GatewayRoutes::default()),
@@ -288,6 +293,8 @@ impl Cache {
                 "GlobalTenantResource",
                 "FlowSchema",
                 "PriorityLevelConfiguration",
+                "ResourcePool",
+                "ResourcePoolClaim",
             ]);
         }
         if needs.owned_objects || needs.admission {
@@ -421,6 +428,14 @@ impl Cache {
             inner
                 .priority_levels
                 .spawn_watch(kube::Api::all(client.clone()), managed, shutdown.clone());
+            inner
+                .resource_pools
+                .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+            inner.resource_pool_claims.spawn_watch(
+                kube::Api::all(client.clone()),
+                all.clone(),
+                shutdown.clone(),
+            );
         }
         // The webhook reads TenantResources too (who may change a copy): a webhook-only process (the
         // chart's split mode) must watch them, or it waits for them forever and is never ready.
@@ -452,6 +467,16 @@ impl Cache {
     /// GlobalCustomQuotas.
     pub fn global_custom_quotas(&self) -> &KindCache<GlobalCustomQuota, NoIndex> {
         &self.inner.global_custom_quotas
+    }
+
+    /// ResourcePools.
+    pub fn resource_pools(&self) -> &KindCache<ResourcePool, NoIndex> {
+        &self.inner.resource_pools
+    }
+
+    /// ResourcePoolClaims.
+    pub fn resource_pool_claims(&self) -> &KindCache<ResourcePoolClaim, NoIndex> {
+        &self.inner.resource_pool_claims
     }
 
     /// The objects of the kinds CustomQuotas count (the controller starts their watches).
@@ -759,6 +784,8 @@ impl Cache {
             inner.device_classes.status(),
             inner.custom_quotas.status(),
             inner.global_custom_quotas.status(),
+            inner.resource_pools.status(),
+            inner.resource_pool_claims.status(),
         ]
         .into_iter()
         .filter(|s| started.contains(&s.kind))
@@ -806,6 +833,8 @@ impl Cache {
             inner.global_tenant_resources.wait_synced().await;
             inner.flow_schemas.wait_synced().await;
             inner.priority_levels.wait_synced().await;
+            inner.resource_pools.wait_synced().await;
+            inner.resource_pool_claims.wait_synced().await;
         }
         if started.contains(&"TenantResource") {
             inner.tenant_resources.wait_synced().await;

@@ -150,14 +150,25 @@ fn quotas(ctx: &Context) -> Vec<Read> {
 }
 
 fn condition(ok: bool, reason: &str, message: String, previous: &[Condition]) -> Condition {
+    condition_of("Ready", ok, reason, message, previous)
+}
+
+/// A condition of `type_`, keeping the transition time of the previous one of the same status.
+pub(crate) fn condition_of(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    previous: &[Condition],
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     let since = previous
         .iter()
-        .find(|c| c.type_ == "Ready" && c.status == status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
     Condition {
-        type_: "Ready".to_owned(),
+        type_: type_.to_owned(),
         status: status.to_owned(),
         reason: reason.to_owned(),
         message,

@@ -7,6 +7,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod replication;
+pub mod resource_pool;
 pub mod settled;
 pub mod webhook_tls;
 
@@ -109,12 +110,14 @@ pub async fn run(
             config.webhook_configuration.clone(),
             lost.clone(),
         ));
+        let pools = tokio::spawn(resource_pool::keep(ctx.clone(), lost.clone()));
         lead(ctx.clone(), lost.clone()).await;
         if let Some(tls) = tls {
             tls.abort();
         }
         let _ = replicating.await;
         let _ = quotas.await;
+        let _ = pools.await;
         watch_lost.abort();
         if shutdown.is_cancelled() {
             break;

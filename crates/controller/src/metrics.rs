@@ -27,6 +27,11 @@ pub struct ControllerMetrics {
     /// `bulkhead_replication_items{kind,namespace,name,state}`: a replicating resource's items by
     /// state (`applied`, `failed`).
     pub replication_items: IntGaugeVec,
+    /// `bulkhead_resource_pool{pool,resource,value}`: a ResourcePool's hard, claimed and available.
+    pub resource_pool: GaugeVec,
+    /// `bulkhead_resource_pool_claim{namespace,name,pool,condition}`: 1 when a claim is `Bound` or
+    /// `InUse`, else 0.
+    pub resource_pool_claim: IntGaugeVec,
     /// CustomQuota and GlobalCustomQuota usage, limit and availability, by quota.
     pub custom_quota: GaugeVec,
     /// Each counted object's usage, for quotas with `emitMetricPerClaimUsage`.
@@ -95,6 +100,20 @@ impl ControllerMetrics {
                 ),
                 &["kind", "namespace", "name", "state"],
             )?,
+            resource_pool: GaugeVec::new(
+                Opts::new(
+                    "bulkhead_resource_pool",
+                    "A ResourcePool's hard, claimed (bound claims, defaults and use beyond them) and available, per resource.",
+                ),
+                &["pool", "resource", "value"],
+            )?,
+            resource_pool_claim: IntGaugeVec::new(
+                Opts::new(
+                    "bulkhead_resource_pool_claim",
+                    "Whether a ResourcePoolClaim is Bound, and InUse (1) or not (0).",
+                ),
+                &["namespace", "name", "pool", "condition"],
+            )?,
             custom_quota: GaugeVec::new(
                 Opts::new(
                     "bulkhead_custom_quota",
@@ -117,6 +136,8 @@ impl ControllerMetrics {
                 ],
             )?,
         };
+        registry.register(Box::new(m.resource_pool.clone()))?;
+        registry.register(Box::new(m.resource_pool_claim.clone()))?;
         registry.register(Box::new(m.custom_quota.clone()))?;
         registry.register(Box::new(m.custom_quota_item.clone()))?;
         registry.register(Box::new(m.replication_reconciles.clone()))?;

@@ -488,7 +488,7 @@ impl Quota {
             None => self
                 .namespace_selectors
                 .iter()
-                .any(|s| selector::matches(s, labels)),
+                .any(|s| selector::matches_namespace(s, labels)),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod owners;
 pub mod proxy;
 pub mod quota;
 pub mod replication;
+pub mod resource_pool;
 pub mod selector;
 pub mod template;
 pub mod webhooks;

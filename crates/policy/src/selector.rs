@@ -28,6 +28,22 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
     labels_ok && expressions_ok
 }
 
+/// Whether a namespace selector of a pool or quota selects a namespace with `labels`. A tenant
+/// namespace (`bulkhead.dev/tenant: <t>`) is seen with Capsule's tenant label too
+/// (`capsule.clastix.io/tenant: <t>`, unless it has its own), so that selectors migrated from Capsule
+/// manifests select the namespaces they selected there.
+pub fn matches_namespace(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    use bulkhead_api::labels::{CAPSULE_TENANT, TENANT};
+    match labels.get(TENANT) {
+        Some(tenant) if !labels.contains_key(CAPSULE_TENANT) => {
+            let mut aliased = labels.clone();
+            aliased.insert(CAPSULE_TENANT.to_owned(), tenant.clone());
+            matches(selector, &aliased)
+        }
+        _ => matches(selector, labels),
+    }
+}
+
 /// A label selector in the API's `labelSelector` query form (`app=web,tier in (a,b),!x`).
 pub fn to_query(s: &LabelSelector) -> String {
     let mut parts: Vec<String> = s
@@ -99,6 +115,26 @@ pub fn matches_query(query: &str, labels: &BTreeMap<String, String>) -> bool {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn capsule_tenant_selectors_select_bulkhead_tenant_namespaces() {
+        let by_capsule = LabelSelector {
+            match_labels: Some([("capsule.clastix.io/tenant".to_owned(), "solar".to_owned())].into()),
+            match_expressions: None,
+        };
+        let ours: BTreeMap<String, String> = [("bulkhead.dev/tenant".to_owned(), "solar".to_owned())].into();
+        assert!(matches_namespace(&by_capsule, &ours));
+        assert!(!matches(&by_capsule, &ours));
+        // A namespace's own Capsule label wins over the alias.
+        let mut both = ours.clone();
+        both.insert("capsule.clastix.io/tenant".into(), "wind".into());
+        assert!(!matches_namespace(&by_capsule, &both));
+        let untenanted = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![req("capsule.clastix.io/tenant", "DoesNotExist", &[])]),
+        };
+        assert!(!matches_namespace(&untenanted, &ours));
+    }
 
     fn req(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
         LabelSelectorRequirement {

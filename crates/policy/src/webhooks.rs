@@ -111,12 +111,17 @@ fn tenant_namespaces() -> LabelSelector {
     }
 }
 
+/// A CEL string literal of `s`.
+fn cel_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 /// The CEL condition passing only requests from possible tenant users: members of `user_groups`, and
 /// service accounts except those of kube-system and of Bulkhead's own namespaces (`exempt_namespaces`).
 /// Those are never tenant namespaces, and kube-system's controllers (the namespace controller deletes
 /// and finalizes namespaces) must keep working while Bulkhead is down.
 pub fn tenant_users_condition(user_groups: &[String], exempt_namespaces: &[String]) -> MatchCondition {
-    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let quote = cel_string;
     let groups: Vec<String> = user_groups.iter().map(|g| quote(g)).collect();
     let mut exempt: Vec<String> = vec![quote("system:serviceaccount:kube-system:")];
     for ns in exempt_namespaces
@@ -386,8 +391,51 @@ fn validating_hooks() -> Vec<Hook> {
             tenant_users_only: false,
             object_selector: None,
         },
+        // Claims in use cannot be changed, released or deleted; pools cannot shrink below their
+        // claims. Pools select any namespace, so every namespace is asked, by every caller but
+        // Bulkhead and kube-system's controllers ([`not_system_condition`]).
+        Hook {
+            check: RESOURCE_POOLS,
+            name: None,
+            rules: vec![
+                rule(
+                    &[bulkhead_api::GROUP],
+                    &[bulkhead_api::VERSION],
+                    &["resourcepoolclaims"],
+                    CUD,
+                    "Namespaced",
+                ),
+                rule(
+                    &[bulkhead_api::GROUP],
+                    &[bulkhead_api::VERSION],
+                    &["resourcepools"],
+                    &["UPDATE"],
+                    "Cluster",
+                ),
+            ],
+            tenant_namespaces_only: false,
+            tenant_users_only: false,
+            object_selector: None,
+        },
     ]);
     hooks
+}
+
+/// The check (and path) of the hook that guards ResourcePools and their claims.
+pub const RESOURCE_POOLS: &str = "resourcepools";
+
+/// The CEL condition passing every caller but the service accounts of kube-system and of Bulkhead's
+/// own namespace (`own_namespace`).
+fn not_system_condition(own_namespace: &str) -> MatchCondition {
+    let quote = cel_string;
+    MatchCondition {
+        name: "not-system".to_owned(),
+        expression: format!(
+            "!request.userInfo.username.startsWith({}) && !request.userInfo.username.startsWith({})",
+            quote("system:serviceaccount:kube-system:"),
+            quote(&format!("system:serviceaccount:{own_namespace}:"))
+        ),
+    }
 }
 
 /// The check (and path) of the hook that admits the kinds CustomQuotas count.
@@ -504,8 +552,11 @@ pub fn configurations(
             validating_hooks()
                 .into_iter()
                 .map(|hook| {
-                    let (hook_name, client_config, mut namespace_selector, match_conditions) =
+                    let (hook_name, client_config, mut namespace_selector, mut match_conditions) =
                         common(&hook, "validate");
+                    if hook.check == RESOURCE_POOLS {
+                        match_conditions = Some(vec![not_system_condition(own_namespace)]);
+                    }
                     let failure_policy = Some(hook.failure_policy().to_owned());
                     if hook.check == CUSTOM_QUOTAS {
                         namespace_selector = Some(custom_quota_namespaces(own_namespace));
@@ -739,6 +790,7 @@ mod tests {
                 && !w.name.starts_with("nodes.")
                 && !w.name.starts_with("tenants.")
                 && w.name != CUSTOM_QUOTAS_HOOK
+                && w.name != "resourcepools.validate.bulkhead.dev"
         }) {
             assert_eq!(
                 hook.namespace_selector,
@@ -769,6 +821,15 @@ mod tests {
                 .values
                 .as_deref(),
             Some(&["kube-system".to_owned(), "bulkhead-system".to_owned()][..])
+        );
+        let pools = validating
+            .iter()
+            .find(|w| w.name == "resourcepools.validate.bulkhead.dev")
+            .unwrap();
+        assert!(pools.namespace_selector.is_none(), "pools select any namespace");
+        assert_eq!(
+            pools.match_conditions.as_ref().unwrap()[0].expression,
+            "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:') && !request.userInfo.username.startsWith('system:serviceaccount:bulkhead-system:')"
         );
         let rules = custom_quota_rules(&[
             ("".into(), "v1".into(), "pods".into()),

@@ -312,8 +312,8 @@ impl Store {
                 Some(_) => {}
             }
         }
-        if is_core(rt, "pods") {
-            self.check_pod_quota(namespace, &name)?;
+        if !namespace.is_empty() {
+            self.check_quota(&rt.group_resource(), namespace, &name)?;
         }
         let rv = self.next_rv();
         // The uid given before validating admission (see `admission`), as the API server's
@@ -354,7 +354,7 @@ impl Store {
             .insert((namespace.to_owned(), name), object.clone());
         self.count_write("create", &gr);
         self.record(&gr, namespace, EventType::Added, object.clone(), None, rv);
-        if is_core(rt, "pods") || is_core(rt, "resourcequotas") {
+        if !namespace.is_empty() {
             self.refresh_quota_status(namespace);
         }
         Ok(object)
@@ -554,7 +554,7 @@ impl Store {
         if gr.group.is_empty() && gr.resource == "namespaces" {
             return;
         }
-        if gr.group.is_empty() && gr.resource == "pods" {
+        if !namespace.is_empty() {
             self.refresh_quota_status(namespace);
         }
         if !namespace.is_empty() {
@@ -562,13 +562,14 @@ impl Store {
         }
     }
 
-    /// Pods that count against quota: not Succeeded or Failed.
-    fn counted_pods(&self, namespace: &str) -> i64 {
-        let gr = GroupResource {
-            group: String::new(),
-            resource: "pods".into(),
-        };
-        self.list(&gr, Some(namespace))
+    /// The objects of `gr` in `namespace` that count against quota (pods: those not Succeeded or
+    /// Failed).
+    fn counted(&self, gr: &GroupResource, namespace: &str) -> i64 {
+        let objects = self.list(gr, Some(namespace));
+        if !(gr.group.is_empty() && gr.resource == "pods") {
+            return objects.len() as i64;
+        }
+        objects
             .iter()
             .filter(|p| {
                 !matches!(
@@ -579,31 +580,40 @@ impl Store {
             .count() as i64
     }
 
-    /// Quota admission for pod counts: a pod that would take a namespace over any quota's `pods` (or
-    /// `count/pods`) limit is refused, as the API server's quota admission refuses it. Checked under the
-    /// store lock, so concurrent creations cannot both take the last slot. Other resources are not
-    /// accounted.
-    fn check_pod_quota(&self, namespace: &str, name: &str) -> ApiResult<()> {
-        let used = self.counted_pods(namespace);
-        let gr = GroupResource {
+    /// Quota admission for object counts: an object that would take a namespace over any quota's
+    /// `count/<resource>[.<group>]` limit (or, for the core kinds that have one, `pods`, `secrets`,
+    /// `configmaps`, ...) is refused, as the API server's quota admission refuses it. Checked under the
+    /// store lock, so concurrent creations cannot both take the last slot. Compute resources
+    /// (`requests.cpu`) are not accounted.
+    fn check_quota(&self, gr: &GroupResource, namespace: &str, name: &str) -> ApiResult<()> {
+        let quotas = GroupResource {
             group: String::new(),
             resource: "resourcequotas".into(),
         };
-        for quota in self.list(&gr, Some(namespace)) {
-            for key in ["pods", "count/pods"] {
-                let Some(limit) = quota
-                    .pointer(&format!("/spec/hard/{}", key.replace('/', "~1")))
-                    .and_then(quantity_count)
-                else {
+        for quota in self.list(&quotas, Some(namespace)) {
+            let Some(hard) = quota.pointer("/spec/hard").and_then(Value::as_object) else {
+                continue;
+            };
+            for (key, limit) in hard {
+                if counted_by(key).as_ref() != Some(gr) {
+                    continue;
+                }
+                let Some(limit) = quantity_count(limit) else {
                     continue;
                 };
+                let used = self.counted(gr, namespace);
                 if used + 1 > limit {
                     let quota_name = quota
                         .pointer("/metadata/name")
                         .and_then(Value::as_str)
                         .unwrap_or("");
+                    let what = if gr.group.is_empty() {
+                        gr.resource.clone()
+                    } else {
+                        format!("{}.{}", gr.resource, gr.group)
+                    };
                     return Err(ApiError::forbidden(format!(
-                        "pods \"{name}\" is forbidden: exceeded quota: {quota_name}, requested: {key}=1, used: {key}={used}, limited: {key}={limit}"
+                        "{what} \"{name}\" is forbidden: exceeded quota: {quota_name}, requested: {key}=1, used: {key}={used}, limited: {key}={limit}"
                     )));
                 }
             }
@@ -611,21 +621,20 @@ impl Store {
         Ok(())
     }
 
-    /// What the quota controller does: each quota's status says its hard limits and the pods used.
-    /// These writes are the cluster's own, not a client's, so they are not counted in `writes`.
+    /// What the quota controller does: each quota's status says its hard limits and the objects
+    /// counted ("0" for what is not accounted). These writes are the cluster's own, not a client's,
+    /// so they are not counted in `writes`.
     fn refresh_quota_status(&mut self, namespace: &str) {
         let gr = GroupResource {
             group: String::new(),
             resource: "resourcequotas".into(),
         };
-        let used = self.counted_pods(namespace);
         for quota in self.list(&gr, Some(namespace)) {
             let hard = quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({}));
             let mut used_map = serde_json::Map::new();
-            for key in ["pods", "count/pods"] {
-                if hard.get(key).is_some() {
-                    used_map.insert(key.to_owned(), json!(used.to_string()));
-                }
+            for key in hard.as_object().into_iter().flatten().map(|(k, _)| k) {
+                let used = counted_by(key).map_or(0, |counted| self.counted(&counted, namespace));
+                used_map.insert(key.to_owned(), json!(used.to_string()));
             }
             let status = json!({"hard": hard, "used": used_map});
             if quota.get("status") == Some(&status) {
@@ -790,7 +799,32 @@ fn is_core(rt: &ResourceType, plural: &str) -> bool {
     rt.group.is_empty() && rt.plural == plural
 }
 
-/// A whole-number quantity (`5`, `"5"`); pod counts are whole.
+/// The resource a quota key counts, if it is an object count: `count/<resource>[.<group>]`, or a core
+/// kind's own name (`pods`, `secrets`, ...).
+fn counted_by(key: &str) -> Option<GroupResource> {
+    const LEGACY: &[&str] = &[
+        "pods",
+        "services",
+        "secrets",
+        "configmaps",
+        "persistentvolumeclaims",
+        "replicationcontrollers",
+        "resourcequotas",
+    ];
+    if let Some(rest) = key.strip_prefix("count/") {
+        let (resource, group) = rest.split_once('.').unwrap_or((rest, ""));
+        return Some(GroupResource {
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+        });
+    }
+    LEGACY.contains(&key).then(|| GroupResource {
+        group: String::new(),
+        resource: key.to_owned(),
+    })
+}
+
+/// A whole-number quantity (`5`, `"5"`); object counts are whole.
 fn quantity_count(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),

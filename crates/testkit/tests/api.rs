@@ -679,6 +679,48 @@ async fn crds_must_be_structural_are_served_once_created_and_take_their_objects_
 }
 
 #[tokio::test]
+async fn object_count_quotas_cover_any_resource() {
+    let server = server().await;
+    let client = admin(&server).await;
+    ns(&client, "a").await;
+    let quota = serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"}, "spec": {"hard": {"count/secrets": "1", "configmaps": "0", "requests.cpu": "1"}}})).unwrap();
+    let post = |path: &'static str, body: Vec<u8>| {
+        let client = client.clone();
+        async move { raw(&client, "POST", path, "application/json", body).await }
+    };
+    assert_eq!(post("/api/v1/namespaces/a/resourcequotas", quota).await.0, 201);
+    let object = |kind: &str, name: &str| {
+        serde_json::to_vec(&json!({"apiVersion": "v1", "kind": kind, "metadata": {"name": name}})).unwrap()
+    };
+    assert_eq!(
+        post("/api/v1/namespaces/a/secrets", object("Secret", "s1"))
+            .await
+            .0,
+        201
+    );
+    let (code, status) = post("/api/v1/namespaces/a/secrets", object("Secret", "s2")).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "secrets \"s2\" is forbidden: exceeded quota: q, requested: count/secrets=1, used: count/secrets=1, limited: count/secrets=1"
+    );
+    let (code, status) = post("/api/v1/namespaces/a/configmaps", object("ConfigMap", "c1")).await;
+    assert_eq!(code, 403, "{status}");
+    let (_, q) = raw(
+        &client,
+        "GET",
+        "/api/v1/namespaces/a/resourcequotas/q",
+        "application/json",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        q["status"]["used"],
+        json!({"count/secrets": "1", "configmaps": "0", "requests.cpu": "0"})
+    );
+}
+
+#[tokio::test]
 async fn pod_count_quotas_are_admitted_and_reported_as_the_api_server_does() {
     let server = server().await;
     let client = admin(&server).await;

@@ -8,6 +8,7 @@ pub mod custom_quota;
 pub mod decide;
 pub mod events;
 pub mod metrics;
+pub mod resource_pool;
 pub mod review;
 pub mod server;
 pub mod unseen;

@@ -71,6 +71,9 @@ async fn handle(
     if check == "customquotas" && !mutating {
         return custom_quotas(&state, body, started).await;
     }
+    if check == "resourcepools" && !mutating {
+        return resource_pools(&state, body, started).await;
+    }
     let Some(check) = Check::parse(&check) else {
         return (StatusCode::NOT_FOUND, format!("no check named `{check}`")).into_response();
     };
@@ -183,33 +186,49 @@ async fn handle(
 /// The `customquotas` hook: its decision writes reservations, so it runs apart from the synchronous
 /// checks.
 async fn custom_quotas(state: &AppState, body: Body, started: Instant) -> Response {
-    const CHECK: &str = "customquotas";
     let (api_version, request) = match receive(state, body).await {
         Ok(received) => received,
         Err(response) => return response,
     };
-    let verdict = match crate::custom_quota::decide(
-        &state.cache,
-        state.client.as_ref(),
-        &state.ledgers,
-        &request,
-    )
-    .await
-    {
+    let verdict =
+        crate::custom_quota::decide(&state.cache, state.client.as_ref(), &state.ledgers, &request).await;
+    answer(state, "customquotas", &api_version, &request, verdict, started)
+}
+
+/// The `resourcepools` hook: its decision reads a claim's ResourceQuota from the API server.
+async fn resource_pools(state: &AppState, body: Body, started: Instant) -> Response {
+    let (api_version, request) = match receive(state, body).await {
+        Ok(received) => received,
+        Err(response) => return response,
+    };
+    let verdict = crate::resource_pool::decide(&state.cache, state.client.as_ref(), &request).await;
+    answer(state, "resourcepools", &api_version, &request, verdict, started)
+}
+
+/// The response to a review decided by an asynchronous check, counted in the metrics.
+fn answer(
+    state: &AppState,
+    check: &str,
+    api_version: &str,
+    request: &crate::review::AdmissionRequest,
+    verdict: Result<Verdict, String>,
+    started: Instant,
+) -> Response {
+    let verdict = match verdict {
         Ok(v) => v,
         Err(message) => return bad_request(message),
     };
     if let Verdict::Deny(denial) = &verdict {
-        debug!(check = CHECK, user = %request.user_info.username, message = %denial.message, "denied");
+        debug!(check, user = %request.user_info.username, message = %denial.message, "denied");
     }
     let allowed = if verdict.is_allowed() { "true" } else { "false" };
     state
         .metrics
         .requests
-        .with_label_values(&[CHECK, request.operation.as_str(), allowed])
+        .with_label_values(&[check, request.operation.as_str(), allowed])
         .inc();
     let response = axum::Json(encode(
-        &api_version,
+        api_version,
         &request.uid,
         &verdict,
         false,
@@ -220,7 +239,7 @@ async fn custom_quotas(state: &AppState, body: Body, started: Instant) -> Respon
     state
         .metrics
         .duration
-        .with_label_values(&[CHECK])
+        .with_label_values(&[check])
         .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -71,10 +71,18 @@ pub fn managed_object(
     let tenant = meta.labels.as_ref().and_then(|l| l.get(labels::TENANT));
     let verb = past_tense(req.operation);
     let whose = tenant.map(|t| format!(" for tenant `{t}`")).unwrap_or_default();
+    let pool = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(bulkhead_api::resource_pool::POOL_LABEL));
+    let instead = match pool {
+        Some(pool) => format!("claim from ResourcePool `{pool}` with a ResourcePoolClaim instead"),
+        None => "change the Tenant instead".to_owned(),
+    };
     Verdict::deny(
         tenant.map(String::as_str),
         format!(
-            "{kind} `{name}` is managed by Bulkhead{whose} and cannot be {verb} by tenant users; change the Tenant instead"
+            "{kind} `{name}` is managed by Bulkhead{whose} and cannot be {verb} by tenant users; {instead}"
         ),
     )
 }

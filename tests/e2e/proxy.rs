@@ -757,6 +757,51 @@ async fn the_role_binding_reflector_lists_the_namespaces_a_binding_names_the_cal
     let mut expected = set(&w.a_namespaces);
     expected.insert(w.b_namespaces[0].clone());
     sees_exactly(&alice, &["get", "namespaces", "-o", "name"], &expected).await;
+    // Lists across namespaces reach only the namespaces of RoleBindings labelled for reflection
+    // (capsule-proxy's reflection of namespaced items); the API server's RBAC still decides there.
+    for ns in [&w.b_namespaces[0], &unmanaged] {
+        cluster.apply(&format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: marker, namespace: {ns}}}\n"
+        ));
+    }
+    let markers = |k: &Kubectl| {
+        let out = k.run(&[
+            "get",
+            "configmaps",
+            "-A",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}"#,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            text.lines()
+                .filter(|l| l.ends_with("/marker"))
+                .map(str::to_owned)
+                .collect::<BTreeSet<String>>(),
+            err,
+        )
+    };
+    let (_, err) = markers(&dave);
+    assert!(
+        err.contains("forbidden"),
+        "an unlabelled binding reflected a list: {err}"
+    );
+    cluster.kubectl().ok(&[
+        "label",
+        "rolebinding",
+        "dave-reads",
+        "-n",
+        &unmanaged,
+        "reflection.proxy.projectcapsule.dev/enabled=true",
+    ]);
+    eventually(Duration::from_secs(20), || async {
+        let (seen, err) = markers(&dave);
+        (seen == set(&[format!("{unmanaged}/marker")]))
+            .then_some(())
+            .ok_or(format!("{seen:?} {err}"))
+    })
+    .await;
     // The binding gone, so is the namespace.
     cluster
         .kubectl()
@@ -766,5 +811,97 @@ async fn the_role_binding_reflector_lists_the_namespaces_a_binding_names_the_cal
         &["get", "namespaces", "-o", "name"],
         &set(&[w.b_namespaces[0].clone()]),
     )
+    .await;
+}
+
+#[tokio::test]
+async fn global_proxy_settings_let_a_subject_list_the_selected_cluster_objects() {
+    let cluster = Cluster::start().await;
+    let w = world(&cluster).await;
+    // The proxy reads GlobalCustomQuotas with its own rights for the subjects granted: the chart gives
+    // it exactly what `proxy.globalResources` lists.
+    let bulkhead = start_with(
+        &cluster,
+        &[],
+        &[r#"proxy.globalResources=[{"apiGroups":["bulkhead.dev"],"resources":["globalcustomquotas"],"verbs":["get","list","watch"]}]"#],
+    )
+    .await;
+    let team = cluster.unique("green");
+    let (green, other, settings) = (
+        cluster.unique("e2e-gpx-green"),
+        cluster.unique("e2e-gpx-other"),
+        cluster.unique("e2e-gpx"),
+    );
+    for (name, labels) in [(&green, format!("{{team: {team}}}")), (&other, "{}".to_owned())] {
+        cluster.clean_up(&["globalcustomquota", name]);
+        cluster.apply(&format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: GlobalCustomQuota\nmetadata: {{name: {name}, labels: {labels}}}\nspec:\n  limit: 1\n  sources: [{{apiVersion: v1, kind: ConfigMap, op: count}}]\n  namespaceSelectors: [{{matchLabels: {{team: {team}}}}}]\n"
+        ));
+    }
+    let (dave, _) = through_proxy(&cluster, &bulkhead, &w, "dave", "dave");
+    // Without a grant, Dave's own RBAC answers.
+    let err = dave.fails(&["get", "globalcustomquotas"]);
+    assert!(err.contains("forbidden"), "{err}");
+    // Capsule's example (012-globalproxysettings-global-proxy-settings.yaml), for Dave.
+    cluster.clean_up(&["globalproxysettings", &settings]);
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: GlobalProxySettings\nmetadata: {{name: {settings}}}\nspec:\n  rules:\n  - subjects:\n    - {{kind: ServiceAccount, name: 'system:serviceaccount:{}:dave'}}\n    clusterResources:\n    - apiGroups: [bulkhead.dev]\n      resources: [globalcustomquotas]\n      operations: [List]\n      selector: {{matchLabels: {{team: {team}}}}}\n",
+        w.accounts
+    ));
+    sees_exactly(
+        &dave,
+        &["get", "globalcustomquotas", "-o", "name"],
+        &set(std::slice::from_ref(&green)),
+    )
+    .await;
+    dave.ok(&["get", "globalcustomquota", &green]);
+    let err = dave.fails(&["get", "globalcustomquota", &other]);
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+    // List grants no delete.
+    let err = dave.fails(&["delete", "globalcustomquota", &green]);
+    assert!(
+        err.contains("no GlobalProxySettings rule grants them Delete on it"),
+        "{err}"
+    );
+    assert!(
+        cluster
+            .kubectl()
+            .run(&["get", "globalcustomquota", &green])
+            .status
+            .success()
+    );
+    // Nothing else of his is narrowed or granted: his own RBAC answers the rest.
+    let err = dave.fails(&["get", "nodes"]);
+    assert!(err.contains("forbidden"), "{err}");
+    let err = dave.fails(&["get", "customquotas", "-A"]);
+    assert!(err.contains("forbidden"), "{err}");
+    // Another subject is not granted.
+    let (bob, _) = through_proxy(&cluster, &bulkhead, &w, "bob", &w.b);
+    let err = bob.fails(&["get", "globalcustomquotas"]);
+    assert!(err.contains("forbidden"), "{err}");
+    // A rule on namespaces lists them, selected by name as in capsule-proxy's documentation.
+    let reader = cluster.unique("e2e-gpx-ns");
+    cluster.clean_up(&["globalproxysettings", &reader]);
+    cluster.apply(&format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: GlobalProxySettings\nmetadata: {{name: {reader}}}\nspec:\n  rules:\n  - subjects: [{{kind: ServiceAccount, name: 'system:serviceaccount:{}:dave'}}]\n    clusterResources:\n    - apiGroups: ['']\n      resources: [namespaces]\n      operations: [List]\n      selector:\n        matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [{}]}}]\n",
+        w.accounts, w.a_namespaces[1]
+    ));
+    sees_exactly(
+        &dave,
+        &["get", "namespaces", "-o", "name"],
+        &set(&[w.a_namespaces[1].clone()]),
+    )
+    .await;
+    cluster.kubectl().ok(&["delete", "globalproxysettings", &reader]);
+    // The settings gone, so is the grant.
+    cluster
+        .kubectl()
+        .ok(&["delete", "globalproxysettings", &settings]);
+    eventually(std::time::Duration::from_secs(20), || async {
+        let out = dave.run(&["get", "globalcustomquotas"]);
+        (!out.status.success())
+            .then_some(())
+            .ok_or("still listed".to_owned())
+    })
     .await;
 }

@@ -344,14 +344,14 @@ def test_the_chart_ships_every_generated_crd():
     crds = helm.Chart.load(CHART).crds
     names = sorted(pathlib.Path(c["name"]).name for c in crds)
     assert names == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert len(names) == 10
+    assert len(names) == 11
     kinds = set()
     for c in crds:
         doc = yaml.safe_load((CHART / c["name"]).read_text())
         assert doc["kind"] == "CustomResourceDefinition"
         assert doc["spec"]["group"] == "bulkhead.dev"
         kinds.add(doc["spec"]["names"]["kind"])
-    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner", "CustomQuota", "GlobalCustomQuota", "ResourcePool", "ResourcePoolClaim"}
+    assert kinds == {"Tenant", "BulkheadConfiguration", "GlobalTenantResource", "TenantResource", "ProxySetting", "TenantOwner", "CustomQuota", "GlobalCustomQuota", "ResourcePool", "ResourcePoolClaim", "GlobalProxySettings"}
 
 
 @pytest.mark.parametrize("mode", ["combined", "split"])
@@ -383,7 +383,7 @@ def test_the_proxy_has_a_role_of_its_own_and_writes_only_when_asked():
         (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
         (("authorization.k8s.io",), ("subjectaccessreviews",), ("create",)),
         (("",), ("users", "groups", "serviceaccounts"), ("impersonate",)),
-        (("bulkhead.dev",), ("tenants", "tenantowners", "bulkheadconfigurations", "proxysettings"), read),
+        (("bulkhead.dev",), ("tenants", "tenantowners", "bulkheadconfigurations", "proxysettings", "globalproxysettings"), read),
         (("",), ("namespaces", "nodes", "persistentvolumes"), read),
         (("storage.k8s.io",), ("storageclasses",), read),
         (("networking.k8s.io",), ("ingressclasses",), read),
@@ -400,6 +400,10 @@ def test_the_proxy_has_a_role_of_its_own_and_writes_only_when_asked():
     assert {res for _, resources, _ in writes for res in resources} == {
         "nodes", "persistentvolumes", "storageclasses", "ingressclasses", "priorityclasses", "runtimeclasses"}
     assert all(verbs == ("delete", "patch", "update") for _, _, verbs in writes)
+    # GlobalProxySettings grants: exactly the rules given, nothing by default.
+    kyverno = {"apiGroups": ["kyverno.io"], "resources": ["clusterpolicies"], "verbs": ["get", "list", "watch"]}
+    granted = [r for r in proxy_rules({"proxy": {"globalResources": [kyverno]}}) if r not in read_only]
+    assert granted == [(("kyverno.io",), ("clusterpolicies",), read)]
     binding = by_name(render(), "ClusterRoleBinding", "bulkhead-proxy")
     assert binding["roleRef"]["name"] == "bulkhead-proxy"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "bulkhead", "namespace": NAMESPACE}]

@@ -7,8 +7,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    BulkheadConfiguration, CustomQuota, GlobalCustomQuota, GlobalTenantResource, ProxySetting, ResourcePool,
-    ResourcePoolClaim, Tenant, TenantOwner, TenantResource,
+    BulkheadConfiguration, CustomQuota, GlobalCustomQuota, GlobalProxySettings, GlobalTenantResource,
+    ProxySetting, ResourcePool, ResourcePoolClaim, Tenant, TenantOwner, TenantResource,
 };
 
 /// The `format`s kube-apiserver recognizes in CRD schemas (k8s.io/kube-openapi's validate formats).
@@ -61,6 +61,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         GlobalCustomQuota::crd(),
         ResourcePool::crd(),
         ResourcePoolClaim::crd(),
+        GlobalProxySettings::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {
@@ -290,6 +291,7 @@ mod tests {
                 ("bulkhead.dev_globalcustomquotas.yaml", "Cluster"),
                 ("bulkhead.dev_resourcepools.yaml", "Cluster"),
                 ("bulkhead.dev_resourcepoolclaims.yaml", "Namespaced"),
+                ("bulkhead.dev_globalproxysettings.yaml", "Cluster"),
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );

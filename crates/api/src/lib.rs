@@ -24,7 +24,7 @@ pub mod validation;
 pub use config::{BulkheadConfiguration, BulkheadConfigurationSpec};
 pub use custom_quota::{CustomQuota, CustomQuotaSpec, GlobalCustomQuota, GlobalCustomQuotaSpec};
 pub use owner::{OwnerKind, OwnerSpec, ProxyKind, ProxyOperation, ProxySettings, Subject};
-pub use proxy_setting::{ProxySetting, ProxySettingSpec};
+pub use proxy_setting::{GlobalProxySettings, GlobalProxySettingsSpec, ProxySetting, ProxySettingSpec};
 pub use replication::{GlobalTenantResource, GlobalTenantResourceSpec, TenantResource, TenantResourceSpec};
 pub use resource_pool::{ResourcePool, ResourcePoolClaim, ResourcePoolClaimSpec, ResourcePoolSpec};
 pub use tenant::{Tenant, TenantSpec, TenantState, TenantStatus};

@@ -64,6 +64,16 @@ impl Subject {
         }
     }
 
+    /// The subject a `kind` and `name` entry of a proxy setting names, as callers are named (a user
+    /// name of the form `system:serviceaccount:...` is that service account).
+    pub fn named(kind: OwnerKind, name: &str) -> Subject {
+        match kind {
+            OwnerKind::User => Subject::from_user_name(name),
+            OwnerKind::Group => Subject::Group(name.to_owned()),
+            OwnerKind::ServiceAccount => Subject::ServiceAccount(name.to_owned()),
+        }
+    }
+
     /// The kind of this subject.
     pub fn kind(&self) -> OwnerKind {
         match self {

@@ -25,7 +25,7 @@ pub struct Converted {
 
 const CAPSULE_GROUP: &str = "capsule.clastix.io";
 /// Kinds whose fields Bulkhead reads with Capsule's names: only the apiVersion changes.
-const SAME_FIELDS: [&str; 9] = [
+const SAME_FIELDS: [&str; 10] = [
     "Tenant",
     "TenantResource",
     "GlobalTenantResource",
@@ -35,6 +35,7 @@ const SAME_FIELDS: [&str; 9] = [
     "GlobalCustomQuota",
     "ResourcePool",
     "ResourcePoolClaim",
+    "GlobalProxySettings",
 ];
 /// CapsuleConfiguration fields with the same name and meaning in BulkheadConfiguration.
 const CONFIGURATION_FIELDS: [&str; 8] = [
@@ -461,12 +462,12 @@ metadata: {name: untouched}
 
     #[test]
     fn kinds_bulkhead_lacks_and_fields_it_refuses_are_reported_not_hidden() {
-        let text = "apiVersion: capsule.clastix.io/v1beta2\nkind: GlobalProxySettings\nmetadata: {name: pool}\nspec: {}\n---\napiVersion: capsule.clastix.io/v1beta2\nkind: Tenant\nmetadata: {name: solar}\nspec:\n  owners: [{kind: User, name: alice}]\n  somethingNew: true\n";
+        let text = "apiVersion: capsule.clastix.io/v1beta2\nkind: TenantPolicy\nmetadata: {name: pool}\nspec: {}\n---\napiVersion: capsule.clastix.io/v1beta2\nkind: Tenant\nmetadata: {name: solar}\nspec:\n  owners: [{kind: User, name: alice}]\n  somethingNew: true\n";
         let out = convert(text, &bulkhead_api::crds::all());
         assert!(out.refused);
         assert!(
             out.text
-                .starts_with("apiVersion: capsule.clastix.io/v1beta2\nkind: GlobalProxySettings")
+                .starts_with("apiVersion: capsule.clastix.io/v1beta2\nkind: TenantPolicy")
         );
         assert!(
             out.text
@@ -474,9 +475,7 @@ metadata: {name: untouched}
         );
         let notes = out.notes.join("\n");
         assert!(
-            notes.contains(
-                "#1 GlobalProxySettings pool: not converted: Bulkhead has no GlobalProxySettings yet"
-            ),
+            notes.contains("#1 TenantPolicy pool: not converted: Bulkhead has no TenantPolicy yet"),
             "{notes}"
         );
         assert!(

@@ -77,6 +77,7 @@ struct Inner {
     global_tenant_resources: KindCache<GlobalTenantResource, NoIndex>,
     tenant_resources: KindCache<TenantResource, NoIndex>,
     proxy_settings: KindCache<ProxySetting, SubjectIndex>,
+    global_proxy_settings: KindCache<bulkhead_api::GlobalProxySettings, NoIndex>,
     all_role_bindings: KindCache<RoleBinding, crate::reflector::BindingSubjects>,
     http_routes: KindCache<HTTPRoute, HostIndex>,
     grpc_routes: KindCache<GRPCRoute, HostIndex>,
@@ -246,6 +247,7 @@ impl Cache {
                 global_tenant_resources: KindCache::new("GlobalTenantResource"),
                 tenant_resources: KindCache::new("TenantResource"),
                 proxy_settings: KindCache::new("ProxySetting"),
+                global_proxy_settings: KindCache::new("GlobalProxySettings"),
                 all_role_bindings: KindCache::index_only("RoleBinding (reflector)"),
                 http_routes: KindCache::index_only("HTTPRoute"),
                 grpc_routes: KindCache::index_only("GRPCRoute"),
@@ -304,7 +306,7 @@ impl Cache {
             started.extend(ADMISSION_KINDS);
         }
         if needs.proxy {
-            started.push("ProxySetting");
+            started.extend(["ProxySetting", "GlobalProxySettings"]);
         }
         if needs.role_binding_reflector {
             started.push("RoleBinding (reflector)");
@@ -373,6 +375,11 @@ impl Cache {
             inner
                 .proxy_settings
                 .spawn_watch(kube::Api::all(client.clone()), all.clone(), shutdown.clone());
+            inner.global_proxy_settings.spawn_watch(
+                kube::Api::all(client.clone()),
+                all.clone(),
+                shutdown.clone(),
+            );
         }
         if needs.role_binding_reflector {
             inner.all_role_bindings.spawn_watch(
@@ -467,6 +474,11 @@ impl Cache {
     /// GlobalCustomQuotas.
     pub fn global_custom_quotas(&self) -> &KindCache<GlobalCustomQuota, NoIndex> {
         &self.inner.global_custom_quotas
+    }
+
+    /// GlobalProxySettings (watched for the proxy).
+    pub fn global_proxy_settings(&self) -> &KindCache<bulkhead_api::GlobalProxySettings, NoIndex> {
+        &self.inner.global_proxy_settings
     }
 
     /// ResourcePools.
@@ -774,6 +786,7 @@ impl Cache {
             inner.global_tenant_resources.status(),
             inner.tenant_resources.status(),
             inner.proxy_settings.status(),
+            inner.global_proxy_settings.status(),
             inner.all_role_bindings.status(),
             inner.flow_schemas.status(),
             inner.priority_levels.status(),
@@ -843,6 +856,7 @@ impl Cache {
         }
         if started.contains(&"ProxySetting") {
             inner.proxy_settings.wait_synced().await;
+            inner.global_proxy_settings.wait_synced().await;
         }
         if started.contains(&"Ingress") {
             inner.storage_classes.wait_synced().await;
@@ -969,6 +983,15 @@ impl Cache {
         self.inner
             .all_role_bindings
             .read_index(|index| index.namespaces_naming_any(&subjects))
+    }
+
+    /// The namespaces where a RoleBinding labelled for reflection names `caller`: its namespaced lists
+    /// across namespaces reach these too.
+    pub fn reflected_list_namespaces(&self, caller: &Caller) -> BTreeSet<String> {
+        let subjects = caller.subjects();
+        self.inner
+            .all_role_bindings
+            .read_index(|index| index.reflecting_namespaces_naming_any(&subjects))
     }
 
     /// Where RoleBinding watch events go for the reflector; for tests.

@@ -11,16 +11,31 @@ use kube::ResourceExt;
 
 use crate::index::{Index, Reverse};
 
-/// (namespace, name) of each RoleBinding naming a subject.
+/// The label that makes a RoleBinding reflect its role's LIST permissions to lists across namespaces
+/// (capsule-proxy's reflection of namespaced items).
+pub const REFLECTION_LABEL: &str = "reflection.proxy.projectcapsule.dev/enabled";
+
+/// (namespace, name) of each RoleBinding naming a subject, and of those labelled for reflection.
 #[derive(Debug, Default)]
 pub struct BindingSubjects {
     named: Reverse<(String, String), Subject>,
+    reflecting: Reverse<(String, String), Subject>,
 }
 
 impl BindingSubjects {
     /// The namespaces where a RoleBinding names any of these subjects.
     pub fn namespaces_naming_any(&self, subjects: &[Subject]) -> BTreeSet<String> {
         self.named
+            .any(subjects)
+            .into_iter()
+            .map(|(namespace, _)| namespace)
+            .collect()
+    }
+
+    /// The namespaces where a RoleBinding labelled for reflection (`REFLECTION_LABEL: "true"`) names
+    /// any of these subjects.
+    pub fn reflecting_namespaces_naming_any(&self, subjects: &[Subject]) -> BTreeSet<String> {
+        self.reflecting
             .any(subjects)
             .into_iter()
             .map(|(namespace, _)| namespace)
@@ -58,12 +73,23 @@ pub fn subjects_of(binding: &RoleBinding) -> Vec<Subject> {
 impl Index<RoleBinding> for BindingSubjects {
     fn insert(&mut self, binding: &RoleBinding) {
         let key = (binding.namespace().unwrap_or_default(), binding.name_any());
-        self.named.set(key, subjects_of(binding));
+        let subjects = subjects_of(binding);
+        if binding
+            .labels()
+            .get(REFLECTION_LABEL)
+            .is_some_and(|v| v == "true")
+        {
+            self.reflecting.set(key.clone(), subjects.clone());
+        } else {
+            self.reflecting.remove(&key);
+        }
+        self.named.set(key, subjects);
     }
 
     fn remove(&mut self, binding: &RoleBinding) {
-        self.named
-            .remove(&(binding.namespace().unwrap_or_default(), binding.name_any()));
+        let key = (binding.namespace().unwrap_or_default(), binding.name_any());
+        self.reflecting.remove(&key);
+        self.named.remove(&key);
     }
 }
 
@@ -115,6 +141,22 @@ mod tests {
             ),
             BTreeSet::from(["ci".to_owned()])
         );
+        // Only labelled bindings reflect lists; a label taken off stops it.
+        let alice = [Subject::User("alice".into())];
+        assert!(index.get().reflecting_namespaces_naming_any(&alice).is_empty());
+        let mut labelled = binding("green-test", "alice", "[{kind: User, name: alice}]");
+        labelled.metadata.labels = Some([(REFLECTION_LABEL.to_owned(), "true".to_owned())].into());
+        index.apply(&Event::Apply(labelled));
+        assert_eq!(
+            index.get().reflecting_namespaces_naming_any(&alice),
+            BTreeSet::from(["green-test".to_owned()])
+        );
+        index.apply(&Event::Apply(binding(
+            "green-test",
+            "alice",
+            "[{kind: User, name: alice}]",
+        )));
+        assert!(index.get().reflecting_namespaces_naming_any(&alice).is_empty());
         index.apply(&Event::Delete(binding("green-test", "alice", "[]")));
         assert!(found(&index, &[Subject::User("alice".into())]).is_empty());
     }

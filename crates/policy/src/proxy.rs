@@ -128,6 +128,61 @@ impl Visibility {
     }
 }
 
+/// What GlobalProxySettings grant one caller among cluster-scoped objects: one entry of a rule naming
+/// the caller.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GlobalGrant {
+    /// API groups (`*`: all).
+    pub api_groups: Vec<String>,
+    /// Resources (`*`: all).
+    pub resources: Vec<String>,
+    /// The operations granted.
+    pub operations: BTreeSet<ProxyOperation>,
+    /// Which objects (all when absent).
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+}
+
+impl GlobalGrant {
+    /// Whether the grant names this group and resource.
+    pub fn covers(&self, group: &str, resource: &str) -> bool {
+        let named = |list: &[String], value: &str| list.iter().any(|v| v == "*" || v == value);
+        named(&self.api_groups, group) && named(&self.resources, resource)
+    }
+
+    /// Whether the grant allows `operation` on an object with `labels`.
+    pub fn allows(&self, operation: ProxyOperation, labels: &BTreeMap<String, String>) -> bool {
+        self.operations.contains(&operation)
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| crate::selector::matches(s, labels))
+    }
+}
+
+/// The grants of every GlobalProxySettings rule that names `caller` (as user, through a group, or as
+/// service account).
+pub fn global_grants<'a>(
+    caller: &Caller,
+    settings: impl IntoIterator<Item = &'a bulkhead_api::GlobalProxySettings>,
+) -> Vec<GlobalGrant> {
+    let subjects = caller.subjects();
+    let mut out = Vec::new();
+    for setting in settings {
+        for rule in &setting.spec.rules {
+            if !rule.subjects.iter().any(|s| subjects.contains(&s.subject())) {
+                continue;
+            }
+            out.extend(rule.cluster_resources.iter().map(|r| GlobalGrant {
+                api_groups: r.api_groups.clone(),
+                resources: r.resources.clone(),
+                operations: r.operations.iter().copied().collect(),
+                selector: r.selector.clone(),
+            }));
+        }
+    }
+    out
+}
+
 /// Whether a node with `node_labels` may be seen (`List`) or changed (`Update`, `Delete`): some tenant
 /// the caller acts for grants the operation on Nodes and the node matches that tenant's `nodeSelector`.
 pub fn node_allowed(
@@ -189,6 +244,56 @@ pub fn persistent_volume_allowed(
     visibility
         .tenants_allowing(ProxyKind::PersistentVolumes, operation)
         .any(|t| owner.is_some_and(|o| o == t))
+}
+
+#[cfg(test)]
+mod global_tests {
+    use super::*;
+
+    #[test]
+    fn global_rules_grant_their_subjects_the_selected_cluster_objects() {
+        // Capsule's example (012-globalproxysettings-global-proxy-settings.yaml).
+        let settings: bulkhead_api::GlobalProxySettings = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bulkhead.dev/v1alpha1", "kind": "GlobalProxySettings",
+            "metadata": {"name": "g"},
+            "spec": {"rules": [{
+                "subjects": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "devs"}],
+                "clusterResources": [
+                    {"apiGroups": ["bulkhead.dev"], "resources": ["globalcustomquotas"], "operations": ["List"],
+                     "selector": {"matchLabels": {"capsule.clastix.io/tenant": "green"}}},
+                    {"apiGroups": ["kyverno.io"], "resources": ["*"], "operations": ["List", "Delete"]}
+                ]
+            }]}
+        }))
+        .unwrap();
+        let alice = Caller {
+            user: "alice".into(),
+            groups: vec![],
+        };
+        let grants = global_grants(&alice, [&settings]);
+        assert_eq!(grants.len(), 2);
+        let green: BTreeMap<String, String> =
+            [("capsule.clastix.io/tenant".to_owned(), "green".to_owned())].into();
+        assert!(grants[0].covers("bulkhead.dev", "globalcustomquotas"));
+        assert!(!grants[0].covers("bulkhead.dev", "customquotas"));
+        assert!(grants[0].allows(ProxyOperation::List, &green));
+        assert!(!grants[0].allows(ProxyOperation::List, &BTreeMap::new()));
+        assert!(!grants[0].allows(ProxyOperation::Delete, &green));
+        assert!(
+            grants[1].covers("kyverno.io", "clusterpolicies")
+                && grants[1].allows(ProxyOperation::Delete, &BTreeMap::new())
+        );
+        let dev = Caller {
+            user: "bob".into(),
+            groups: vec!["devs".into()],
+        };
+        assert_eq!(global_grants(&dev, [&settings]).len(), 2);
+        let other = Caller {
+            user: "carol".into(),
+            groups: vec![],
+        };
+        assert!(global_grants(&other, [&settings]).is_empty());
+    }
 }
 
 #[cfg(test)]

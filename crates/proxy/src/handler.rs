@@ -11,7 +11,8 @@ use bulkhead_api::{ProxySetting, Tenant, labels};
 use bulkhead_cache::kind::Change;
 use bulkhead_policy::admission::ClassInfo;
 use bulkhead_policy::proxy::{
-    Visibility, class_allowed, node_allowed, persistent_volume_allowed, visibility,
+    GlobalGrant, Visibility, class_allowed, global_grants, node_allowed, persistent_volume_allowed,
+    visibility,
 };
 use bulkhead_policy::{Caller, CallerClass, classify};
 use bytes::Bytes;
@@ -131,6 +132,11 @@ struct View {
     caller: Caller,
     visibility: Visibility,
     tenants: BTreeMap<String, Arc<Tenant>>,
+    /// What GlobalProxySettings grant the caller (for a request on one resource: the grants naming it).
+    global: Vec<GlobalGrant>,
+    /// Namespaces where a RoleBinding labelled for reflection names the caller: its lists across
+    /// namespaces reach them too.
+    reflected_lists: std::collections::BTreeSet<String>,
 }
 
 /// The largest body of an update the proxy judges before making it (the API server's own limit).
@@ -141,6 +147,8 @@ const MAX_WRITE_BODY: usize = 3 * 1024 * 1024;
 enum Filtered {
     Cluster(ProxyKind),
     Tenants,
+    /// Any other cluster-scoped resource a GlobalProxySettings rule grants the caller.
+    Global,
 }
 
 impl Filtered {
@@ -172,6 +180,7 @@ fn allowed(kind: Filtered, view: &View, object: &Value, operation: ProxyOperatio
     let tenants = &view.tenants;
     match kind {
         Filtered::Tenants => view.visibility.sees_tenant(name),
+        Filtered::Global => view.global.iter().any(|g| g.allows(operation, &labels)),
         Filtered::Cluster(ProxyKind::Nodes) => node_allowed(&view.visibility, tenants, &labels, operation),
         Filtered::Cluster(ProxyKind::PersistentVolumes) => {
             persistent_volume_allowed(&view.visibility, &labels, operation)
@@ -393,7 +402,24 @@ impl Proxy {
         );
         // The RoleBinding reflector (empty unless it runs): namespaces a RoleBinding names the caller in.
         visibility.reflected = self.cache.reflected_namespaces(caller);
-        if !visibility.is_tenant_user() && visibility.reflected.is_empty() {
+        let global_settings = self.cache.global_proxy_settings().store().state();
+        let global = global_grants(caller, global_settings.iter().map(AsRef::as_ref));
+        // Namespaces a global rule grants are listed like reflected ones (capsule-proxy selects them by
+        // `kubernetes.io/metadata.name`).
+        let namespace_grants: Vec<&GlobalGrant> =
+            global.iter().filter(|g| g.covers("", "namespaces")).collect();
+        if !namespace_grants.is_empty() {
+            for (name, labels) in self.cache.namespace_labels() {
+                if namespace_grants
+                    .iter()
+                    .any(|g| g.allows(ProxyOperation::List, &labels))
+                {
+                    visibility.reflected.insert(name);
+                }
+            }
+        }
+        let reflected_lists = self.cache.reflected_list_namespaces(caller);
+        if !visibility.is_tenant_user() && visibility.reflected.is_empty() && global.is_empty() {
             return None;
         }
         for (_, tenant) in settings {
@@ -408,6 +434,8 @@ impl Proxy {
             caller: caller.clone(),
             visibility,
             tenants,
+            global,
+            reflected_lists,
         }))
     }
 
@@ -423,8 +451,10 @@ impl Proxy {
         let accept = accept_of(&request);
         let path = request.uri().path().to_owned();
         // A caller seen only through the reflector acts for no tenant: only its namespace list is
-        // narrowed; everything else goes through as it asked.
-        if !view.visibility.is_tenant_user() && !target.is_namespaces() {
+        // narrowed; one seen only through GlobalProxySettings gets its grants and nothing narrowed;
+        // everything else goes through as it asked.
+        let tenant_user = view.visibility.is_tenant_user();
+        if target.is_namespaces() && !tenant_user && view.visibility.reflected.is_empty() {
             return Err(request);
         }
         if target.is_namespaces() {
@@ -442,16 +472,31 @@ impl Proxy {
                 _ => Err(request),
             };
         }
-        if let Some(kind) = Filtered::of(&target.group, &target.resource) {
-            let applies = match kind {
-                Filtered::Tenants => true,
-                Filtered::Cluster(k) => view
-                    .visibility
-                    .tenants_allowing(k, ProxyOperation::List)
-                    .next()
-                    .is_some(),
-            };
-            if !applies || target.namespace.is_some() {
+        let special = Filtered::of(&target.group, &target.resource).filter(|kind| {
+            tenant_user
+                && match kind {
+                    Filtered::Tenants => true,
+                    Filtered::Cluster(k) => view
+                        .visibility
+                        .tenants_allowing(*k, ProxyOperation::List)
+                        .next()
+                        .is_some(),
+                    Filtered::Global => false,
+                }
+        });
+        let (kind, view) = match special {
+            Some(kind) => (Some(kind), view.clone()),
+            None => match self.global_view(view, target).await {
+                Some(narrowed) => (Some(Filtered::Global), narrowed),
+                None => (None, view.clone()),
+            },
+        };
+        if !tenant_user && kind.is_none() && view.reflected_lists.is_empty() {
+            return Err(request);
+        }
+        let view = &view;
+        if let Some(kind) = kind {
+            if target.namespace.is_some() {
                 return Err(request);
             }
             let name = target.name.clone();
@@ -463,21 +508,22 @@ impl Proxy {
                     .cluster_object(accept, &path, view, kind, target, query)
                     .await),
                 (&Method::PUT | &Method::PATCH, Some(name), None) => match kind {
-                    Filtered::Cluster(k) => Ok(self
+                    Filtered::Tenants => Err(request),
+                    k => Ok(self
                         .cluster_write(request, view, k, target, &name, ProxyOperation::Update)
                         .await),
-                    Filtered::Tenants => Err(request),
                 },
                 (&Method::DELETE, Some(name), None) => match kind {
-                    Filtered::Cluster(k) => Ok(self
+                    Filtered::Tenants => Err(request),
+                    k => Ok(self
                         .cluster_write(request, view, k, target, &name, ProxyOperation::Delete)
                         .await),
-                    Filtered::Tenants => Err(request),
                 },
                 _ => Err(request),
             };
         }
-        if method == Method::POST
+        if tenant_user
+            && method == Method::POST
             && target.group == "authorization.k8s.io"
             && target.namespace.is_none()
             && target.name.is_none()
@@ -606,6 +652,36 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// For a request on a cluster-scoped resource that GlobalProxySettings grant the caller: the
+    /// caller's view with only the grants naming that resource.
+    async fn global_view(&self, view: &Arc<View>, target: &Target) -> Option<Arc<View>> {
+        if target.namespace.is_some() || target.subresource.is_some() || target.is_namespaces() {
+            return None;
+        }
+        let global: Vec<GlobalGrant> = view
+            .global
+            .iter()
+            .filter(|g| g.covers(&target.group, &target.resource))
+            .cloned()
+            .collect();
+        if global.is_empty()
+            || self
+                .discovery
+                .namespaced(&target.group, &target.version, &target.resource)
+                .await
+                != Some(false)
+        {
+            return None;
+        }
+        Some(Arc::new(View {
+            caller: view.caller.clone(),
+            visibility: view.visibility.clone(),
+            tenants: view.tenants.clone(),
+            global,
+            reflected_lists: view.reflected_lists.clone(),
+        }))
+    }
+
     /// A list or watch of a cluster-scoped kind, read as Bulkhead and narrowed to what the caller's
     /// tenants allow.
     async fn cluster_collection(
@@ -721,12 +797,11 @@ impl Proxy {
         &self,
         request: Request<Body>,
         view: &View,
-        kind: ProxyKind,
+        filtered: Filtered,
         target: &Target,
         name: &str,
         operation: ProxyOperation,
     ) -> Response<Body> {
-        let filtered = Filtered::Cluster(kind);
         let (code, current) = match self.api.json(Method::GET, request.uri().path(), None).await {
             Ok(answer) => answer,
             Err(error) => return status::upstream_failed(&error.to_string()),
@@ -741,9 +816,14 @@ impl Proxy {
         }
         if !allowed(filtered, view, &current, operation) {
             let what = target.qualified_resource();
+            let grants = match filtered {
+                Filtered::Cluster(kind) => {
+                    format!("no tenant of theirs grants {operation:?} on {kind:?} in its proxySettings")
+                }
+                _ => format!("no GlobalProxySettings rule grants them {operation:?} on it"),
+            };
             return status::forbidden(&format!(
-                "{what} \"{name}\" is forbidden: User \"{}\" may not {} it: no tenant of theirs grants {operation:?} \
-                 on {kind:?} in its proxySettings",
+                "{what} \"{name}\" is forbidden: User \"{}\" may not {} it: {grants}",
                 view.caller.user,
                 if operation == ProxyOperation::Delete {
                     "delete"
@@ -754,7 +834,7 @@ impl Proxy {
         }
         if operation == ProxyOperation::Update {
             return self
-                .judged_update(request, view, kind, target, name, &current)
+                .judged_update(request, view, filtered, target, name, &current)
                 .await;
         }
         let uri = path_and_query(&request);
@@ -775,7 +855,7 @@ impl Proxy {
         &self,
         request: Request<Body>,
         view: &View,
-        kind: ProxyKind,
+        kind: Filtered,
         target: &Target,
         name: &str,
         current: &Value,
@@ -813,14 +893,19 @@ impl Proxy {
             return status::json_response(code, &result);
         }
         let what = target.qualified_resource();
-        if !allowed(Filtered::Cluster(kind), view, &result, ProxyOperation::List) {
+        if !allowed(kind, view, &result, ProxyOperation::List) {
+            let whose = match kind {
+                Filtered::Cluster(k) => {
+                    format!("what your tenants may use (their proxySettings for {k:?} and their selectors)")
+                }
+                _ => "what GlobalProxySettings grant you (their selectors)".to_owned(),
+            };
             return status::forbidden(&format!(
-                "{what} \"{name}\" is forbidden: the change would take it out of what your tenants may use \
-                 (their proxySettings for {kind:?} and their selectors); User \"{}\" may not make it",
+                "{what} \"{name}\" is forbidden: the change would take it out of {whose}; User \"{}\" may not make it",
                 view.caller.user
             ));
         }
-        if kind == ProxyKind::Nodes {
+        if kind == Filtered::Cluster(ProxyKind::Nodes) {
             let config = self.cache.configuration();
             let request = bulkhead_policy::admission::Request {
                 operation: bulkhead_policy::admission::Operation::Update,
@@ -940,8 +1025,10 @@ impl Proxy {
             .tenants
             .iter()
             .flat_map(|t| self.cache.namespaces_of(t))
+            .chain(view.reflected_lists.iter().cloned())
             .collect();
         namespaces.sort();
+        namespaces.dedup();
         let accept = readable_accept(client_accept.as_deref());
         query.remove("limit");
         query.remove("continue");

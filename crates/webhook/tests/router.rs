@@ -513,3 +513,96 @@ async fn the_quota_hook_refuses_broken_quotas_and_fails_closed_without_a_ledger(
     .await;
     assert_eq!(body["response"]["allowed"], json!(true));
 }
+
+#[tokio::test]
+async fn the_pool_hook_refuses_bad_claims_shrinking_pools_and_fails_closed_on_claims_in_use() {
+    let cache = Cache::detached();
+    load_tenants(&cache);
+    load_namespaces(&cache);
+    let (state, _) = state_over(cache, None);
+    let (status, body) = post(state.clone(), "/validate/resourcepools", "[]").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let claim = |amount: &str, bound: bool| {
+        let mut c = json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "ResourcePoolClaim",
+            "metadata": {"name": "get-me-cpu", "namespace": "solar-one"},
+            "spec": {"pool": "solar", "claim": {"requests.cpu": amount}}});
+        if bound {
+            c["status"] = json!({"pool": {"name": "solar", "uid": "u"}, "allocation": {"requests.cpu": amount},
+                                 "conditions": [{"type": "Bound", "status": "True", "reason": "Succeeded",
+                                                 "message": "", "lastTransitionTime": "2026-12-07T00:00:00Z"}]});
+        }
+        c
+    };
+    let ask = |operation: &str, object: Value, old: Value, kind: &str| {
+        let mut r = review(operation, kind, Some("solar-one"), "alice", object, old);
+        r["request"]["kind"]["group"] = json!("bulkhead.dev");
+        r.to_string()
+    };
+    // Not a quantity: refused, named.
+    let (_, body) = post(
+        state.clone(),
+        "/validate/resourcepools",
+        ask("CREATE", claim("lots", false), Value::Null, "ResourcePoolClaim"),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(false));
+    assert_eq!(
+        body["response"]["status"]["message"],
+        json!("ResourcePoolClaim get-me-cpu: not a non-negative quantity: requests.cpu: \"lots\"")
+    );
+    // A queued claim may change and go.
+    let (_, body) = post(
+        state.clone(),
+        "/validate/resourcepools",
+        ask(
+            "UPDATE",
+            claim("3", false),
+            claim("2", false),
+            "ResourcePoolClaim",
+        ),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(true));
+    // Whether a bound one is in use is read from the API server: without a client, refused.
+    let (_, body) = post(
+        state.clone(),
+        "/validate/resourcepools",
+        ask("DELETE", Value::Null, claim("2", true), "ResourcePoolClaim"),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(false));
+    assert!(
+        body["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot tell whether the claim is in use"),
+        "{body}"
+    );
+    // A pool cannot shrink below what is taken.
+    let pool = |cpu: &str| {
+        json!({"apiVersion": "bulkhead.dev/v1alpha1", "kind": "ResourcePool", "metadata": {"name": "solar"},
+               "spec": {"quota": {"hard": {"requests.cpu": cpu}}},
+               "status": {"allocation": {"hard": {"requests.cpu": "4"}, "claimed": {"requests.cpu": "3"},
+                                         "available": {"requests.cpu": "1"}}}})
+    };
+    let (_, body) = post(
+        state.clone(),
+        "/validate/resourcepools",
+        ask("UPDATE", pool("2"), pool("4"), "ResourcePool"),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(false));
+    assert_eq!(
+        body["response"]["status"]["message"],
+        json!(
+            "ResourcePool solar cannot hold less than its claims and their use take: requests.cpu: 3 is taken, more than the new 2; release claims first"
+        )
+    );
+    let (_, body) = post(
+        state,
+        "/validate/resourcepools",
+        ask("UPDATE", pool("3"), pool("4"), "ResourcePool"),
+    )
+    .await;
+    assert_eq!(body["response"]["allowed"], json!(true));
+}

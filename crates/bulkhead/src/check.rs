@@ -298,6 +298,15 @@ pub fn evaluate(
             Some(message) => Verdict::deny(None, message),
             None => Verdict::allow(),
         };
+        // The resourcepools hook's offline part: a claim names quantities.
+        if verdict.is_allowed()
+            && group == "bulkhead.dev"
+            && kind == "ResourcePoolClaim"
+            && let Ok(claim) = serde_json::from_value::<bulkhead_api::ResourcePoolClaim>(object.clone())
+            && let Some(message) = bulkhead_policy::resource_pool::bad_quantities(&name, &claim.spec.claim)
+        {
+            verdict = Verdict::deny(None, message);
+        }
         for check in Check::for_kind(&group, &kind) {
             if !verdict.is_allowed() {
                 break;

@@ -87,6 +87,12 @@ fn the_examples_get_the_answers_they_expect() {
             "deny",
             "is already served by ingress `solar-dev/web`",
         ),
+        ("ResourcePoolClaim solar-dev/web", "allow", ""),
+        (
+            "ResourcePoolClaim solar-dev/typo",
+            "deny",
+            "ResourcePoolClaim typo: not a non-negative quantity: requests.cpu: \"two\"",
+        ),
     ];
     for (object, verdict, detail) in cases {
         let got = verdict_of(&report, object);

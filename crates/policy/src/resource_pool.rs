@@ -298,6 +298,22 @@ pub fn plan(
     }
 }
 
+/// A claim's amounts that are not non-negative quantities, as `resource: "text"`; `None` when all are.
+/// The webhook (and `bulkhead check`) refuse such a claim with this message.
+pub fn bad_quantities(name: &str, claim: &BTreeMap<String, Quantity>) -> Option<String> {
+    let bad: Vec<String> = claim
+        .iter()
+        .filter(|(_, q)| parse_millis(&q.0).is_none_or(|m| m < 0))
+        .map(|(r, q)| format!("{r}: {:?}", q.0))
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "ResourcePoolClaim {name}: not a non-negative quantity: {}",
+            bad.join(", ")
+        )
+    })
+}
+
 /// The resources of a bound claim (`allocation`) that its namespace's quota (`hard`, `used`) cannot
 /// do without: releasing the claim would leave less than is used. Empty when the claim may go.
 pub fn needed(

@@ -13,8 +13,7 @@ use bulkhead_api::resource_pool::{
 };
 use bulkhead_cache::Cache;
 use bulkhead_policy::admission::Verdict;
-use bulkhead_policy::quota::parse_millis;
-use bulkhead_policy::resource_pool::{needed, shrinks_below_claimed};
+use bulkhead_policy::resource_pool::{bad_quantities, needed, shrinks_below_claimed};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -94,23 +93,12 @@ pub async fn decide(
         "ResourcePoolClaim" => {
             let new = parse::<Claim>(req.object.as_deref())?;
             let old = parse::<Claim>(req.old_object.as_deref())?;
-            if let Some(spec) = new.as_ref().and_then(|c| c.spec.as_ref()) {
-                let bad: Vec<String> = spec
-                    .claim
-                    .iter()
-                    .filter(|(_, q)| parse_millis(&q.0).is_none_or(|m| m < 0))
-                    .map(|(r, q)| format!("{r}: {:?}", q.0))
-                    .collect();
-                if !bad.is_empty() {
-                    return Ok(Verdict::deny(
-                        None,
-                        format!(
-                            "ResourcePoolClaim {}: not a non-negative quantity: {}",
-                            req.name,
-                            bad.join(", ")
-                        ),
-                    ));
-                }
+            if let Some(message) = new
+                .as_ref()
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|spec| bad_quantities(&req.name, &spec.claim))
+            {
+                return Ok(Verdict::deny(None, message));
             }
             let Some(old) = old else {
                 return Ok(Verdict::allow());

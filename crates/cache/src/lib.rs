@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod owned;
 pub mod projected;
 pub mod proxy_settings;
+pub mod quota_ref;
 pub mod quota_sources;
 pub mod reflector;
 pub mod sources;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bulkhead_api::custom_quota::{CustomQuotaStatus, QuotaClaim, QuotaDefinition, QuotaTarget, QuotaUsage};
-use bulkhead_api::{CustomQuota, GlobalCustomQuota};
+use bulkhead_cache::quota_ref::QuotaRef;
 use bulkhead_cache::quota_sources::KindState;
 use bulkhead_policy::custom_quota::{Gvk, Quota, compile, paths_by_kind, pending_reservations};
 use bulkhead_policy::quota::{format_millis, parse_millis};
@@ -19,7 +19,7 @@ use bulkhead_policy::webhooks::{CUSTOM_QUOTAS_HOOK, custom_quota_rules};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -35,11 +35,7 @@ const RULES_RECHECK: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_millis(150);
 
 /// Which quota.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
-    Namespaced(String, String),
-    Global(String),
-}
+type Key = QuotaRef;
 
 /// Counts the quotas until `stop`, keeping the hook's rules in the validating configuration
 /// `configuration` (none when empty).
@@ -375,36 +371,13 @@ async fn count(
             "metadata": {"resourceVersion": current.version},
             "status": body,
         });
-        let result = match key {
-            Key::Namespaced(ns, name) => Api::<CustomQuota>::namespaced(ctx.client.clone(), ns)
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            Key::Global(name) => Api::<GlobalCustomQuota>::all(ctx.client.clone())
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-        };
+        let result = key.patch_status(&ctx.client, &patch).await.map(|_| ());
         match result {
             Ok(()) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 debug!(quota = ?key, "a CustomQuota changed while it was counted; reading it again");
-                current = match key {
-                    Key::Namespaced(ns, name) => {
-                        let q = Api::<CustomQuota>::namespaced(ctx.client.clone(), ns)
-                            .get(name)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        object_of(q.meta(), &q.definition(), q.status.as_ref())
-                    }
-                    Key::Global(name) => {
-                        let q = Api::<GlobalCustomQuota>::all(ctx.client.clone())
-                            .get(name)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        object_of(q.meta(), &q.definition(), q.status.as_ref())
-                    }
-                };
+                let q = key.get(&ctx.client).await.map_err(|e| e.to_string())?;
+                current = object_of(q.meta(), &q.definition(), q.status());
                 if current.limit != object.limit || current.generation != object.generation {
                     // The spec changed: the next pass counts it.
                     return Ok(());

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use bulkhead_api::custom_quota::{CustomQuotaStatus, QuotaReservation};
 use bulkhead_api::{CustomQuota, GlobalCustomQuota};
 use bulkhead_cache::Cache;
+use bulkhead_cache::quota_ref::{AnyQuota, QuotaRef};
 use bulkhead_policy::admission::Verdict;
 use bulkhead_policy::custom_quota::{Gvk, Quota, Whole, admit, compile};
 use bulkhead_policy::quota::format_millis;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -27,22 +28,6 @@ use crate::review::AdmissionRequest;
 
 /// How many times a reservation is tried against a quota that keeps changing under it.
 const ATTEMPTS: usize = 12;
-
-/// Which quota: a CustomQuota (namespace, name) or a GlobalCustomQuota (name).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum QuotaKey {
-    Namespaced(String, String),
-    Global(String),
-}
-
-impl QuotaKey {
-    fn describe(&self) -> String {
-        match self {
-            QuotaKey::Namespaced(ns, name) => format!("CustomQuota {ns}/{name}"),
-            QuotaKey::Global(name) => format!("GlobalCustomQuota {name}"),
-        }
-    }
-}
 
 /// A quota's status as last read or written, with its resourceVersion.
 #[derive(Clone, Debug)]
@@ -59,10 +44,10 @@ fn numeric(version: &str) -> u64 {
 /// Per-quota locks and the newest version each was seen at, shared by the requests of one process.
 #[derive(Default)]
 pub struct Ledgers {
-    locks: Mutex<HashMap<QuotaKey, Arc<tokio::sync::Mutex<Option<Seen>>>>>,
+    locks: Mutex<HashMap<QuotaRef, Arc<tokio::sync::Mutex<Option<Seen>>>>>,
     /// Each quota compiled, with the uid and generation it was compiled at (a status write changes
     /// neither), so a request compiles no path.
-    compiled: Mutex<HashMap<QuotaKey, Compiled>>,
+    compiled: Mutex<HashMap<QuotaRef, Compiled>>,
 }
 
 type Compiled = (String, Option<i64>, Arc<Result<Quota, Vec<String>>>);
@@ -70,7 +55,7 @@ type Compiled = (String, Option<i64>, Arc<Result<Quota, Vec<String>>>);
 impl Ledgers {
     fn compiled(
         &self,
-        key: &QuotaKey,
+        key: &QuotaRef,
         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
         compile_now: impl FnOnce() -> Result<Quota, Vec<String>>,
     ) -> Arc<Result<Quota, Vec<String>>> {
@@ -87,7 +72,7 @@ impl Ledgers {
         quota
     }
 
-    fn lock_of(&self, key: &QuotaKey) -> Arc<tokio::sync::Mutex<Option<Seen>>> {
+    fn lock_of(&self, key: &QuotaRef) -> Arc<tokio::sync::Mutex<Option<Seen>>> {
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -99,7 +84,7 @@ impl Ledgers {
 
 /// One quota the request counts in, and what the object uses of it after the write.
 struct Affected {
-    key: QuotaKey,
+    key: QuotaRef,
     usage: i128,
     cached: Seen,
 }
@@ -168,7 +153,7 @@ pub async fn decide(
     let whole = Whole::new(&object);
     let old_whole = old.as_ref().map(Whole::new);
     let mut affected = Vec::new();
-    let mut consider = |key: QuotaKey,
+    let mut consider = |key: QuotaRef,
                         quota: Arc<Result<Quota, Vec<String>>>,
                         seen: &dyn Fn() -> Seen|
      -> Result<(), String> {
@@ -205,17 +190,17 @@ pub async fn decide(
         if q.namespace().as_deref() != Some(namespace) {
             continue;
         }
-        let key = QuotaKey::Namespaced(namespace.to_owned(), q.name_any());
+        let key = QuotaRef::Namespaced(namespace.to_owned(), q.name_any());
         let quota = ledgers.compiled(&key, q.meta(), || compile(&q.definition()));
-        let seen = || seen_of(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
+        let seen = || seen_from(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
         if let Err(message) = consider(key, quota, &seen) {
             return Ok(Verdict::deny(None, message));
         }
     }
     for q in cache.global_custom_quotas().store().state() {
-        let key = QuotaKey::Global(q.name_any());
+        let key = QuotaRef::Global(q.name_any());
         let quota = ledgers.compiled(&key, q.meta(), || compile(&q.definition()));
-        let seen = || seen_of(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
+        let seen = || seen_from(&q.meta().resource_version, &q.spec.limit, q.status.as_ref());
         if let Err(message) = consider(key, quota, &seen) {
             return Ok(Verdict::deny(None, message));
         }
@@ -239,7 +224,7 @@ pub async fn decide(
     } else {
         "updating"
     };
-    let mut reserved: Vec<&QuotaKey> = Vec::new();
+    let mut reserved: Vec<&QuotaRef> = Vec::new();
     for a in &affected {
         let reservation = QuotaReservation {
             uid: uid.clone(),
@@ -371,12 +356,16 @@ async fn scaled(
     )))
 }
 
-fn seen_of(version: &Option<String>, limit: &Quantity, status: Option<&CustomQuotaStatus>) -> Seen {
+fn seen_from(version: &Option<String>, limit: &Quantity, status: Option<&CustomQuotaStatus>) -> Seen {
     Seen {
         version: version.clone().unwrap_or_default(),
         limit: limit.clone(),
         status: status.cloned().unwrap_or_default(),
     }
+}
+
+fn seen_of(q: &AnyQuota) -> Seen {
+    seen_from(&q.meta().resource_version, q.definition().limit, q.status())
 }
 
 async fn namespace_labels(
@@ -454,7 +443,7 @@ async fn reserve(
 
 /// Takes back the reservations of `uid` in `keys` (a request refused by a later quota). Best effort:
 /// a reservation left behind expires anyway.
-async fn release(client: &Client, ledgers: &Ledgers, keys: &[&QuotaKey], uid: &str) {
+async fn release(client: &Client, ledgers: &Ledgers, keys: &[&QuotaRef], uid: &str) {
     for key in keys {
         let lock = ledgers.lock_of(key);
         let mut last = lock.lock().await;
@@ -484,32 +473,14 @@ enum WriteError {
     Other(String),
 }
 
-async fn read(client: &Client, key: &QuotaKey) -> Result<Seen, String> {
-    match key {
-        QuotaKey::Namespaced(ns, name) => {
-            let api: Api<CustomQuota> = Api::namespaced(client.clone(), ns);
-            let q = api.get(name).await.map_err(|e| e.to_string())?;
-            Ok(seen_of(
-                &q.metadata.resource_version,
-                &q.spec.limit,
-                q.status.as_ref(),
-            ))
-        }
-        QuotaKey::Global(name) => {
-            let api: Api<GlobalCustomQuota> = Api::all(client.clone());
-            let q = api.get(name).await.map_err(|e| e.to_string())?;
-            Ok(seen_of(
-                &q.metadata.resource_version,
-                &q.spec.limit,
-                q.status.as_ref(),
-            ))
-        }
-    }
+async fn read(client: &Client, key: &QuotaRef) -> Result<Seen, String> {
+    let q = key.get(client).await.map_err(|e| e.to_string())?;
+    Ok(seen_of(&q))
 }
 
 async fn write_reservations(
     client: &Client,
-    key: &QuotaKey,
+    key: &QuotaRef,
     version: &str,
     reservations: &[QuotaReservation],
 ) -> Result<Seen, WriteError> {
@@ -517,21 +488,7 @@ async fn write_reservations(
         "metadata": {"resourceVersion": version},
         "status": {"reservations": reservations},
     });
-    let params = PatchParams::default();
-    let result = match key {
-        QuotaKey::Namespaced(ns, name) => {
-            let api: Api<CustomQuota> = Api::namespaced(client.clone(), ns);
-            api.patch_status(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|q| seen_of(&q.metadata.resource_version, &q.spec.limit, q.status.as_ref()))
-        }
-        QuotaKey::Global(name) => {
-            let api: Api<GlobalCustomQuota> = Api::all(client.clone());
-            api.patch_status(name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|q| seen_of(&q.metadata.resource_version, &q.spec.limit, q.status.as_ref()))
-        }
-    };
+    let result = key.patch_status(client, &patch).await.map(|q| seen_of(&q));
     result.map_err(|e| match e {
         kube::Error::Api(status) if status.code == 409 => WriteError::Conflict,
         other => WriteError::Other(other.to_string()),

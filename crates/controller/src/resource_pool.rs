@@ -347,6 +347,15 @@ async fn keep_pool(
         if planned.hard.get(ns) != Some(hard) {
             short = true;
         }
+        // A namespace being deleted keeps counting (its pods still run) but takes no writes: the API
+        // server refuses new content there, and its quota goes with it.
+        if ctx
+            .cache
+            .namespace(ns)
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+        {
+            continue;
+        }
         apply_quota(ctx, memory, pool, ns, &quota_name, hard).await?;
     }
     // Namespaces no longer selected lose the pool's quota.

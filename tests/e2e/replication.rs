@@ -749,6 +749,23 @@ spec:
             .ok_or(one)
     })
     .await;
+    // The adoption is marked on the object itself, so that pruning gives it back even if the
+    // resource's status never recorded it.
+    let adopted_mark = || {
+        get(
+            &cluster,
+            &[
+                "get",
+                "configmap",
+                "team-settings",
+                "-n",
+                &format!("{a}-one"),
+                "-o",
+                r"jsonpath={.metadata.annotations.bulkhead\.dev/adopted}",
+            ],
+        )
+    };
+    assert_eq!(adopted_mark(), "true");
     // A context object changes: what was rendered from it follows, through the watch of what the
     // last reconcile read.
     cluster.kubectl().ok(&[
@@ -780,6 +797,11 @@ spec:
             .ok_or(format!("{one:?} {two:?}"))
     })
     .await;
+    assert_eq!(
+        adopted_mark(),
+        "",
+        "the mark goes with the rest of what replication set"
+    );
 
     // dependsOn holds a resource back until what it names is Ready; cordoned freezes it.
     let later = cluster.unique("e2e-later");

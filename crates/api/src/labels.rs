@@ -39,5 +39,10 @@ pub const RULE_PROMOTE: &str = "projectcapsule.dev/promote";
 /// The annotation on every object the controller applies: a digest of the configuration it applied, so
 /// that after a restart it can tell, without writing, that an object is as it wants it.
 pub const APPLIED: &str = "bulkhead.dev/applied";
+
+/// Annotation replication sets on an object it adopted (one that existed before it): pruning gives
+/// such an object back (only the fields replication set go) instead of deleting it, whatever the
+/// resource's status remembers.
+pub const ADOPTED: &str = "bulkhead.dev/adopted";
 /// The label on a Tenant naming its tier of API fairness (`BulkheadConfiguration.spec.apiFairness.tiers`).
 pub const API_TIER: &str = "bulkhead.dev/api-tier";

@@ -436,6 +436,15 @@ async fn apply_one(
         if let Some(existing) = existing {
             let ours =
                 existing.labels().get(labels::REPLICATED_BY).map(String::as_str) == Some(job.owner.as_str());
+            // Adopted before, though the status that said so may not have been written.
+            if ours
+                && existing
+                    .annotations()
+                    .get(labels::ADOPTED)
+                    .is_some_and(|v| v == "true")
+            {
+                *adopted = true;
+            }
             if !ours {
                 if !job.settings.adopt {
                     return Err(format!(
@@ -451,6 +460,17 @@ async fn apply_one(
     if !*adopted || job.settings.force {
         params = params.force();
     }
+    // An adopted object carries the mark on itself, so pruning gives it back even if the status
+    // recording the adoption is lost.
+    let marked;
+    let object = if *adopted {
+        let mut copy = object.clone();
+        copy["metadata"]["annotations"][labels::ADOPTED] = json!("true");
+        marked = copy;
+        &marked
+    } else {
+        object
+    };
     match api.patch(&name, &params, &Patch::Apply(object)).await {
         Ok(written) => {
             ctx.applied
@@ -480,7 +500,12 @@ async fn delete_ours(
     if current.labels().get(labels::REPLICATED_BY).map(String::as_str) != Some(owner) {
         return Ok(()); // not ours (any more): leave it
     }
-    if item.adopted {
+    if item.adopted
+        || current
+            .annotations()
+            .get(labels::ADOPTED)
+            .is_some_and(|v| v == "true")
+    {
         // It existed before: give back only the fields this resource set, by applying nothing.
         let mut empty = json!({"apiVersion": item.api_version, "kind": item.kind,
             "metadata": {"name": item.name}});

@@ -625,7 +625,7 @@ fn forget_quota_limits(ctx: &Context, quotas: &[ResourceQuota]) {
 }
 
 /// Each resource's higher limit of the two.
-fn higher_limits(
+pub(crate) fn higher_limits(
     a: &BTreeMap<String, Quantity>,
     b: &BTreeMap<String, Quantity>,
 ) -> BTreeMap<String, Quantity> {

@@ -301,15 +301,12 @@ async fn keep_pool(
             .resource_quotas()
             .get(ns, &quota_name)
             .and_then(|q| q.quota.clone());
-        let mut in_force = cached.as_ref().map(|q| q.hard()).unwrap_or_default();
-        if let Some(last) = memory.written.get(&key) {
-            for (r, q) in last {
-                let keep = in_force.get(r).and_then(|o| parse_millis(&o.0));
-                if keep.is_none_or(|k| parse_millis(&q.0).is_some_and(|n| n > k)) {
-                    in_force.insert(r.clone(), q.clone());
-                }
-            }
-        }
+        let cached_hard = cached.as_ref().map(|q| q.hard()).unwrap_or_default();
+        // The limits in force: the higher of the cached and the last written.
+        let in_force = match memory.written.get(&key) {
+            Some(last) => crate::reconcile::higher_limits(&cached_hard, last),
+            None => cached_hard,
+        };
         let used = cached.and_then(|q| q.used()).unwrap_or_default();
         observed.insert(ns.clone(), Observed { in_force, used });
     }
